@@ -1,0 +1,20 @@
+"""zerodl: the layers and networks of "Deep Learning from Scratch", compiled with Numba.
+
+Every hot path has two twins, a NumPy reference and a Numba kernel, chosen at call time by the
+active backend (:func:`set_backend`, :func:`use_backend`, ``ZERODL_BACKEND``).
+"""
+
+from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend
+from zerodl.layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from zerodl.networks import MultiLayerNet, Sequential, TwoLayerNet
+from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS", "get_backend", "set_backend", "use_backend",
+    "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer",
+    "Sequential", "TwoLayerNet", "MultiLayerNet",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+    "__version__",
+]

@@ -1,0 +1,10 @@
+"""Layers with the book's protocol: ``forward(x)``, ``backward(dout)``, ``W``/``b``/``dW``/``db``.
+
+``from common.layers import Affine`` in the book becomes ``from zerodl.layers import Affine``.
+"""
+
+from zerodl.layers.base import Layer
+from zerodl.layers.core import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from zerodl.layers.graph import AddLayer, MulLayer
+
+__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer"]

@@ -1,0 +1,52 @@
+"""The layer protocol every zerodl layer follows (the book's, made explicit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Layer:
+    """Base class: ``forward(x)`` → output, ``backward(dout)`` → ``dx``.
+
+    A layer with parameters lists their attribute names in ``param_names`` (``("W", "b")``); after
+    ``backward`` the gradient of parameter ``p`` is the attribute ``"d" + p`` (``dW``, ``db``), as in
+    the book. Layers whose behaviour differs between training and inference (Dropout,
+    BatchNormalization) set ``takes_train_flg = True`` and accept ``forward(x, train_flg=True)``.
+    """
+
+    param_names: tuple[str, ...] = ()
+    takes_train_flg: bool = False
+
+    def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The layer's parameter arrays by short name (``{"W": ..., "b": ...}``), not copies."""
+        return {name: getattr(self, name) for name in self.param_names}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray | None]:
+        """Gradients from the last ``backward`` by short name (``{"W": dW, "b": db}``)."""
+        return {name: getattr(self, "d" + name) for name in self.param_names}
+
+    def _where(self, method: str) -> str:
+        return f"{type(self).__name__}.{method}"
+
+    def _describe(self) -> str:
+        return ", ".join(
+            f"{name}={getattr(self, name).shape}" for name in self.param_names
+            if getattr(self, name, None) is not None
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()})"
+
+    def _require_forward(self, attr: Any, method: str = "backward") -> None:
+        if attr is None:
+            raise RuntimeError(f"{self._where(method)} called before forward")

@@ -1,0 +1,6 @@
+"""Networks: the general :class:`Sequential` container and the book's named networks."""
+
+from zerodl.networks.mlp import MultiLayerNet, TwoLayerNet
+from zerodl.networks.sequential import ParamDict, Sequential
+
+__all__ = ["Sequential", "ParamDict", "TwoLayerNet", "MultiLayerNet"]

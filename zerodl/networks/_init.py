@@ -1,0 +1,47 @@
+"""Weight initialisation shared by the networks: seeds, dtypes and the book's scale choices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SeedLike = int | np.random.Generator | None
+
+
+def make_rng(seed: SeedLike) -> np.random.Generator:
+    """A Generator from an int seed, an existing Generator (used as is) or ``None`` (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+def check_dtype(dtype: object) -> np.dtype:
+    """``float32`` or ``float64`` (any spelling NumPy understands), else a clear TypeError."""
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def init_scale(weight_init_std: float | str, fan_in: int) -> float:
+    """The book's choices: ``'relu'``/``'he'`` → √(2/fan_in), ``'sigmoid'``/``'xavier'`` → √(1/fan_in),
+    a number → itself."""
+    key = str(weight_init_std).lower()
+    if key in ("relu", "he"):
+        return float(np.sqrt(2.0 / fan_in))
+    if key in ("sigmoid", "xavier"):
+        return float(np.sqrt(1.0 / fan_in))
+    if isinstance(weight_init_std, str):
+        raise ValueError(
+            f"weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' or a number, got {weight_init_std!r}"
+        )
+    return float(weight_init_std)
+
+
+def gaussian(rng: np.random.Generator, shape: tuple[int, ...], scale: float, dtype: np.dtype) -> np.ndarray:
+    """``scale * N(0, 1)`` of ``shape``, drawn in float64 (same seed, same weights in both dtypes)."""
+    return (scale * rng.standard_normal(shape)).astype(dtype)

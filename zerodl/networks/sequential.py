@@ -1,0 +1,177 @@
+"""``Sequential``: the one container every zerodl network is built on."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from zerodl.gradient import numerical_gradient as _numerical_gradient
+from zerodl.layers.base import Layer
+from zerodl.layers.core import SoftmaxWithLoss
+
+
+class ParamDict(dict):
+    """``net.params``: name → the very arrays the layers compute with.
+
+    Assigning ``params["W1"] = new`` copies ``new`` *into* the existing array (after checking its
+    shape), so layers and optimizers keep sharing one array; the book's habit of rebinding
+    ``params[key]`` keeps working without silently disconnecting the layers.
+    """
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self:
+            raise KeyError(f"params: unknown parameter {key!r}; known: {', '.join(self)}")
+        target = dict.__getitem__(self, key)
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"params[{key!r}]: expected shape {target.shape}, got {value.shape}")
+        if value is not target:
+            np.copyto(target, value, casting="same_kind")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+
+def _auto_names(layers: Iterable[Layer]) -> OrderedDict[str, Layer]:
+    counts: dict[str, int] = {}
+    named: OrderedDict[str, Layer] = OrderedDict()
+    for layer in layers:
+        kind = type(layer).__name__
+        counts[kind] = counts.get(kind, 0) + 1
+        named[f"{kind}{counts[kind]}"] = layer
+    return named
+
+
+class Sequential:
+    """A stack of layers ending in a loss layer, with the book's network methods.
+
+    Args:
+        layers: layers in forward order, a list (named ``Affine1``, ``Relu1``, … automatically) or a
+            mapping name → layer.
+        last_layer: the loss layer (default :class:`~zerodl.layers.SoftmaxWithLoss`).
+        weight_decay_lambda: L2 weight decay λ: ``0.5 λ ΣW²`` is added to the loss and ``λ W`` to each
+            ``dW``, exactly as the book's ``MultiLayerNet`` does.
+
+    Parameters are exposed in :attr:`params` with the book's names: the ``k``-th layer that has a
+    ``W`` contributes ``Wk``, ``bk``; a normalisation layer contributes ``gammak``, ``betak`` with
+    ``k`` the index of the weight layer before it.
+    """
+
+    #: Default batch size of :meth:`accuracy` (``None``: the whole input at once, as the MLPs do).
+    accuracy_batch_size: int | None = None
+
+    def __init__(
+        self,
+        layers: Iterable[Layer] | Mapping[str, Layer],
+        last_layer: Layer | None = None,
+        weight_decay_lambda: float = 0.0,
+    ) -> None:
+        self.layers: OrderedDict[str, Layer] = (
+            OrderedDict(layers) if isinstance(layers, Mapping) else _auto_names(layers)
+        )
+        if not self.layers:
+            raise ValueError("Sequential: needs at least one layer")
+        for name, layer in self.layers.items():
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: {name} is a {type(layer).__name__}, not a zerodl Layer")
+        self.last_layer = last_layer if last_layer is not None else SoftmaxWithLoss()
+        if weight_decay_lambda < 0:
+            raise ValueError(f"weight_decay_lambda must be >= 0, got {weight_decay_lambda}")
+        self.weight_decay_lambda = float(weight_decay_lambda)
+        self._param_index: list[tuple[str, Layer, str]] = self._index_params()
+        self.params = ParamDict({name: getattr(layer, attr) for name, layer, attr in self._param_index})
+
+    def _index_params(self) -> list[tuple[str, Layer, str]]:
+        index: list[tuple[str, Layer, str]] = []
+        k = 0
+        for layer in self.layers.values():
+            if "W" in layer.param_names:
+                k += 1
+            for attr in layer.param_names:
+                index.append((f"{attr}{max(k, 1)}", layer, attr))
+        return index
+
+    # -- the book's methods ------------------------------------------------------------------
+    def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
+        """Scores ``(N, C)`` for input ``x (N, ...)``; ``train_flg`` drives Dropout / BatchNorm."""
+        for layer in self.layers.values():
+            x = layer.forward(x, train_flg) if layer.takes_train_flg else layer.forward(x)
+        return x
+
+    def weight_decay(self) -> float:
+        """The L2 penalty ``Σ 0.5 λ ΣW²`` over the weight matrices (0 when λ = 0)."""
+        if not self.weight_decay_lambda:
+            return 0
+        decay = 0
+        for name, _, attr in self._param_index:
+            if attr == "W":
+                decay += 0.5 * self.weight_decay_lambda * np.sum(self.params[name] ** 2)
+        return decay
+
+    def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool = False) -> Any:
+        """Mean loss of batch ``x`` against ``t`` (labels ``(N,)`` or one-hot), plus weight decay."""
+        y = self.predict(x, train_flg)
+        return self.last_layer.forward(y, t) + self.weight_decay()
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int | None = None) -> float:
+        """Fraction of samples whose arg-max score equals the label (``t`` labels or one-hot).
+
+        Evaluates ``batch_size`` samples at a time (default :attr:`accuracy_batch_size`).
+        """
+        t = np.asarray(t)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        n = np.shape(x)[0]
+        if n != t.shape[0]:
+            raise ValueError(f"{type(self).__name__}.accuracy: x has {n} samples but t has {t.shape[0]}")
+        if n == 0:
+            raise ValueError(f"{type(self).__name__}.accuracy: x is empty")
+        batch_size = batch_size or self.accuracy_batch_size or n
+        correct = 0
+        for start in range(0, n, batch_size):
+            y = self.predict(x[start : start + batch_size], train_flg=False)
+            correct += int(np.sum(np.argmax(y, axis=1) == t[start : start + batch_size]))
+        return correct / float(n)
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode)."""
+        self.loss(x, t, train_flg=True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        grads: dict[str, np.ndarray] = {}
+        for name, layer, attr in self._param_index:
+            grad = getattr(layer, "d" + attr)
+            if attr == "W" and self.weight_decay_lambda:
+                grad = grad + self.weight_decay_lambda * layer.W
+            grads[name] = grad
+        return grads
+
+    def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        """Central-difference gradients of :meth:`loss` (training mode); slow, for checking only."""
+
+        def loss_at(_: np.ndarray) -> float:
+            return float(self.loss(x, t, train_flg=True))
+
+        return {name: _numerical_gradient(loss_at, param) for name, param in self.params.items()}
+
+    # -- conveniences --------------------------------------------------------------------------
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameters' dtype (float64 unless the network was built with ``dtype=float32``)."""
+        first = next(iter(self.params.values()), None)
+        return first.dtype if first is not None else np.dtype(np.float64)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}("]
+        for name, layer in self.layers.items():
+            lines.append(f"  ({name}): {layer!r}")
+        lines.append(f"  (loss): {self.last_layer!r}")
+        if self.weight_decay_lambda:
+            lines.append(f"  weight_decay_lambda={self.weight_decay_lambda}")
+        lines.append(")")
+        return "\n".join(lines)
