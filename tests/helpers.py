@@ -38,19 +38,18 @@ def _flatten(out: Any) -> list[Any]:
 
 
 def assert_close(actual: Any, expected: Any, dtype: Any = None, what: str = "") -> None:
-    """Equal within :func:`tolerance`; arrays must also agree in shape and dtype."""
-    if isinstance(expected, (np.ndarray, np.generic)) and not np.isscalar(expected) or isinstance(
-        expected, np.ndarray
-    ):
+    """Equal within :func:`tolerance`; arrays and NumPy scalars must also agree in dtype."""
+    if isinstance(expected, np.ndarray):
         assert isinstance(actual, np.ndarray), f"{what}: expected an array, got {type(actual)}"
         assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-        assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    if isinstance(expected, (np.ndarray, np.generic)):
+        assert np.asarray(actual).dtype == expected.dtype, (
+            f"{what}: dtype {np.asarray(actual).dtype} != {expected.dtype}"
+        )
         if expected.dtype.kind in "biu":
             np.testing.assert_array_equal(actual, expected, err_msg=what)
             return
         dtype = dtype or expected.dtype
-    elif isinstance(expected, np.generic):
-        assert np.asarray(actual).dtype == expected.dtype, f"{what}: scalar dtype differs"
     np.testing.assert_allclose(actual, expected, err_msg=what, **tolerance(dtype or np.float64))
 
 
