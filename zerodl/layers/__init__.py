@@ -6,5 +6,6 @@
 from zerodl.layers.base import Layer
 from zerodl.layers.core import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from zerodl.layers.graph import AddLayer, MulLayer
+from zerodl.layers.regularization import Dropout
 
-__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer"]
+__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer", "Dropout"]

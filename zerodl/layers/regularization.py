@@ -1,0 +1,110 @@
+"""The book's chapter 6 regularisation layer: Dropout.
+
+Departures from the book, on purpose: the masks come from the layer's own seedable
+:class:`numpy.random.Generator` (the book uses the global ``np.random``), so the same seed gives the
+same masks in both backends and in every run; ``backward`` never writes into ``dout``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from zerodl import kernels
+from zerodl._validate import as_float_array, check_same_shape
+from zerodl.layers.base import Layer
+
+SeedLike = int | np.random.Generator | None
+
+
+def make_rng(seed: SeedLike, where: str) -> np.random.Generator:
+    """A Generator from an int seed, a Generator (used as is, shared) or ``None`` (fresh entropy)."""
+    # Kept here rather than imported from zerodl.networks, which imports this package (a cycle).
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"{where}: seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+class Dropout(Layer):
+    """Randomly zero activations during training (the book's ``Dropout``).
+
+    Args:
+        dropout_ratio: probability of dropping each activation, in ``[0, 1]``.
+        seed: int, :class:`numpy.random.Generator` (used as is, shared) or ``None`` (fresh entropy).
+
+    ``forward(x, train_flg=True)`` (any shape, float32/float64, dtype kept):
+
+    * training: draws ``u ~ U[0, 1)`` of ``x``'s shape (float64, so the masks do not depend on the
+      dtype), keeps ``mask = u > dropout_ratio`` and returns ``x * mask`` — **not** rescaled by
+      ``1 / (1 - ratio)``, exactly as the book;
+    * inference (``train_flg=False``): returns ``x * (1 - dropout_ratio)``.
+
+    ``backward(dout)`` → ``dout * mask`` (the mask of the last training forward).
+
+    Deterministic masks (for gradient checks, or to replay a mask in a reference computation):
+    :meth:`freeze_mask` makes training forwards reuse one mask until :meth:`unfreeze_mask`.
+    """
+
+    takes_train_flg = True
+
+    def __init__(self, dropout_ratio: float = 0.5, seed: SeedLike = None) -> None:
+        if (
+            isinstance(dropout_ratio, bool)
+            or not isinstance(dropout_ratio, numbers.Real)
+            or not 0.0 <= float(dropout_ratio) <= 1.0
+        ):
+            raise ValueError(f"Dropout: dropout_ratio must be a number in [0, 1], got {dropout_ratio!r}")
+        # A Python float, so ``x * (1 - ratio)`` keeps float32 inputs float32 (NEP 50 weak scalar).
+        self.dropout_ratio = float(dropout_ratio)
+        self.rng = make_rng(seed, "Dropout")
+        self.mask: np.ndarray | None = None
+        self.frozen_mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        """``x`` (any shape) → same shape and dtype; see the class docstring for the two modes."""
+        where = self._where("forward")
+        x = as_float_array(x, where, "x")
+        if not train_flg:
+            return kernels.get("dropout_predict")(x, 1.0 - self.dropout_ratio)
+        if self.frozen_mask is not None:
+            check_same_shape(self.frozen_mask, x.shape, where, "frozen mask (x's shape changed?)")
+            self.mask = self.frozen_mask
+            return kernels.get("dropout_forward")(x, self.mask)
+        u = self.rng.random(x.shape)
+        out, self.mask = kernels.get("dropout_mask_forward")(x, u, self.dropout_ratio)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout`` of the forward shape → ``dx = dout * mask``; ``dout`` is not modified."""
+        where = self._where("backward")
+        self._require_forward(self.mask)
+        dout = as_float_array(dout, where, "dout")
+        check_same_shape(dout, self.mask.shape, where, "dout")
+        return kernels.get("dropout_backward")(dout, self.mask)
+
+    def freeze_mask(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Reuse one mask for every training forward until :meth:`unfreeze_mask`; returns it.
+
+        ``mask``: a bool array of the input's shape; default the mask of the last training forward.
+        A network's loss then becomes a deterministic function of its parameters, which is what a
+        numerical gradient check needs.
+        """
+        if mask is None:
+            if self.mask is None:
+                raise RuntimeError("Dropout.freeze_mask: no mask given and no training forward yet")
+            mask = self.mask
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"Dropout.freeze_mask: mask must be a bool array, got dtype {mask.dtype}")
+        self.frozen_mask = np.ascontiguousarray(mask)
+        return self.frozen_mask
+
+    def unfreeze_mask(self) -> None:
+        """Go back to drawing a fresh mask on every training forward."""
+        self.frozen_mask = None
+
+    def _describe(self) -> str:
+        return f"dropout_ratio={self.dropout_ratio}"
