@@ -7,7 +7,7 @@ which returns the twin of the backend active in the calling context, so
 :func:`zerodl.use_backend` takes effect on the very next call.
 
 Importing this package compiles nothing: numba compiles a kernel on its first call (and caches it
-on disk with ``cache=True``).
+on disk, see ``_jit.py``).
 """
 
 from __future__ import annotations
