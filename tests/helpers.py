@@ -85,9 +85,11 @@ def assert_backends_agree(
 
 def check_layer_gradient(forward, x: np.ndarray, dout: np.ndarray, dx: np.ndarray, h: float = 1e-6,
                          atol: float = 1e-6) -> None:
-    """Check an analytic ``dx`` against central differences of ``sum(forward(x) * dout)`` (float64)."""
+    """Check an analytic ``dx`` against central differences of ``sum(forward(x) * dout)`` (float64).
+
+    ``x`` is perturbed in place (and restored), so it may be a parameter ``forward`` reads itself.
+    """
     from zerodl.gradient import numerical_gradient
 
-    x = x.copy()
     num = numerical_gradient(lambda _: float(np.sum(forward(x) * dout)), x, h=h)
     np.testing.assert_allclose(dx, num, rtol=1e-5, atol=atol)
