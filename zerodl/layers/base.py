@@ -17,6 +17,9 @@ class Layer:
     """
 
     param_names: tuple[str, ...] = ()
+    #: Non-trainable state a checkpoint must keep (BatchNormalization's running statistics):
+    #: attribute names, collected by ``Sequential.buffers()``; updated in place by the layer.
+    buffer_names: tuple[str, ...] = ()
     takes_train_flg: bool = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
