@@ -159,6 +159,54 @@ class Sequential:
 
         return {name: _numerical_gradient(loss_at, param) for name, param in self.params.items()}
 
+    # -- non-trainable state (running statistics) ----------------------------------------------
+    def _buffer_index(self) -> list[tuple[str, Layer, str]]:
+        # Named like params: attribute + index of the weight layer before it ('running_mean1').
+        index: list[tuple[str, Layer, str]] = []
+        k = 0
+        for layer in self.layers.values():
+            if "W" in layer.param_names:
+                k += 1
+            for attr in getattr(layer, "buffer_names", ()):
+                index.append((f"{attr}{max(k, 1)}", layer, attr))
+        return index
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state a checkpoint must save with :attr:`params`, by book-style name.
+
+        Collects every layer attribute listed in its ``buffer_names`` (BatchNormalization:
+        ``running_mean``, ``running_var``), named after the preceding weight layer's index like the
+        parameters: ``{'running_mean1': ..., 'running_var1': ..., ...}``. The values are the live
+        arrays (layers update them in place), not copies; a statistic a layer has not created yet
+        (lazily, on its first forward) is left out. Restore with :meth:`load_buffers`.
+        """
+        return {
+            name: getattr(layer, attr)
+            for name, layer, attr in self._buffer_index()
+            if getattr(layer, attr) is not None
+        }
+
+    def load_buffers(self, buffers: Mapping[str, Any]) -> None:
+        """Copy saved :meth:`buffers` back into the layers (into the existing arrays when present).
+
+        Raises KeyError for a name this network does not have and ValueError for a shape mismatch.
+        """
+        index = {name: (layer, attr) for name, layer, attr in self._buffer_index()}
+        for name, value in buffers.items():
+            if name not in index:
+                raise KeyError(f"load_buffers: unknown buffer {name!r}; known: {', '.join(index) or 'none'}")
+            layer, attr = index[name]
+            current = getattr(layer, attr)
+            value = np.asarray(value)
+            if current is None:
+                ref = next((getattr(layer, p) for p in layer.param_names), None)
+                dtype = ref.dtype if ref is not None else value.dtype
+                setattr(layer, attr, np.array(value, dtype=dtype, copy=True, order="C"))
+            elif value.shape != current.shape:
+                raise ValueError(f"load_buffers: {name!r} expected shape {current.shape}, got {value.shape}")
+            else:
+                np.copyto(current, value, casting="same_kind")
+
     # -- conveniences --------------------------------------------------------------------------
     @property
     def dtype(self) -> np.dtype:
