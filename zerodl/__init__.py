@@ -5,7 +5,9 @@ active backend (:func:`set_backend`, :func:`use_backend`, ``ZERODL_BACKEND``).
 """
 
 from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend
-from zerodl.layers import Affine, AddLayer, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from zerodl.layers import (
+    Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss,
+)
 from zerodl.networks import MultiLayerNet, Sequential, TwoLayerNet
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
@@ -14,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer",
-    "Dropout",
+    "Dropout", "BatchNormalization",
     "Sequential", "TwoLayerNet", "MultiLayerNet",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "__version__",

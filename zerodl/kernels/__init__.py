@@ -17,10 +17,10 @@ from types import ModuleType
 from typing import Any
 
 from zerodl.backend import BACKENDS, get_backend
-from zerodl.kernels import affine, dropout, optim, relu, sigmoid, softmax_loss
+from zerodl.kernels import affine, batchnorm, dropout, optim, relu, sigmoid, softmax_loss
 
 #: Kernel modules; each contributes the ops listed in its ``OPS``.
-MODULES: tuple[ModuleType, ...] = (affine, relu, sigmoid, softmax_loss, optim, dropout)
+MODULES: tuple[ModuleType, ...] = (affine, relu, sigmoid, softmax_loss, optim, dropout, batchnorm)
 
 REGISTRY: dict[tuple[str, str], Callable[..., Any]] = {}
 
