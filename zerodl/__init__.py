@@ -8,7 +8,7 @@ from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend
 from zerodl.layers import (
     Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss,
 )
-from zerodl.networks import MultiLayerNet, Sequential, TwoLayerNet
+from zerodl.networks import MultiLayerNet, MultiLayerNetExtend, Sequential, TwoLayerNet
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 __version__ = "0.1.0"
@@ -17,7 +17,7 @@ __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer",
     "Dropout", "BatchNormalization",
-    "Sequential", "TwoLayerNet", "MultiLayerNet",
+    "Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "__version__",
 ]
