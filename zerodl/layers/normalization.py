@@ -102,7 +102,7 @@ class BatchNormalization(Layer):
         x2 = x.reshape(x.shape[0], -1)
         d = self.gamma.shape[0]
         if x2.shape[1] != d:
-            flat = f" (flattened to {x2.shape})" if x.ndim == 4 else ""
+            flat = f", flattened to {x2.shape}" if x.ndim == 4 else ""
             raise ValueError(
                 f"{where}: {name} has {x2.shape[1]} features per sample (shape {x.shape}{flat}) "
                 f"but gamma has {d}"
