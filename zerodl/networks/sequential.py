@@ -207,6 +207,27 @@ class Sequential:
             else:
                 np.copyto(current, value, casting="same_kind")
 
+    # -- saving and loading (format logic in zerodl.io) ------------------------------------------
+    def save_params(self, file_name: str | Any = "params.npz", metadata: Mapping[str, Any] | None = None) -> Any:
+        """Save parameters, buffers and architecture to a ``.npz`` file, atomically.
+
+        Departs from the book on purpose: npz (read without pickle) instead of a pickle, and the
+        architecture travels with it, so :func:`zerodl.load_network` rebuilds the network.
+        """
+        from zerodl.io import save_network
+
+        return save_network(self, file_name, metadata)
+
+    def load_params(self, file_name: str | Any = "params.npz", *, strict_dtype: bool = False) -> dict[str, Any]:
+        """Load a zerodl ``.npz`` file or a book pickle (``{'W1': ..., ...}``) into this network, in place.
+
+        Names, shapes and dtypes are checked first (see :func:`zerodl.io.load_params`); a pickle
+        that would build anything but arrays and plain containers is refused unrun.
+        """
+        from zerodl.io import load_params
+
+        return load_params(self, file_name, strict_dtype=strict_dtype)
+
     # -- conveniences --------------------------------------------------------------------------
     @property
     def dtype(self) -> np.dtype:
