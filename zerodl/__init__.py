@@ -9,6 +9,7 @@ from zerodl.layers import (
     Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss,
 )
 from zerodl.networks import MultiLayerNet, MultiLayerNetExtend, Sequential, TwoLayerNet
+from zerodl.io import load_network, save_network
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 __version__ = "0.1.0"
@@ -19,5 +20,6 @@ __all__ = [
     "Dropout", "BatchNormalization",
     "Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+    "load_network", "save_network",
     "__version__",
 ]
