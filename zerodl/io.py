@@ -319,6 +319,14 @@ def _check_array(kind: str, name: str, target: Any, source: np.ndarray, path: Pa
         )
 
 
+def _buffer_names(network: Any) -> list[str]:
+    """Every buffer name the network can hold, created yet or not (lazily created statistics)."""
+    index = getattr(network, "_buffer_index", None)
+    if callable(index):
+        return [name for name, _, _ in index()]
+    return list(_buffers(network))
+
+
 def copy_into(
     network: Any,
     params: Mapping[str, np.ndarray],
@@ -330,24 +338,44 @@ def copy_into(
     """Check ``params`` (and ``buffers``) against ``network`` and copy them in place.
 
     All names, shapes and dtypes are checked first; only if everything fits is anything written.
-    ``buffers=None`` leaves the network's buffers alone (the book's files carry none).
+    ``buffers=None`` leaves the network's buffers alone (the book's files carry none). A buffer the
+    network has not created yet (batch-norm statistics appear on the first forward) is created by
+    ``network.load_buffers``.
     """
     path = Path(path)
     targets = network.params
     _check_names("parameter", targets, params, path)
     for name, target in targets.items():
         _check_array("parameter", name, target, np.asarray(params[name]), path, strict_dtype)
-    buffer_targets: dict[str, np.ndarray] = {}
+    existing: dict[str, np.ndarray] = {}
     if buffers is not None:
-        buffer_targets = _buffers(network)
-        _check_names("buffer", buffer_targets, buffers, path)
-        for name, target in buffer_targets.items():
-            _check_array("buffer", name, target, np.asarray(buffers[name]), path, strict_dtype)
+        existing = _buffers(network)
+        known = _buffer_names(network)
+        unexpected = [n for n in buffers if n not in known]
+        missing = [n for n in existing if n not in buffers]
+        if unexpected or missing:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+            raise ModelFormatError(
+                f"{path}: buffer names do not match the network ({'; '.join(parts)}); "
+                f"the network has {', '.join(known) or 'none'}"
+            )
+        for name, value in buffers.items():
+            source = np.asarray(value)
+            if name in existing:
+                _check_array("buffer", name, existing[name], source, path, strict_dtype)
+            elif source.dtype.kind != "f":
+                raise ModelFormatError(f"{path}: buffer {name!r} has dtype {source.dtype}, expected floats")
     # Everything fits: copy into the very arrays the layers hold (layers keep sharing them).
     for name, target in targets.items():
         np.copyto(target, params[name], casting="same_kind")
-    for name, target in buffer_targets.items():
-        np.copyto(target, buffers[name], casting="same_kind")  # type: ignore[index]
+    if buffers:
+        loader = getattr(network, "load_buffers", None)
+        if callable(loader):
+            loader(dict(buffers))
+        else:
+            for name, target in existing.items():
+                np.copyto(target, buffers[name], casting="same_kind")
 
 
 def load_params(network: Any, path: PathLike, *, strict_dtype: bool = False) -> dict[str, Any]:
