@@ -1,0 +1,161 @@
+"""Max pooling forward (with the arg-max of every window) and backward.
+
+Twins: ``max_pool_forward_numpy`` / ``max_pool_forward_numba`` and ``max_pool_backward_numpy`` /
+``max_pool_backward_numba``.
+
+Contract (both twins), with ``OH = (H + 2 pad - pool_h) // stride + 1`` and ``OW`` likewise:
+
+* ``max_pool_forward(x (N, C, H, W), pool_h, pool_w, stride, pad)`` → ``(out, arg_max)``, both
+  ``(N, C, OH, OW)``: ``out`` is the maximum of each window (dtype of ``x``), ``arg_max`` (``intp``)
+  the window-local index ``fy·pool_w + fx`` of its **first** maximum in row-major order (NumPy's
+  ``argmax`` rule; a NaN counts as the maximum and propagates, as ``np.max`` does). Padding cells
+  hold 0 and take part in the maximum, exactly as the book's ``im2col``-based pooling does.
+* ``max_pool_backward(dout (N, C, OH, OW), arg_max, x_shape, pool_h, pool_w, stride, pad)`` →
+  ``dx (x_shape)``: each ``dout`` entry is added to the pixel its window's maximum came from (nothing
+  when that was padding); overlapping windows accumulate.
+
+Departures from the book's ``Pooling``: the book computes ``OH`` without the padding (so it breaks
+for ``pad > 0``) and stores ``arg_max`` in ``(N, OH, OW, C)`` order; here ``OH`` includes the
+padding, like ``im2col``, and ``arg_max`` has the output's layout. Outputs are new arrays; inputs
+are never written. The NumPy twins are the book's ``im2col`` / ``col2im`` route; the Numba twins
+scan each window directly and scatter each gradient once, adding them in the book's order (filter
+offset by offset), so the backends agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zerodl.kernels._jit import jit
+from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
+
+OPS = ("max_pool_forward", "max_pool_backward")
+
+
+# ----------------------------------------------------------------------------- NumPy references
+def max_pool_forward_numpy(
+    x: np.ndarray, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: the book's ``Pooling.forward`` → ``(out, arg_max)``, both ``(N, C, OH, OW)``."""
+    N, C, H, W = x.shape
+    out_h, out_w = out_hw(H, W, pool_h, pool_w, stride, pad)
+    col = im2col_numpy(x, pool_h, pool_w, stride, pad).reshape(-1, pool_h * pool_w)
+    arg_max = np.argmax(col, axis=1)
+    out = np.max(col, axis=1)
+    out = np.ascontiguousarray(out.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2))
+    arg_max = np.ascontiguousarray(arg_max.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2))
+    return out, arg_max
+
+
+def max_pool_backward_numpy(
+    dout: np.ndarray,
+    arg_max: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    pool_h: int,
+    pool_w: int,
+    stride: int = 2,
+    pad: int = 0,
+) -> np.ndarray:
+    """Reference: the book's ``Pooling.backward`` (scatter into ``dmax``, then ``col2im``)."""
+    pool_size = pool_h * pool_w
+    dout_t = dout.transpose(0, 2, 3, 1)
+    arg_t = arg_max.transpose(0, 2, 3, 1)
+    dmax = np.zeros((dout_t.size, pool_size), dtype=dout.dtype)
+    dmax[np.arange(arg_t.size), arg_t.flatten()] = dout_t.flatten()
+    dmax = dmax.reshape(dout_t.shape + (pool_size,))
+    dcol = dmax.reshape(dmax.shape[0] * dmax.shape[1] * dmax.shape[2], -1)
+    return col2im_numpy(dcol, x_shape, pool_h, pool_w, stride, pad)
+
+
+# ----------------------------------------------------------------------------- compiled kernels
+@jit
+def _max_pool_forward(x, ph, pw, stride, pad, out, arg_max):
+    n_img, n_ch, h, w = x.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    zero = x.dtype.type(0)
+    for n in range(n_img):
+        for c in range(n_ch):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    best = zero
+                    best_k = 0
+                    k = 0
+                    for fy in range(ph):
+                        y = oh * stride + fy - pad
+                        for fx in range(pw):
+                            xx = ow * stride + fx - pad
+                            if 0 <= y < h and 0 <= xx < w:
+                                v = x[n, c, y, xx]
+                            else:
+                                v = zero
+                            # First maximum wins; a NaN beats everything and then sticks
+                            # (np.argmax / np.max semantics).
+                            if k == 0 or (best == best and (v > best or v != v)):
+                                best = v
+                                best_k = k
+                            k += 1
+                    out[n, c, oh, ow] = best
+                    arg_max[n, c, oh, ow] = best_k
+
+
+@jit
+def _max_pool_backward(dout, arg_max, ph, pw, stride, pad, dx):
+    n_img, n_ch, h, w = dx.shape
+    out_h, out_w = dout.shape[2], dout.shape[3]
+    for n in range(n_img):
+        for c in range(n_ch):
+            for y in range(h):
+                for xx in range(w):
+                    dx[n, c, y, xx] = 0
+            if stride >= ph and stride >= pw:
+                # Windows do not overlap: every pixel receives at most one gradient.
+                for oh in range(out_h):
+                    for ow in range(out_w):
+                        k = arg_max[n, c, oh, ow]
+                        y = oh * stride + k // pw - pad
+                        xx = ow * stride + k % pw - pad
+                        if 0 <= y < h and 0 <= xx < w:
+                            dx[n, c, y, xx] += dout[n, c, oh, ow]
+            else:
+                # Overlapping windows: add offset by offset, the order of the book's col2im.
+                for k in range(ph * pw):
+                    fy = k // pw
+                    fx = k % pw
+                    for oh in range(out_h):
+                        y = oh * stride + fy - pad
+                        if y < 0 or y >= h:
+                            continue
+                        for ow in range(out_w):
+                            xx = ow * stride + fx - pad
+                            if arg_max[n, c, oh, ow] == k and 0 <= xx < w:
+                                dx[n, c, y, xx] += dout[n, c, oh, ow]
+
+
+def max_pool_forward_numba(
+    x: np.ndarray, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compiled twin of :func:`max_pool_forward_numpy`: one pass over each window, no ``col``."""
+    N, C, H, W = x.shape
+    out_h, out_w = out_hw(H, W, pool_h, pool_w, stride, pad)
+    out = np.empty((N, C, out_h, out_w), dtype=x.dtype)
+    arg_max = np.empty((N, C, out_h, out_w), dtype=np.intp)
+    _max_pool_forward(np.ascontiguousarray(x), pool_h, pool_w, stride, pad, out, arg_max)
+    return out, arg_max
+
+
+def max_pool_backward_numba(
+    dout: np.ndarray,
+    arg_max: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    pool_h: int,
+    pool_w: int,
+    stride: int = 2,
+    pad: int = 0,
+) -> np.ndarray:
+    """Compiled twin of :func:`max_pool_backward_numpy`: scatters ``dout`` straight into ``dx``."""
+    dx = np.empty(tuple(int(s) for s in x_shape), dtype=dout.dtype)
+    _max_pool_backward(
+        np.ascontiguousarray(dout), np.ascontiguousarray(arg_max, dtype=np.intp),
+        pool_h, pool_w, stride, pad, dx,
+    )
+    return dx

@@ -1,0 +1,174 @@
+"""The book's chapter 7 layers: Convolution and (max) Pooling, layout ``(N, C, H, W)``.
+
+``from common.layers import Convolution, Pooling`` in the book becomes
+``from zerodl.layers import Convolution, Pooling``. The arithmetic is in the kernels of the active
+backend (:mod:`zerodl.kernels.convolution`, :mod:`zerodl.kernels.pooling`).
+
+Departures from the book, on purpose:
+
+* a filter, stride and padding that do not tile the input exactly raise a ``ValueError`` naming
+  the layer and the sizes (the book's ``im2col`` floors silently and drops the last rows/columns);
+* ``Pooling``'s output size counts its padding (the book's formula ignores it and breaks for
+  ``pad > 0``); its default stride is 2, the book repository's corrected default;
+* inputs of the other float precision are converted to ``W``'s dtype; integer inputs are refused;
+  ``backward`` never writes into ``dout``;
+* the Numba backend keeps no ``col`` matrix between forward and backward (``self.col`` is ``None``
+  there); it rebuilds the patches image by image during ``backward``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from zerodl import kernels
+from zerodl._validate import as_float_array, check_ndim, check_nonempty, check_same_shape
+from zerodl.layers.base import Layer
+from zerodl.util import conv_output_size
+
+
+def _positive_int(value: object, where: str, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{where}: {name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def _check_images(x: object, where: str, dtype: np.dtype | None = None) -> np.ndarray:
+    x = as_float_array(x, where, "x", dtype=dtype)
+    if x.ndim != 4:
+        hint = " (one image: x[np.newaxis]; flat MNIST rows: load with flatten=False)" if x.ndim in (2, 3) else ""
+        raise ValueError(f"{where}: x must have shape (N, C, H, W), got shape {x.shape}{hint}")
+    check_nonempty(x, where)
+    return x
+
+
+class Convolution(Layer):
+    """2-d convolution (cross-correlation, as the book) with bias.
+
+    Args:
+        W: filters ``(FN, C, FH, FW)``, float32 or float64; held by reference (optimizers update it
+            in place).
+        b: bias ``(FN,)`` of ``W``'s dtype.
+        stride: positive step of the window.
+        pad: zero padding on every side (``>= 0``).
+
+    ``forward(x (N, C, H, W))`` → ``(N, FN, OH, OW)`` with ``OH = (H + 2 pad - FH) / stride + 1``
+    (see :func:`zerodl.util.conv_output_size`). ``backward(dout (N, FN, OH, OW))`` → ``dx`` of
+    ``x``'s shape, and sets ``dW (FN, C, FH, FW)`` and ``db (FN,)``.
+    """
+
+    param_names = ("W", "b")
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
+        W = as_float_array(W, "Convolution", "W")
+        check_ndim(W, "Convolution", "W", (4,), "(FN, C, FH, FW)")
+        check_nonempty(W, "Convolution", "W")
+        b = as_float_array(b, "Convolution", "b", dtype=W.dtype)
+        if b.shape != (W.shape[0],):
+            raise ValueError(
+                f"Convolution: b must have shape ({W.shape[0]},) to match W {W.shape}, got {b.shape}"
+            )
+        self.W = W
+        self.b = b
+        self.stride = _positive_int(stride, "Convolution", "stride")
+        self.pad = _positive_int(pad, "Convolution", "pad", minimum=0)
+        self.x: np.ndarray | None = None
+        self.col: np.ndarray | None = None
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
+
+    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """``(FN, OH, OW)`` for one input image of shape ``(C, H, W)``; ValueError if it does not tile."""
+        where = self._where("forward")
+        FN, C, FH, FW = self.W.shape
+        c, h, w = input_shape
+        if c != C:
+            raise ValueError(
+                f"{where}: x has {c} channels (shape (N, {c}, {h}, {w})) but W {self.W.shape} "
+                f"expects {C}"
+            )
+        oh = conv_output_size(h, FH, self.stride, self.pad, where=where, axis="input height")
+        ow = conv_output_size(w, FW, self.stride, self.pad, where=where, axis="input width")
+        return FN, oh, ow
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (N, C, H, W)`` → ``(N, FN, OH, OW)``."""
+        where = self._where("forward")
+        x = _check_images(x, where, self.W.dtype)
+        self.output_shape(x.shape[1:])
+        out, self.col = kernels.get("conv_forward")(x, self.W, self.b, self.stride, self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout (N, FN, OH, OW)`` → ``dx (N, C, H, W)``; sets ``dW``, ``db``."""
+        where = self._where("backward")
+        self._require_forward(self.x)
+        dout = as_float_array(dout, where, "dout", dtype=self.W.dtype)
+        check_same_shape(dout, (self.x.shape[0], *self.output_shape(self.x.shape[1:])), where, "dout")
+        dx, self.dW, self.db = kernels.get("conv_backward")(
+            dout, self.x, self.W, self.col, self.stride, self.pad
+        )
+        return dx
+
+    def __repr__(self) -> str:
+        return f"Convolution(W={self.W.shape}, stride={self.stride}, pad={self.pad})"
+
+
+class Pooling(Layer):
+    """Max pooling over ``pool_h × pool_w`` windows, channel by channel.
+
+    Args:
+        pool_h, pool_w: window size.
+        stride: step of the window (default 2, the book repository's corrected default).
+        pad: zero padding on every side; padding cells count as 0 in the maximum (the book's
+            ``im2col`` semantics).
+
+    ``forward(x (N, C, H, W))`` → ``(N, C, OH, OW)``, dtype kept; keeps ``arg_max`` (the index of
+    each window's maximum, ``(N, C, OH, OW)``). ``backward(dout)`` routes each gradient to the pixel
+    that was the maximum.
+    """
+
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
+        self.pool_h = _positive_int(pool_h, "Pooling", "pool_h")
+        self.pool_w = _positive_int(pool_w, "Pooling", "pool_w")
+        self.stride = _positive_int(stride, "Pooling", "stride")
+        self.pad = _positive_int(pad, "Pooling", "pad", minimum=0)
+        self.x_shape: tuple[int, int, int, int] | None = None
+        self.x_dtype: np.dtype | None = None
+        self.arg_max: np.ndarray | None = None
+
+    def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """``(C, OH, OW)`` for one input image of shape ``(C, H, W)``; ValueError if it does not tile."""
+        where = self._where("forward")
+        c, h, w = input_shape
+        oh = conv_output_size(h, self.pool_h, self.stride, self.pad, where=where, axis="input height")
+        ow = conv_output_size(w, self.pool_w, self.stride, self.pad, where=where, axis="input width")
+        return c, oh, ow
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x (N, C, H, W)`` → ``(N, C, OH, OW)``."""
+        where = self._where("forward")
+        x = _check_images(x, where)
+        self.output_shape(x.shape[1:])
+        out, self.arg_max = kernels.get("max_pool_forward")(
+            x, self.pool_h, self.pool_w, self.stride, self.pad
+        )
+        self.x_shape = x.shape
+        self.x_dtype = x.dtype
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout (N, C, OH, OW)`` → ``dx (N, C, H, W)``."""
+        where = self._where("backward")
+        self._require_forward(self.arg_max)
+        dout = as_float_array(dout, where, "dout", dtype=self.x_dtype)
+        check_same_shape(dout, self.arg_max.shape, where, "dout")
+        return kernels.get("max_pool_backward")(
+            dout, self.arg_max, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad
+        )
+
+    def __repr__(self) -> str:
+        return f"Pooling(pool_h={self.pool_h}, pool_w={self.pool_w}, stride={self.stride}, pad={self.pad})"
