@@ -6,9 +6,12 @@ active backend (:func:`set_backend`, :func:`use_backend`, ``ZERODL_BACKEND``).
 
 from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend
 from zerodl.layers import (
-    Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss,
+    Affine, AddLayer, BatchNormalization, Convolution, Dropout, MulLayer, Pooling, Relu, Sigmoid,
+    SoftmaxWithLoss,
 )
-from zerodl.networks import MultiLayerNet, MultiLayerNetExtend, Sequential, TwoLayerNet
+from zerodl.networks import (
+    DeepConvNet, MultiLayerNet, MultiLayerNetExtend, Sequential, SimpleConvNet, TwoLayerNet,
+)
 from zerodl.io import load_network, save_network
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
@@ -17,8 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer",
-    "Dropout", "BatchNormalization",
+    "Dropout", "BatchNormalization", "Convolution", "Pooling",
     "Sequential", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
+    "SimpleConvNet", "DeepConvNet",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "load_network", "save_network",
     "__version__",

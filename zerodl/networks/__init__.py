@@ -1,7 +1,9 @@
 """Networks: the general :class:`Sequential` container and the book's named networks."""
 
+from zerodl.networks.conv import DeepConvNet, SimpleConvNet
 from zerodl.networks.mlp import MultiLayerNet, TwoLayerNet
 from zerodl.networks.mlp_extend import MultiLayerNetExtend
 from zerodl.networks.sequential import ParamDict, Sequential
 
-__all__ = ["Sequential", "ParamDict", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
+__all__ = ["Sequential", "ParamDict", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
+           "SimpleConvNet", "DeepConvNet"]
