@@ -1,0 +1,83 @@
+"""conv_forward / conv_backward: numpy vs numba (both dtypes, hypothesis shapes/stride/pad), vs the
+naive per-element oracle; each backward accepts the other twin's forward cache."""
+
+import numpy as np
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tests import naive
+from tests.helpers import assert_close, tolerance
+from zerodl import kernels
+
+DTYPES = (np.float32, np.float64)
+
+
+@st.composite
+def convs(draw):
+    n, c, fn = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    fh, fw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride, pad = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    assume(h + 2 * pad >= fh and w + 2 * pad >= fw)
+    return n, c, fn, h, w, fh, fw, stride, pad
+
+
+def _inputs(shape, seed, dtype):
+    n, c, fn, h, w, fh, fw, stride, pad = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = rng.standard_normal((fn, c, fh, fw)).astype(dtype)
+    b = rng.standard_normal(fn).astype(dtype)
+    return x, W, b, stride, pad, rng
+
+
+@settings(max_examples=20)
+@given(shape=convs(), seed=st.integers(0, 2**16))
+def test_forward_twins_agree_and_match_naive(shape, seed):
+    for dtype in DTYPES:
+        x, W, b, stride, pad, _ = _inputs(shape, seed, dtype)
+        before = [a.copy() for a in (x, W, b)]
+        out_np, col_np = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
+        out_nb, col_nb = kernels.get("conv_forward", "numba")(x, W, b, stride, pad)
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)  # inputs untouched
+        assert_close(out_nb, out_np, what="conv_forward out")
+        assert out_nb.flags.c_contiguous and out_np.flags.c_contiguous
+        # The NumPy twin keeps the book's col; the Numba twin keeps none.
+        np.testing.assert_array_equal(col_np, kernels.get("im2col", "numpy")(x, *W.shape[2:], stride, pad))
+        assert col_nb is None
+        np.testing.assert_allclose(out_nb, naive.conv_forward(x, W, b, stride, pad), **tolerance(dtype))
+
+
+@settings(max_examples=20)
+@given(shape=convs(), seed=st.integers(0, 2**16))
+def test_backward_twins_agree_and_match_naive(shape, seed):
+    for dtype in DTYPES:
+        x, W, b, stride, pad, rng = _inputs(shape, seed, dtype)
+        out, col = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        before = [a.copy() for a in (dout, x, W, col)]
+        ref = kernels.get("conv_backward", "numpy")(dout, x, W, col, stride, pad)
+        # Every combination of twin and cache (col from the NumPy forward, None from the Numba one).
+        for backend, cache in (("numba", None), ("numba", col), ("numpy", None)):
+            got = kernels.get("conv_backward", backend)(dout, x, W, cache, stride, pad)
+            for name, g, r in zip(("dx", "dW", "db"), got, ref):
+                assert_close(g, r, what=f"conv_backward {backend} {name}")
+                assert g.flags.c_contiguous
+        for a, orig in zip((dout, x, W, col), before):
+            np.testing.assert_array_equal(a, orig)
+        naive_grads = naive.conv_backward(dout, x, W, stride, pad)
+        for name, g, r in zip(("dx", "dW", "db"), ref, naive_grads):
+            np.testing.assert_allclose(g, r, err_msg=name, **tolerance(dtype))
+        assert ref[0].shape == x.shape and ref[1].shape == W.shape and ref[2].shape == b.shape
+
+
+def test_bias_gradient_bit_identical_to_the_book_order():
+    # db is summed in the book's order (n-major, then position) by both twins.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 2, 6, 6))
+    W = rng.standard_normal((3, 2, 3, 3))
+    dout = rng.standard_normal((4, 3, 4, 4))
+    _, _, db_np = kernels.get("conv_backward", "numpy")(dout, x, W, None, 1, 0)
+    _, _, db_nb = kernels.get("conv_backward", "numba")(dout, x, W, None, 1, 0)
+    np.testing.assert_array_equal(db_nb, db_np)
