@@ -20,7 +20,7 @@ def _check_int(value: object, name: str, where: str, minimum: int) -> int:
 
 def conv_output_size(
     input_size: int, filter_size: int, stride: int = 1, pad: int = 0, *, where: str = "conv_output_size",
-    axis: str = "input",
+    axis: str = "input size",
 ) -> int:
     """Output length of a sliding window: ``(input_size + 2·pad - filter_size) / stride + 1``.
 
@@ -33,22 +33,25 @@ def conv_output_size(
     >>> conv_output_size(24, 2, stride=2)
     12
     """
-    size = _check_int(input_size, f"{axis} size", where, 1)
+    size = _check_int(input_size, axis, where, 1)
     filt = _check_int(filter_size, "filter size", where, 1)
     stride = _check_int(stride, "stride", where, 1)
     pad = _check_int(pad, "pad", where, 0)
     span = size + 2 * pad - filt
     if span < 0:
         raise ValueError(
-            f"{where}: a filter of size {filt} does not fit the {axis} size {size} with pad {pad} "
+            f"{where}: a filter of size {filt} does not fit the {axis} {size} with pad {pad} "
             f"(expected filter size <= {size + 2 * pad})"
         )
     if span % stride:
-        fits = [p for p in range(pad, pad + stride) if (size + 2 * p - filt) % stride == 0]
-        hint = f"; pad={fits[0]} would tile it" if fits else ""
+        below = size - span % stride
+        above = below + stride
+        sizes = f"{below} or {above}" if below >= 1 and below + 2 * pad >= filt else f"{above}"
+        fits = [p for p in range(pad + 1, pad + stride) if (size + 2 * p - filt) % stride == 0]
+        hint = f", or pad={fits[0]}" if fits else ""
         raise ValueError(
             f"{where}: filter size {filt} with stride {stride} and pad {pad} does not tile the "
-            f"{axis} size {size}: (size + 2*pad - filter) = {span} is not a multiple of the stride "
-            f"{stride}{hint}"
+            f"{axis} {size}: (size + 2*pad - filter) = {span} is not a multiple of the stride "
+            f"{stride} (expected {axis} {sizes}{hint})"
         )
     return span // stride + 1
