@@ -159,6 +159,20 @@ class Sequential:
 
         return {name: _numerical_gradient(loss_at, param) for name, param in self.params.items()}
 
+    def train_step(self, x: np.ndarray, t: np.ndarray, optimizer: Any) -> Any:
+        """One training step: forward, loss, backward and ``optimizer``'s update, in place.
+
+        Returns the loss of the forward pass on this batch **before** the update (weight decay
+        included), and leaves in :attr:`params` what ``optimizer.update(net.params,
+        net.gradient(x, t))`` would, to rounding. Affine/ReLU/Sigmoid stacks ending in
+        SoftmaxWithLoss run fused (one compiled call on the numba backend, buffers reused across
+        steps); other networks run ``gradient`` + ``update``. See
+        :func:`zerodl.kernels.train_step.sequential_train_step`.
+        """
+        from zerodl.kernels.train_step import sequential_train_step
+
+        return sequential_train_step(self, x, t, optimizer)
+
     # -- non-trainable state (running statistics) ----------------------------------------------
     def _buffer_index(self) -> list[tuple[str, Layer, str]]:
         # Named like params: attribute + index of the weight layer before it ('running_mean1').
