@@ -79,7 +79,7 @@ def no_temp_files(directory):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.server.log.append(self.path)
         route = self.server.routes.get(self.path)
         if route is None:
@@ -364,7 +364,8 @@ def test_dataset_split_is_the_books_tuple():
     s = DatasetSplit(tr, te, name="x", split="stratified", description="d", num_classes=2,
                      image_shape=(1, 1, 2), source="here", test_size=0.25, seed=0)
     (x_train, t_train), (x_test, t_test) = s
-    assert x_train is tr[0] and t_test is te[1] and len(s) == 2 and isinstance(s, tuple)
+    assert x_train is tr[0] and t_train is tr[1] and x_test is te[0] and t_test is te[1]
+    assert len(s) == 2 and isinstance(s, tuple)
     assert s.x_train is tr[0] and s.t_train is tr[1] and s.x_test is te[0] and s.t_test is te[1]
     assert repr(s) == ("DatasetSplit(name='x', split='stratified', train=[x(3, 2) float64, "
                        "t(3,) uint8], test=[x(1, 2) float64, t(1,) uint8])")
@@ -584,6 +585,8 @@ def test_mnist_official_split_on_synthetic_files(tmp_path, monkeypatch):
         assert d.split == "official" and d.test_size is None and d.seed is None
         assert "30 training images" in d.description and "20 test images" in d.description
         np.testing.assert_array_equal(x_train, arrays["train_img"].reshape(30, 784) / np.float32(255))
+        np.testing.assert_array_equal(t_train, arrays["train_label"])
+        assert x_test.shape == (20, 784)
         np.testing.assert_array_equal(t_test, arrays["test_label"])
     d = load_mnist(False, False, True, data_dir=tmp_path, split="official", download=False)
     assert d.x_train.shape == (30, 1, 28, 28) and d.x_train.dtype == np.uint8

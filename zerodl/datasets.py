@@ -136,7 +136,7 @@ class DatasetSplit(tuple):
     test_size: float | int | None
     seed: int | None
 
-    def __new__(
+    def __new__(  # noqa: PYI034 (typing.Self needs Python 3.11)
         cls,
         train: tuple[np.ndarray, np.ndarray],
         test: tuple[np.ndarray, np.ndarray],
@@ -279,8 +279,9 @@ def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
                                         max_bytes=max_bytes)
         except (OSError, EOFError, zlib.error) as exc:
             # BadGzipFile (an OSError), a CRC/length mismatch, or a stream that ends early.
+            kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
             raise ValueError(
-                f"{where}: corrupt gzip data ({type(exc).__name__}: {exc}); "
+                f"{where}: corrupt gzip data ({kind}: {exc}); "
                 "the file is damaged or truncated"
             ) from None
 
@@ -445,7 +446,7 @@ def _as_class_labels(t: Any, where: str) -> np.ndarray:
     return t
 
 
-def _test_count(test_size: float | int, n: int, where: str) -> int:
+def _test_count(test_size: float, n: int, where: str) -> int:
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer,
                                                                  np.floating)):
         raise TypeError(f"{where}: test_size must be a fraction in (0, 1) or a count, got "
@@ -464,7 +465,7 @@ def _test_count(test_size: float | int, n: int, where: str) -> int:
 
 
 def stratified_split_indices(
-    labels: Any, test_size: float | int = 0.2, seed: int | None = 0
+    labels: Any, test_size: float = 0.2, seed: int | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified train/test indices.
 
@@ -500,7 +501,7 @@ def stratified_split_indices(
 
 
 def stratified_split(
-    x: Any, t: Any, test_size: float | int = 0.2, seed: int | None = 0
+    x: Any, t: Any, test_size: float = 0.2, seed: int | None = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Split ``(x, t)`` into ``((x_train, t_train), (x_test, t_test))``, stratified by class.
 
@@ -844,7 +845,7 @@ def load_mnist(
     data_dir: PathLike | None = None,
     download: bool = True,
     split: str = "auto",
-    test_size: float | int = 0.2,
+    test_size: float = 0.2,
     seed: int | None = 0,
     mirrors: Sequence[str] | None = None,
     verify: bool = True,
@@ -884,7 +885,7 @@ def load_mnist(
                          f"{', '.join(map(repr, MNIST_SPLITS))}")
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir("mnist")
     mirrors = tuple(MNIST_MIRRORS if mirrors is None else mirrors)
-    fetch = dict(directory=directory, mirrors=mirrors, timeout=timeout, progress=progress)
+    fetch = {"directory": directory, "mirrors": mirrors, "timeout": timeout, "progress": progress}
     fallback_reason: str | None = None
     train_error: DatasetNotFoundError | None = None
     if split == "t10k":
@@ -909,10 +910,10 @@ def load_mnist(
         paths = _ensure_mnist_files(tuple(MNIST_FILES), download=download, **fetch)
         x_train, t_train = _read_mnist_pair(paths["train_img"], paths["train_label"], verify)
         x_test, t_test = _read_mnist_pair(paths["test_img"], paths["test_label"], verify)
-        meta = dict(split="official", test_size=None, seed=None, description=(
+        meta = {"split": "official", "test_size": None, "seed": None, "description": (
             f"MNIST official split: {len(t_train):,} training images "
             f"({MNIST_FILES['train_img'].name}) and {len(t_test):,} test images "
-            f"({MNIST_FILES['test_img'].name}) from {directory}"))
+            f"({MNIST_FILES['test_img'].name}) from {directory}")}
     else:
         try:
             paths = _ensure_mnist_files(_TEST_KEYS, download=download, **fetch)
@@ -943,9 +944,9 @@ def load_mnist(
                 f"training files for the official split.",
                 DatasetFallbackWarning, stacklevel=2,
             )
-        meta = dict(split="t10k", test_size=test_size, seed=seed, description=description)
-    kw = dict(normalize=normalize, flatten=flatten, one_hot_label=one_hot_label, scale=255.0,
-              num_classes=10)
+        meta = {"split": "t10k", "test_size": test_size, "seed": seed, "description": description}
+    kw = {"normalize": normalize, "flatten": flatten, "one_hot_label": one_hot_label,
+          "scale": 255.0, "num_classes": 10}
     return DatasetSplit(_prepare(x_train, t_train, **kw), _prepare(x_test, t_test, **kw),
                         name="mnist", num_classes=10, image_shape=(1, 28, 28),
                         source=str(directory), **meta)
@@ -1010,7 +1011,7 @@ def load_digits(
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
-    test_size: float | int = 0.25,
+    test_size: float = 0.25,
     seed: int | None = 0,
 ) -> DatasetSplit:
     """The 1,797 8×8 handwritten digits shipped inside scikit-learn, shaped like :func:`load_mnist`.
@@ -1029,8 +1030,8 @@ def load_digits(
     """
     images, labels, source = _digits_arrays()
     train_idx, test_idx = stratified_split_indices(labels, test_size, seed)
-    kw = dict(normalize=normalize, flatten=flatten, one_hot_label=one_hot_label, scale=16.0,
-              num_classes=10)
+    kw = {"normalize": normalize, "flatten": flatten, "one_hot_label": one_hot_label,
+          "scale": 16.0, "num_classes": 10}
     return DatasetSplit(
         _prepare(images[train_idx], labels[train_idx], **kw),
         _prepare(images[test_idx], labels[test_idx], **kw),
