@@ -385,6 +385,12 @@ def test_load_dataset_dispatch():
     with pytest.raises(ValueError, match="unknown dataset 'cifar'; expected one of 'digits', "
                                          "'mnist'"):
         load_dataset("cifar")
+    # options another dataset takes pass through as None (a CLI's defaults), never silently
+    np.testing.assert_array_equal(load_dataset("digits", data_dir=None, seed=1,
+                                               test_size=0.5).x_test, a.x_test)
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) data_dir, split; load_digits "
+                                        "takes normalize, flatten"):
+        load_dataset("digits", data_dir="/tmp", split="t10k")
     assert datasets.DATASETS == ("digits", "mnist")
 
 
@@ -693,6 +699,17 @@ def test_fetch_file_reasons_and_no_leftovers(tmp_path, server, dead_mirror):
     assert path == dest / "f.gz" and path.read_bytes() == body and no_temp_files(dest)
 
 
+def test_unreachable_mirror_skipped_but_answering_mirror_retried(tmp_path, server, dead_mirror):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(data_dir=tmp_path, split="t10k", progress=False,
+                   mirrors=(dead_mirror, server.url("none")))
+    assert server.log == ["/none/t10k-images-idx3-ubyte.gz", "/none/t10k-labels-idx1-ubyte.gz"]
+    reasons = [r for _, r in info.value.attempts]
+    assert "Connection refused" in reasons[0]
+    assert reasons[1:] == ["HTTP 404 Not Found", "skipped: unreachable earlier",
+                           "HTTP 404 Not Found"]
+
+
 def test_download_progress_bar(tmp_path, server, capsys):
     server.routes["/p/f.bin"] = (b"x" * 5000, True)
     fetch_file("f.bin", tmp_path, size=5000, sha256=hashlib.sha256(b"x" * 5000).hexdigest(),
@@ -714,4 +731,6 @@ def test_offline_error_names_everything(tmp_path, dead_mirror):
     assert "Traceback" not in msg and "urllib" not in msg
     assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
     assert len(err.missing) == 4 and err.directory == cache and len(err.attempts) == 4
+    # an unreachable mirror is tried once per call, not once per file
+    assert [r for _, r in err.attempts].count("skipped: unreachable earlier") == 3
     assert not cache.exists() or os.listdir(cache) == []

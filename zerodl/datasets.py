@@ -606,6 +606,17 @@ def _describe_network_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _is_unreachable(exc: BaseException) -> bool:
+    """The server was never reached (as opposed to answering badly): DNS, refused, timeout."""
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    if isinstance(exc, urllib.error.URLError):
+        return isinstance(exc.reason, OSError)
+    return isinstance(exc, (TimeoutError, ConnectionError))
+
+
 def fetch_file(
     filename: str,
     directory: PathLike,
@@ -615,6 +626,7 @@ def fetch_file(
     mirrors: Iterable[str],
     timeout: float = 30.0,
     progress: bool | None = None,
+    unreachable: set[str] | None = None,
 ) -> Path:
     """Download ``filename`` into ``directory`` from the first mirror that serves the right bytes.
 
@@ -625,6 +637,10 @@ def fetch_file(
 
     Args:
         progress: tqdm bar on stderr; ``None``: only when stderr is a terminal.
+        timeout: seconds per network operation (connect, each read).
+        unreachable: optional set shared between calls: mirrors that could not be reached at all
+            (no route, DNS failure, refused, timed out) are added to it and skipped afterwards, so
+            fetching four files behind a firewall costs one timeout per mirror, not four.
 
     Returns:
         The path of the verified file.
@@ -644,6 +660,9 @@ def fetch_file(
     for mirror in mirrors:
         url = mirror if mirror.endswith("/") else mirror + "/"
         url += filename
+        if unreachable is not None and mirror in unreachable:
+            attempts.append((url, "skipped: unreachable earlier"))
+            continue
         try:
             request = urllib.request.Request(url, headers={"User-Agent": f"zerodl/{__version__}"})
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -655,7 +674,7 @@ def fetch_file(
                 received = 0
                 with atomic_write(dest, "wb") as out, tqdm(
                     total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=filename,
-                    disable=None if progress is None else not progress, leave=False,
+                    disable=None if progress is None else not progress,
                 ) as bar:
                     while True:
                         chunk = response.read(min(_CHUNK, size + 1 - received))
@@ -678,6 +697,8 @@ def fetch_file(
             # OSError covers URLError/HTTPError, timeouts and connection resets; ValueError a
             # malformed mirror URL.
             attempts.append((url, _describe_network_error(exc)))
+            if unreachable is not None and _is_unreachable(exc):
+                unreachable.add(mirror)
     tried = "\n".join(f"  {u}: {r}" for u, r in attempts) or "  (no mirrors given)"
     raise DatasetNotFoundError(
         f"could not download {filename} into {directory}; mirrors tried:\n{tried}",
@@ -749,6 +770,7 @@ def _ensure_mnist_files(
     mirrors: Sequence[str],
     timeout: float,
     progress: bool | None,
+    unreachable: set[str] | None = None,
 ) -> dict[str, Path]:
     """Paths of the files ``keys`` in ``directory``, downloading missing ones if allowed."""
     paths = {key: directory / MNIST_FILES[key].name for key in keys}
@@ -760,7 +782,8 @@ def _ensure_mnist_files(
             spec = MNIST_FILES[key]
             try:
                 fetch_file(spec.name, directory, size=spec.size, sha256=spec.sha256,
-                           mirrors=mirrors, timeout=timeout, progress=progress)
+                           mirrors=mirrors, timeout=timeout, progress=progress,
+                           unreachable=unreachable)
             except DatasetNotFoundError as exc:
                 attempts.extend(exc.attempts)
                 failed.append(key)
@@ -787,7 +810,7 @@ def download_mnist(
     directory = Path(data_dir) if data_dir is not None else default_data_dir("mnist")
     return _ensure_mnist_files(tuple(MNIST_FILES), directory, download=True,
                                mirrors=tuple(MNIST_MIRRORS if mirrors is None else mirrors),
-                               timeout=timeout, progress=progress)
+                               timeout=timeout, progress=progress, unreachable=set())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -885,7 +908,9 @@ def load_mnist(
                          f"{', '.join(map(repr, MNIST_SPLITS))}")
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir("mnist")
     mirrors = tuple(MNIST_MIRRORS if mirrors is None else mirrors)
-    fetch = {"directory": directory, "mirrors": mirrors, "timeout": timeout, "progress": progress}
+    # One set for the whole call: a mirror found unreachable is not tried again for other files.
+    fetch = {"directory": directory, "mirrors": mirrors, "timeout": timeout, "progress": progress,
+             "unreachable": set()}
     fallback_reason: str | None = None
     train_error: DatasetNotFoundError | None = None
     if split == "t10k":
@@ -1049,10 +1074,22 @@ DATASETS: tuple[str, ...] = ("digits", "mnist")
 
 def load_dataset(name: str, **kwargs: Any) -> DatasetSplit:
     """Load a dataset by name: ``"digits"`` (:func:`load_digits`) or ``"mnist"``
-    (:func:`load_mnist`); keyword arguments are passed through."""
+    (:func:`load_mnist`), passing the keyword arguments through.
+
+    A keyword the chosen loader does not take is dropped if its value is ``None`` (so a CLI can
+    pass ``data_dir=None`` for any dataset) and is a ``TypeError`` naming the accepted ones otherwise.
+    """
+    import inspect
+
     loaders: dict[str, Callable[..., DatasetSplit]] = {"digits": load_digits, "mnist": load_mnist}
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in loaders:
         raise ValueError(f"load_dataset: unknown dataset {name!r}; expected one of "
                          f"{', '.join(map(repr, DATASETS))}")
-    return loaders[key](**kwargs)
+    loader = loaders[key]
+    accepted = inspect.signature(loader).parameters
+    unknown = sorted(k for k, v in kwargs.items() if k not in accepted and v is not None)
+    if unknown:
+        raise TypeError(f"load_dataset({key!r}): unexpected option(s) {', '.join(unknown)}; "
+                        f"{loader.__name__} takes {', '.join(accepted)}")
+    return loader(**{k: v for k, v in kwargs.items() if k in accepted})
