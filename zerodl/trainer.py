@@ -32,9 +32,14 @@ Where zerodl departs from the book, on purpose:
   (:attr:`Trainer.interrupted`); the lists then hold what was recorded until the stop.
 * Losses and accuracies are stored as Python floats.
 
-If the network has a fused ``train_step(x_batch, t_batch, optimizer) -> loss`` method it is used for
-each step instead of ``gradient`` + ``optimizer.update`` + ``loss``; it must return the loss the book
-records (after the update, inference mode) so the lists keep their meaning.
+If the network has a fused ``train_step(x_batch, t_batch, optimizer) -> loss`` method
+(:meth:`zerodl.networks.Sequential.train_step`) it performs the update instead of ``gradient`` +
+``optimizer.update``. That method returns the loss of its own forward pass, *before* the update, in
+training mode; the book records the loss *after* the update, in inference mode. By default
+(``record_loss="after_update"``) the Trainer therefore still calls ``network.loss`` after the step,
+so ``train_loss_list`` holds the book's numbers. ``record_loss="before_update"`` records the fused
+step's loss instead and saves that extra forward pass (faster; the curve is then shifted by one
+update and, with Dropout, measured in training mode).
 """
 
 from __future__ import annotations
@@ -201,6 +206,9 @@ class Trainer:
         callbacks: :class:`Callback` objects or functions ``f(trainer, epoch, logs) -> bool``.
         progress: show the tqdm bar (default: ``verbose``).
         file: where the epoch table goes (default ``sys.stdout``).
+        record_loss: ``"after_update"`` (the book: ``network.loss`` on the batch after the update,
+            inference mode) or ``"before_update"`` (the loss the fused step computed anyway; saves
+            one forward pass per step when the network has ``train_step``).
 
     State (what a checkpoint needs): :attr:`current_iter`, :attr:`current_epoch`, :attr:`rng`,
     :attr:`optimizer` (its ``state_dict``), the network's params/buffers and the three lists.
@@ -224,6 +232,7 @@ class Trainer:
         callbacks: Iterable[Callback | Callable[..., Any]] | None = None,
         progress: bool | None = None,
         file: Any = None,
+        record_loss: str = "after_update",
     ) -> None:
         self.network = network
         self.verbose = bool(verbose)
@@ -281,6 +290,9 @@ class Trainer:
         #: Seconds spent in training steps only (no evaluation), and samples seen in them.
         self.train_time = 0.0
         self.samples_seen = 0
+        if record_loss not in ("after_update", "before_update"):
+            raise ValueError(f"Trainer: record_loss must be 'after_update' or 'before_update', got {record_loss!r}")
+        self.record_loss = record_loss
         self._fused = getattr(network, "train_step", None)
         self._bar: Any = None
         self._sigint = False
@@ -318,11 +330,15 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------
     def _train_step(self, x_batch: np.ndarray, t_batch: np.ndarray) -> float:
-        """Update the network on one batch; return the loss the book records (after the update)."""
+        """Update the network on one batch; return the loss to record (see ``record_loss``)."""
         if self._fused is not None:
-            return float(self._fused(x_batch, t_batch, self.optimizer))
-        grads = self.network.gradient(x_batch, t_batch)
-        self.optimizer.update(self.network.params, grads)
+            loss = self._fused(x_batch, t_batch, self.optimizer)
+            if self.record_loss == "before_update":
+                return float(loss)
+        else:
+            grads = self.network.gradient(x_batch, t_batch)
+            self.optimizer.update(self.network.params, grads)
+        # The book records the loss after the update, in inference mode (train_flg=False).
         return float(self.network.loss(x_batch, t_batch))
 
     def train_step(self) -> None:

@@ -1,0 +1,471 @@
+"""The ``zerodl`` command: ``train``, ``evaluate``, ``gradcheck`` (and plug-in subcommands).
+
+Run ``zerodl --help`` or ``python -m zerodl --help``. Exit codes: 0 success, 1 a user-facing failure
+(missing dataset, unreadable model, failed gradient check), 2 bad arguments (argparse), 130 Ctrl-C.
+
+Heavy modules (matplotlib, tqdm, scikit-learn, dask) are imported inside the commands, never at
+import time, so the command starts quickly.
+
+Adding a network to ``zerodl train``: add an entry to :data:`NET_BUILDERS`, e.g.::
+
+    NET_BUILDERS["simple-conv"] = NetSpec(build=_build_simple_conv, input="image",
+                                          help="SimpleConvNet (conv-relu-pool-affine-relu-affine)",
+                                          add_arguments=_simple_conv_arguments)
+
+``build(args, input_shape, n_classes)`` receives the parsed arguments, the shape of one sample
+(``(D,)`` for ``input="flat"``, ``(C, H, W)`` for ``input="image"``) and the number of classes.
+
+Plug-ins: each module named in :data:`PLUGINS` that exists is imported when the parser is built
+and its ``add_subparsers(subparsers)`` adds subcommands whose parsers ``set_defaults(func=...)``;
+``func(args)`` returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Modules that may contribute subcommands (owned elsewhere; skipped when not installed).
+PLUGINS: tuple[str, ...] = ("zerodl.experiments.cli", "zerodl.bench")
+
+DATASET_CHOICES: tuple[str, ...] = ("digits", "mnist")
+
+#: Learning rate when ``--lr`` is not given: Adam's measured default for these nets, else the
+#: book's Trainer default (0.01).
+DEFAULT_LR: dict[str, float] = {"adam": 3e-3}
+BOOK_LR = 0.01
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one ``zerodl <cmd>: error: ...`` message, exit code 1."""
+
+
+# -- network builders ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NetSpec:
+    """How ``zerodl train --net NAME`` builds a network.
+
+    Attributes:
+        build: ``build(args, input_shape, n_classes) -> network``.
+        input: ``"flat"`` (samples ``(D,)``, dataset loaded with ``flatten=True``) or ``"image"``
+            (samples ``(C, H, W)``, ``flatten=False``).
+        help: one line for ``zerodl train --help``.
+        add_arguments: optional ``f(parser)`` adding this network's own options to ``train``.
+    """
+
+    build: Callable[[argparse.Namespace, tuple[int, ...], int], Any]
+    input: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def _flat_size(input_shape: tuple[int, ...]) -> int:
+    return int(np.prod(input_shape))
+
+
+def _build_two_layer(args: argparse.Namespace, input_shape: tuple[int, ...], n_classes: int) -> Any:
+    from zerodl.networks import TwoLayerNet
+
+    if len(args.hidden) != 1:
+        raise CLIError(f"--net two-layer has one hidden layer: give one --hidden size, got {args.hidden}")
+    if args.activation not in (None, "relu"):
+        raise CLIError("--net two-layer is the book's Affine-ReLU-Affine net: --activation must be relu")
+    if args.weight_decay:
+        raise CLIError("--net two-layer has no weight decay (the book's TwoLayerNet); use --net mlp")
+    return TwoLayerNet(_flat_size(input_shape), args.hidden[0], n_classes, dtype=args.dtype, seed=args.net_rng)
+
+
+def _build_mlp(args: argparse.Namespace, input_shape: tuple[int, ...], n_classes: int) -> Any:
+    from zerodl.networks import MultiLayerNet
+
+    activation = args.activation or "relu"
+    return MultiLayerNet(
+        _flat_size(input_shape), list(args.hidden), n_classes, activation=activation,
+        weight_init_std=activation, weight_decay_lambda=args.weight_decay,
+        dtype=args.dtype, seed=args.net_rng,
+    )
+
+
+#: ``--net`` name → how to build it. Others add entries (convolutional nets) with small edits.
+NET_BUILDERS: dict[str, NetSpec] = {
+    "mlp": NetSpec(_build_mlp, "flat", "MultiLayerNet: (Affine-activation) x len(--hidden), Affine"),
+    "two-layer": NetSpec(_build_two_layer, "flat", "the book's chapter 5 TwoLayerNet (one --hidden size)"),
+}
+
+
+# -- argument types -----------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+# -- data ---------------------------------------------------------------------------------------
+def _load_data(name: str, *, flatten: bool, data_dir: str | None, download: bool = True,
+               split: str | None = None, test_size: float | None = None,
+               seed: int | None = None, one_hot_label: bool = False) -> Any:
+    """Load ``name`` through :func:`zerodl.datasets.load_dataset` with the CLI's options."""
+    from zerodl.datasets import DatasetFallbackWarning, load_dataset
+
+    kwargs: dict[str, Any] = {"normalize": True, "flatten": flatten, "one_hot_label": one_hot_label}
+    if test_size is not None:
+        kwargs["test_size"] = test_size
+    if seed is not None:
+        kwargs["seed"] = seed
+    if name == "mnist":
+        kwargs.update(data_dir=data_dir, download=download)
+        if split is not None:
+            kwargs["split"] = split
+    elif data_dir is not None:
+        raise CLIError(f"--data-dir applies to --dataset mnist only ({name} is built in)")
+    with warnings.catch_warnings():
+        # The fallback to the t10k split is reported by the description printed below.
+        warnings.simplefilter("ignore", DatasetFallbackWarning)
+        return load_dataset(name, **kwargs)
+
+
+def _num_classes(data: Any) -> int:
+    n = getattr(data, "num_classes", 0)
+    if n:
+        return int(n)
+    t = np.asarray(data[0][1])
+    return int(t.shape[1]) if t.ndim == 2 else int(t.max()) + 1
+
+
+def _dataset_metadata(args: argparse.Namespace, data: Any, input_layout: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"dataset": args.dataset, "input": input_layout}
+    for key in ("split", "test_size", "seed", "description"):
+        value = getattr(data, key, None)
+        if value is not None:
+            meta[f"dataset_{key}"] = value
+    if args.data_dir is not None:
+        meta["data_dir"] = str(Path(args.data_dir).resolve())
+    return meta
+
+
+def _input_layout(net: Any, meta: dict[str, Any]) -> str:
+    """``"flat"`` or ``"image"``: from the saved metadata, else from the first layer's kind."""
+    layout = meta.get("input")
+    if layout in ("flat", "image"):
+        return layout
+    first = next(iter(getattr(net, "layers", {}).values()), None)
+    return "flat" if type(first).__name__ == "Affine" else "image"
+
+
+# -- train --------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """``zerodl train``: train a network, print the epoch table and the final accuracy."""
+    import zerodl
+    from zerodl.io import save_network
+    from zerodl.trainer import Trainer
+
+    spec = NET_BUILDERS[args.net]
+    started = time.perf_counter()
+    net_seed, batch_seed = np.random.SeedSequence(args.seed).spawn(2)
+    args.net_rng = np.random.default_rng(net_seed)
+    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer.lower(), BOOK_LR)
+    with zerodl.use_backend(args.backend):
+        data = _load_data(args.dataset, flatten=spec.input == "flat", data_dir=args.data_dir,
+                          download=args.download, split=args.split)
+        (x_train, t_train), (x_test, t_test) = data
+        print(f"dataset: {getattr(data, 'description', args.dataset)}")
+        print(f"split: {getattr(data, 'split', '?')} ({len(x_train):,} train / {len(x_test):,} test)")
+        net = spec.build(args, tuple(x_train.shape[1:]), _num_classes(data))
+        shape = " -> ".join(f"{p.shape}" for k, p in net.params.items() if k.startswith("W"))
+        print(f"network: {type(net).__name__} {shape}, dtype {net.dtype}, backend {args.backend}")
+        print(f"training: {args.optimizer} lr={lr:g}, {args.epochs} epochs, batch {args.batch_size}, "
+              f"seed {args.seed}")
+        trainer = Trainer(
+            net, x_train, t_train, x_test, t_test, epochs=args.epochs,
+            mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={"lr": lr},
+            verbose=True, seed=np.random.default_rng(batch_seed),
+        )
+        trainer.train()
+    elapsed = time.perf_counter() - started
+    metadata = {**_dataset_metadata(args, data, spec.input), "net": args.net, "optimizer": args.optimizer,
+                "lr": lr, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                "iterations": trainer.current_iter, "interrupted": trainer.interrupted}
+    if trainer.interrupted:
+        print(f"interrupted after {trainer.current_iter} of {trainer.max_iter} iterations", file=sys.stderr)
+    else:
+        n_test = len(x_test)
+        correct = round(trainer.final_test_acc * n_test)
+        metadata["test_accuracy"] = trainer.final_test_acc
+        print(f"test accuracy: {trainer.final_test_acc:.4f} ({correct}/{n_test})")
+    print(f"throughput: {trainer.samples_per_sec:,.0f} samples/s in training steps; "
+          f"wall time {elapsed:.1f} s")
+    if args.save:
+        path = save_network(net, args.save, metadata=metadata)
+        print(f"saved model: {path}" + (" (trained so far)" if trainer.interrupted else ""))
+    if args.plot and trainer.train_loss_list:
+        from zerodl.plots import plot_trainer
+
+        title = f"{type(net).__name__} on {args.dataset} ({args.optimizer}, lr={lr:g})"
+        print(f"saved learning curves: {plot_trainer(trainer, args.plot, title=title)}")
+    return 130 if trainer.interrupted else 0
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``zerodl evaluate MODEL``: accuracy, per-class accuracy and the confusion matrix."""
+    import zerodl
+    from zerodl.io import load_network
+    from zerodl.trainer import confusion_matrix, predict_labels
+
+    net = load_network(args.model)
+    meta: dict[str, Any] = getattr(net, "metadata", {}) or {}
+    dataset = args.dataset or meta.get("dataset") or "digits"
+    same_data = dataset == meta.get("dataset")
+    data_dir = args.data_dir
+    if data_dir is None and dataset == "mnist" and same_data and meta.get("data_dir"):
+        if Path(meta["data_dir"]).is_dir():
+            data_dir = meta["data_dir"]
+    layout = _input_layout(net, meta)
+    with zerodl.use_backend(args.backend):
+        data = _load_data(
+            dataset, flatten=layout == "flat", data_dir=data_dir, download=args.download,
+            # Reproduce the split the model was trained with, so its test set is the same.
+            split=meta.get("dataset_split") if same_data and dataset == "mnist" else None,
+            test_size=meta.get("dataset_test_size") if same_data else None,
+            seed=meta.get("dataset_seed") if same_data else None,
+        )
+        x_test, t_test = data[1]
+        expected = net.params[next(iter(net.params))].shape
+        if layout == "flat" and x_test.shape[1] != expected[0]:
+            raise CLIError(f"{args.model} expects {expected[0]} input features; dataset {dataset} "
+                           f"has {x_test.shape[1]}")
+        started = time.perf_counter()
+        pred = predict_labels(net, x_test)
+        elapsed = time.perf_counter() - started
+    t_true = np.asarray(t_test)
+    if t_true.ndim == 2:
+        t_true = np.argmax(t_true, axis=1)
+    n_classes = max(_num_classes(data), int(net.params[[k for k in net.params if k.startswith("W")][-1]].shape[-1]))
+    cm = confusion_matrix(t_true, pred, n_classes)
+    correct = int(np.trace(cm))
+    accuracy = correct / len(t_true)
+    print(f"model: {args.model} ({type(net).__name__}, dtype {net.dtype}); backend {args.backend}")
+    print(f"dataset: {getattr(data, 'description', dataset)}")
+    print(f"split: {getattr(data, 'split', '?')} (evaluated on the {len(t_true):,} test samples)")
+    print(f"test accuracy: {accuracy:.4f} ({correct}/{len(t_true)})")
+    print(f"time: {elapsed:.3f} s ({len(t_true) / max(elapsed, 1e-9):,.0f} samples/s)")
+    print("per-class accuracy:")
+    for c in range(n_classes):
+        total = int(cm[c].sum())
+        acc = f"{cm[c, c] / total:.4f}" if total else "   n/a"
+        print(f"  {c:>3}: {acc} ({int(cm[c, c])}/{total})")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    width = max(3, len(str(int(cm.max()))) + 1)
+    print("     " + "".join(f"{c:>{width}}" for c in range(n_classes)))
+    for c in range(n_classes):
+        print(f"  {c:>3}" + "".join(f"{v:>{width}}" for v in cm[c]))
+    if args.plot:
+        from zerodl.plots import plot_confusion_matrix
+
+        title = f"{type(net).__name__} on {dataset}: accuracy {accuracy:.4f}"
+        print(f"saved confusion matrix: {plot_confusion_matrix(cm, args.plot, title=title)}")
+    return 0
+
+
+# -- gradcheck ----------------------------------------------------------------------------------
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    """``zerodl gradcheck``: the book's chapter 5 gradient check, per backend; exit 1 on failure."""
+    import zerodl
+    from zerodl.networks import TwoLayerNet
+
+    data = _load_data(args.dataset, flatten=True, data_dir=args.data_dir, download=args.download,
+                      one_hot_label=True)
+    x_train, t_train = data[0]
+    if args.samples > len(x_train):
+        raise CLIError(f"--samples {args.samples} is more than the {len(x_train)} training samples")
+    x = np.asarray(x_train[:args.samples], dtype=np.float64)
+    t = np.asarray(t_train[:args.samples], dtype=np.float64)
+    backends = [args.backend] if args.backend else list(zerodl.BACKENDS)
+    print(f"gradient check: TwoLayerNet({x.shape[1]}, {args.hidden}, {t.shape[1]}), float64, "
+          f"{args.samples} samples of {args.dataset}; tolerance max|backprop - numerical| <= {args.tol:g}")
+    failed = []
+    for backend in backends:
+        net = TwoLayerNet(x.shape[1], args.hidden, t.shape[1], seed=args.seed)
+        with zerodl.use_backend(backend):
+            grad_numerical = net.numerical_gradient(x, t)
+            grad_backprop = net.gradient(x, t)
+        print(f"backend {backend}:")
+        print(f"  {'param':<6} {'mean |diff| (book)':>19} {'max |diff|':>11} {'max |grad|':>11}  result")
+        for key in grad_numerical:
+            diff = np.abs(grad_backprop[key] - grad_numerical[key])
+            ok = bool(np.all(np.isfinite(diff))) and float(diff.max()) <= args.tol
+            if not ok:
+                failed.append(f"{backend}:{key}")
+            print(f"  {key:<6} {float(diff.mean()):>19.3e} {float(diff.max()):>11.3e} "
+                  f"{float(np.abs(grad_numerical[key]).max()):>11.3e}  {'ok' if ok else 'FAIL'}")
+    if failed:
+        print(f"gradient check FAILED for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("gradient check passed")
+    return 0
+
+
+# -- the parser ---------------------------------------------------------------------------------
+def _add_data_arguments(p: argparse.ArgumentParser, dataset_default: str | None) -> None:
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default=dataset_default,
+                   help="digits: scikit-learn's embedded 8x8 digits; mnist: MNIST from --data-dir"
+                        + (f" (default {dataset_default})" if dataset_default else
+                           " (default: the dataset the model was trained on)"))
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="folder with the gzipped MNIST IDX files (default $ZERODL_DATA_DIR or the cache)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="download missing MNIST files (default: yes)")
+
+
+def _add_backend_argument(p: argparse.ArgumentParser, default: str | None) -> None:
+    from zerodl.backend import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default=default,
+                   help=f"kernel backend (default {default or 'every backend in turn'})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``zerodl`` argument parser, plug-in subcommands included."""
+    from zerodl import __version__
+    from zerodl.backend import get_backend
+    from zerodl.optimizer import OPTIMIZERS
+
+    parser = argparse.ArgumentParser(
+        prog="zerodl",
+        description="Deep Learning from Scratch, compiled with Numba: train, evaluate and check networks.",
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"zerodl {__version__} (numpy {np.__version__})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a network and report its test accuracy",
+                       description="Train a network (progress bar, per-epoch table, final test "
+                                   "accuracy and throughput); optionally save it and plot its curves.")
+    _add_data_arguments(p, "digits")
+    p.add_argument("--split", choices=("auto", "official", "t10k"), default=None,
+                   help="MNIST split: official 60k/10k, a split of t10k, or auto (official if present)")
+    p.add_argument("--net", choices=tuple(NET_BUILDERS), default="mlp",
+                   help="; ".join(f"{k}: {v.help}" for k, v in NET_BUILDERS.items()) + " (default mlp)")
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=[100, 100], metavar="N",
+                   help="hidden layer sizes (default 100 100)")
+    p.add_argument("--activation", choices=("relu", "sigmoid"), default=None, help="default relu")
+    p.add_argument("--optimizer", type=str.lower, choices=tuple(OPTIMIZERS), default="adam",
+                   help="optimizer (case-insensitive, default adam)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help=f"learning rate (default {DEFAULT_LR['adam']:g} for adam, {BOOK_LR:g} otherwise)")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="default 30")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default 100)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="L2 weight decay lambda (mlp only, default 0)")
+    _add_backend_argument(p, get_backend())
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="parameter dtype (default float64, as the book)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
+    p.add_argument("--save", metavar="MODEL.npz", default=None, help="save the trained model here")
+    p.add_argument("--plot", metavar="CURVES.png", default=None, help="save learning curves here")
+    for spec in NET_BUILDERS.values():
+        if spec.add_arguments is not None:
+            spec.add_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a saved model",
+                       description="Evaluate a model saved by `zerodl train --save` on a test set.")
+    p.add_argument("model", metavar="MODEL", help="a .npz file written by zerodl")
+    _add_data_arguments(p, None)
+    _add_backend_argument(p, get_backend())
+    p.add_argument("--plot", metavar="CONFUSION.png", default=None, help="save the confusion matrix here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("gradcheck", help="the book's chapter 5 gradient check (backprop vs numerical)",
+                       description="Compare backprop gradients of a float64 TwoLayerNet with central "
+                                   "differences on a few samples; exit 1 when one exceeds --tol.")
+    _add_backend_argument(p, None)
+    _add_data_arguments(p, "digits")
+    p.add_argument("--samples", type=_positive_int, default=3, help="samples in the batch (default 3)")
+    p.add_argument("--hidden", type=_positive_int, default=50, help="hidden size (default 50)")
+    p.add_argument("--tol", type=_positive_float, default=1e-7,
+                   help="largest allowed max |backprop - numerical| (default 1e-7)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    p.set_defaults(func=cmd_gradcheck)
+
+    _add_plugins(sub)
+    return parser
+
+
+def _add_plugins(subparsers: Any, plugins: Sequence[str] | None = None) -> list[str]:
+    """Import each plug-in module that exists and let it add its subcommands; return those added.
+
+    A plug-in that is simply absent (``ModuleNotFoundError`` for the module itself or one of its
+    parent packages) is skipped; any other error while importing it propagates, so a broken
+    plug-in is seen rather than silently dropped.
+    """
+    added = []
+    for name in PLUGINS if plugins is None else plugins:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            parts = name.split(".")
+            if exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+                continue
+            raise
+        module.add_subparsers(subparsers)
+        added.append(name)
+    return added
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from zerodl.datasets import CorruptDatasetError, DatasetNotFoundError
+    from zerodl.io import ModelFormatError
+
+    return (CLIError, DatasetNotFoundError, CorruptDatasetError, ModelFormatError, FileNotFoundError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zerodl`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\nzerodl: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        print(f"zerodl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
