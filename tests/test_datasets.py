@@ -625,6 +625,18 @@ def test_mnist_content_checks(tmp_path, monkeypatch, problem):
         load_mnist(data_dir=tmp_path, split="t10k", download=False)
 
 
+def test_bad_test_size_names_the_loader():
+    with pytest.raises(ValueError, match=r"load_digits: test_size=1797 leaves 1797 test and 0"):
+        load_digits(test_size=1797)
+    with pytest.raises(TypeError, match="load_digits: test_size must be a fraction"):
+        load_digits(test_size=None)
+
+
+def test_mnist_t10k_bad_test_size(mnist_dir):
+    with pytest.raises(ValueError, match=r"load_mnist: test_size fraction must lie in \(0, 1\)"):
+        load_mnist(data_dir=mnist_dir, split="t10k", download=False, test_size=1.5)
+
+
 def test_mnist_unknown_split():
     with pytest.raises(ValueError, match="unknown split 'train'; expected one of 'auto', "
                                          "'official', 't10k'"):

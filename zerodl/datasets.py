@@ -951,7 +951,8 @@ def load_mnist(
                              train_error.attempts + exc.attempts, download=download,
                              mirrors=mirrors, missing=missing) from None
         images, labels = _read_mnist_pair(paths["test_img"], paths["test_label"], verify)
-        train_idx, test_idx = stratified_split_indices(labels, test_size, seed)
+        n_test = _test_count(test_size, len(labels), "load_mnist")  # errors name the loader
+        train_idx, test_idx = stratified_split_indices(labels, n_test, seed)
         x_train, t_train = images[train_idx], labels[train_idx]
         x_test, t_test = images[test_idx], labels[test_idx]
         description = (
@@ -1054,7 +1055,8 @@ def load_digits(
         A :class:`DatasetSplit` with ``split="stratified"``.
     """
     images, labels, source = _digits_arrays()
-    train_idx, test_idx = stratified_split_indices(labels, test_size, seed)
+    n_test = _test_count(test_size, len(labels), "load_digits")  # errors name the loader
+    train_idx, test_idx = stratified_split_indices(labels, n_test, seed)
     kw = {"normalize": normalize, "flatten": flatten, "one_hot_label": one_hot_label,
           "scale": 16.0, "num_classes": 10}
     return DatasetSplit(
