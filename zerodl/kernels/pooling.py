@@ -75,24 +75,31 @@ def _max_pool_forward(x, ph, pw, stride, pad, out, arg_max):
     zero = x.dtype.type(0)
     for n in range(n_img):
         for c in range(n_ch):
+            plane = x[n, c]
             for oh in range(out_h):
+                y0 = oh * stride - pad
                 for ow in range(out_w):
+                    x0 = ow * stride - pad
+                    inside = (y0 >= 0) & (x0 >= 0) & (y0 + ph <= h) & (x0 + pw <= w)
                     best = zero
                     best_k = 0
                     k = 0
                     for fy in range(ph):
-                        y = oh * stride + fy - pad
+                        y = y0 + fy
                         for fx in range(pw):
-                            xx = ow * stride + fx - pad
-                            if 0 <= y < h and 0 <= xx < w:
-                                v = x[n, c, y, xx]
+                            xx = x0 + fx
+                            # Windows inside the image (all of them when pad == 0) skip the
+                            # per-tap bounds test; border windows see the padding's zeros.
+                            if inside or (0 <= y < h and 0 <= xx < w):
+                                v = plane[y, xx]
                             else:
                                 v = zero
                             # First maximum wins; a NaN beats everything and then sticks
-                            # (np.argmax / np.max semantics).
-                            if k == 0 or (best == best and (v > best or v != v)):
-                                best = v
-                                best_k = k
+                            # (np.argmax / np.max semantics). Bitwise ops and selects instead of
+                            # short-circuit branches: random data mispredicts them (~1.6x slower).
+                            take = (k == 0) | ((best == best) & ((v > best) | (v != v)))
+                            best = v if take else best
+                            best_k = k if take else best_k
                             k += 1
                     out[n, c, oh, ow] = best
                     arg_max[n, c, oh, ow] = best_k
