@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import http.client
 import importlib.util
 import math
 import os
@@ -648,6 +647,7 @@ def fetch_file(
     Raises:
         DatasetNotFoundError: every mirror failed; ``.attempts`` lists ``(url, reason)``.
     """
+    import http.client  # deferred: only downloads need the network stack
     import urllib.request
 
     from tqdm.auto import tqdm
@@ -925,11 +925,12 @@ def load_mnist(
                 _ensure_mnist_files(_TRAIN_KEYS, download=download, **fetch)
                 use_official = True
             except DatasetNotFoundError as exc:
-                fallback_reason = (
-                    "the official training files are not in "
-                    f"{directory} and " + ("could not be downloaded" if download else
-                                           "download=False")
-                )
+                if not download:
+                    why = "download=False"
+                else:  # the first reason is usually the whole story (no network, 404, ...)
+                    first = exc.attempts[0][1] if exc.attempts else "no mirrors given"
+                    why = f"could not be downloaded ({first})"
+                fallback_reason = f"the official training files are not in {directory} and {why}"
                 train_error = exc
     if use_official:
         paths = _ensure_mnist_files(tuple(MNIST_FILES), download=download, **fetch)
@@ -965,7 +966,7 @@ def load_mnist(
             description += f" because {fallback_reason}"
             warnings.warn(
                 f"load_mnist(split='auto'): {fallback_reason}; training on a stratified split of "
-                f"the 10,000 t10k test images instead ({len(train_idx):,} train / "
+                f"the {len(labels):,} t10k test images instead ({len(train_idx):,} train / "
                 f"{len(test_idx):,} test). Pass split='t10k' to silence this, or provide the "
                 f"training files for the official split.",
                 DatasetFallbackWarning, stacklevel=2,
