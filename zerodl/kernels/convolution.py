@@ -34,7 +34,7 @@ OPS = ("conv_forward", "conv_backward")
 # ----------------------------------------------------------------------------- NumPy references
 def conv_forward_numpy(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Reference: the book's ``Convolution.forward`` → ``(out (N, FN, OH, OW), col (N·P, K))``."""
     FN, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
@@ -173,7 +173,7 @@ def _bias_grad(dout, db):
 
 def conv_forward_numba(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
-) -> tuple[np.ndarray, None]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Compiled twin of :func:`conv_forward_numpy`; returns ``(out, None)``.
 
     Image by image: the patches of one image go to a reused ``(K, P)`` buffer that stays in cache,
