@@ -124,8 +124,24 @@ def train(
         hist.train_acc.append(float(net.accuracy(x_train, t_train)))
         hist.test_acc.append(float(net.accuracy(x_test, t_test)))
 
+    # A diverging configuration (too large a weight scale or learning rate) overflows to inf/NaN:
+    # that is a result to report (accuracy at chance), not a warning per matrix product.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _loop(net, optimizer, x_train, t_train, batch_size, rng, iterations, boundaries,
+              evaluate if x_test is not None else None, hist, record_loss, step_callback)
+        if x_test is not None:
+            evaluate()
+    hist.seconds = time.perf_counter() - start
+    return hist
+
+
+def _loop(net: Any, optimizer: Any, x_train: np.ndarray, t_train: np.ndarray, batch_size: int,
+          rng: np.random.Generator, iterations: int, boundaries: set[int],
+          evaluate: Callable[[], None] | None, hist: History, record_loss: bool,
+          step_callback: Callable[[int, float], None] | None) -> None:
+    n = x_train.shape[0]
     for i in range(iterations):
-        if x_test is not None and i in boundaries:
+        if evaluate is not None and i in boundaries:
             evaluate()
         idx = rng.choice(n, batch_size)
         grads = net.gradient(x_train[idx], t_train[idx])
@@ -137,10 +153,6 @@ def train(
             if step_callback is not None:
                 step_callback(i, loss)
         optimizer.update(net.params, grads)
-    if x_test is not None:
-        evaluate()
-    hist.seconds = time.perf_counter() - start
-    return hist
 
 
 # ----------------------------------------------------------------------------- output
