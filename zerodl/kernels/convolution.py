@@ -147,6 +147,80 @@ def _unpatch_one(buf, fh, fw, stride, pad, out_h, out_w, dx):
 
 
 @jit
+def _wide_taps(x, pad, fh, fw, xpad, buf):
+    # Unit stride only. Copy image x (C, H, W) into the interior of the flat zero-padded buffer
+    # xpad (C·Hp·Wp + FW slack; its borders are zero from allocation and never written), then
+    # copy tap k = (c, fy, fx) as ONE contiguous run: buf[k, j] = xpad[c·Hp·Wp + fy·Wp + fx + j]
+    # for j < OH·Wp. Column j = oh·Wp + ow is output (oh, ow) for ow < OW; the FW - 1 columns per
+    # row beyond OW are junk the caller drops. One long copy per tap instead of OH short ones.
+    n_ch, h, w = x.shape
+    wp = w + 2 * pad
+    hpwp = (h + 2 * pad) * wp
+    n_cols = buf.shape[1]
+    for c in range(n_ch):
+        for y in range(h):
+            base = c * hpwp + (y + pad) * wp + pad
+            xpad[base : base + w] = x[c, y]
+    k = 0
+    for c in range(n_ch):
+        for fy in range(fh):
+            for fx in range(fw):
+                off = c * hpwp + fy * wp + fx
+                buf[k] = xpad[off : off + n_cols]
+                k += 1
+
+
+@jit
+def _wide_to_out(wide, b, out):
+    # wide (FN, OH·Wp) → out (FN, OH, OW) + bias, dropping the junk columns.
+    fn, out_h, out_w = out.shape
+    wp = wide.shape[1] // out_h
+    for f in range(fn):
+        bf = b[f]
+        for oh in range(out_h):
+            row = wide[f, oh * wp : oh * wp + out_w]
+            dst = out[f, oh]
+            for ow in range(out_w):
+                dst[ow] = row[ow] + bf
+
+
+@jit
+def _out_to_wide(dout, wide):
+    # dout (FN, OH, OW) → wide (FN, OH·Wp); the junk columns are left as they are (zero).
+    fn, out_h, out_w = dout.shape
+    wp = wide.shape[1] // out_h
+    for f in range(fn):
+        for oh in range(out_h):
+            wide[f, oh * wp : oh * wp + out_w] = dout[f, oh]
+
+
+@jit
+def _wide_fold(dbuf, fh, fw, pad, dxpad, dx):
+    # Adjoint of _wide_taps: add tap rows back onto the padded image in the book's col2im order
+    # (fy outer, fx inner, from zero), then crop. Junk columns of dbuf are exactly zero (they come
+    # from the zero junk columns of dout), so they add nothing.
+    n_ch, h, w = dx.shape
+    wp = w + 2 * pad
+    hpwp = (h + 2 * pad) * wp
+    n_cols = dbuf.shape[1]
+    dxpad[:] = 0
+    k = 0
+    for c in range(n_ch):
+        for fy in range(fh):
+            for fx in range(fw):
+                off = c * hpwp + fy * wp + fx
+                d = dxpad[off : off + n_cols]
+                src = dbuf[k]
+                for j in range(n_cols):
+                    d[j] += src[j]
+                k += 1
+    for c in range(n_ch):
+        for y in range(h):
+            base = c * hpwp + (y + pad) * wp + pad
+            dx[c, y] = dxpad[base : base + w]
+
+
+@jit
 def _add_bias_channels(out, b):
     # out (FN, P) of one image, still in cache after its matrix product.
     fn, n_pos = out.shape
@@ -189,6 +263,8 @@ def conv_forward_numba(
     x = np.ascontiguousarray(x)
     W_mat = np.ascontiguousarray(W).reshape(FN, -1)
     b = np.ascontiguousarray(b)
+    if stride == 1:
+        return _forward_wide(x, W_mat, b, FH, FW, pad, out_h, out_w).reshape(N, FN, out_h, out_w), None
     out = np.empty((N, FN, n_pos), dtype=x.dtype)
     buf = np.empty((W_mat.shape[1], n_pos), dtype=x.dtype)
     for n in range(N):
@@ -223,6 +299,9 @@ def conv_backward_numba(
     K = W_mat.shape[1]
     db = np.empty(FN, dtype=dout.dtype)
     _bias_grad(dout3, db)
+    if stride == 1:
+        dx, dW = _backward_wide(x, dout3.reshape(N, FN, out_h, out_w), W_mat, FH, FW, pad)
+        return dx, dW.reshape(FN, C, FH, FW), db
     dW = np.zeros((FN, K), dtype=dout.dtype)
     dW_n = np.empty((FN, K), dtype=dout.dtype)
     dx = np.empty(x.shape, dtype=dout.dtype)
@@ -235,3 +314,54 @@ def conv_backward_numba(
         np.matmul(W_t, dout3[n], out=dbuf)
         _unpatch_one(dbuf, FH, FW, stride, pad, out_h, out_w, dx[n])
     return dx, dW.reshape(FN, C, FH, FW), db
+
+
+def _forward_wide(
+    x: np.ndarray, W_mat: np.ndarray, b: np.ndarray, fh: int, fw: int, pad: int, out_h: int, out_w: int
+) -> np.ndarray:
+    """Unit-stride forward on the "wide" grid (see :func:`_wide_taps`) → ``(N, FN, OH, OW)``.
+
+    Costs ``(FW - 1) / OW`` extra multiply-adds (the junk columns) but copies each tap as one
+    contiguous run; on the book's networks that is 2–10x less patch-building time.
+    """
+    N, C, H, Wd = x.shape
+    FN, K = W_mat.shape
+    wp = Wd + 2 * pad
+    n_cols = out_h * wp
+    xpad = np.zeros(C * (H + 2 * pad) * wp + fw, dtype=x.dtype)
+    buf = np.empty((K, n_cols), dtype=x.dtype)
+    wide = np.empty((FN, n_cols), dtype=x.dtype)
+    out = np.empty((N, FN, out_h, out_w), dtype=x.dtype)
+    for n in range(N):
+        _wide_taps(x[n], pad, fh, fw, xpad, buf)
+        np.matmul(W_mat, buf, out=wide)
+        _wide_to_out(wide, b, out[n])
+    return out
+
+
+def _backward_wide(
+    x: np.ndarray, dout: np.ndarray, W_mat: np.ndarray, fh: int, fw: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-stride ``(dx, dW (FN, K))`` on the wide grid, image by image (bias gradient elsewhere)."""
+    N, C, H, Wd = x.shape
+    FN, K = W_mat.shape
+    out_h = dout.shape[2]
+    wp = Wd + 2 * pad
+    n_cols = out_h * wp
+    xpad = np.zeros(C * (H + 2 * pad) * wp + fw, dtype=x.dtype)
+    dxpad = np.empty_like(xpad)
+    buf = np.empty((K, n_cols), dtype=x.dtype)
+    dbuf = np.empty((K, n_cols), dtype=x.dtype)
+    dwide = np.zeros((FN, n_cols), dtype=x.dtype)  # junk columns stay zero
+    W_t = W_mat.T
+    dW = np.zeros((FN, K), dtype=x.dtype)
+    dW_n = np.empty((FN, K), dtype=x.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    for n in range(N):
+        _wide_taps(x[n], pad, fh, fw, xpad, buf)
+        _out_to_wide(dout[n], dwide)
+        np.matmul(dwide, buf.T, out=dW_n)
+        dW += dW_n
+        np.matmul(W_t, dwide, out=dbuf)
+        _wide_fold(dbuf, fh, fw, pad, dxpad, dx[n])
+    return dx, dW
