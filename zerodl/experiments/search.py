@@ -1,0 +1,409 @@
+"""Hyperparameter random search (the book's §6.5, ``ch06/hyperparameter_optimization.py``), serial,
+in worker processes, or on a Dask cluster — with the same results.
+
+The book's protocol: 500 training samples, 20% of them carved off as the validation set (the test
+set is never loaded into a trial), learning rate ``10^U(-6, -2)`` and weight decay ``10^U(-8, -4)``
+drawn log-uniformly, ``MultiLayerNet(input, [100]*6, 10)`` trained with SGD, batch 100, 50 epochs,
+trials ranked by their final validation accuracy.
+
+Reproducibility: every trial's hyper-parameters and seed are drawn up front in the parent from
+``seed``; a trial builds its network and batch generator from its own seed and runs with one BLAS
+thread, so its result does not depend on where or in which order it runs. The serial run, a pool of
+worker processes and a Dask cluster return identical trials, hence the same best trial.
+
+Failures: an exception inside a trial is caught where it happens and the trial is reported as
+failed with its parameters and traceback; a worker process that dies (``os._exit``, a segfault,
+the OOM killer) breaks a ``ProcessPoolExecutor``: the pool is rebuilt and the trials that were in
+flight are re-run one at a time in a fresh single-worker pool to find the one that kills its worker,
+which is then reported as crashed. On Dask, a task whose worker keeps dying ends in ``KilledWorker``,
+reported the same way. The search always continues with the other trials.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from zerodl.experiments._common import (
+    ExperimentResult,
+    Progress,
+    backend_context,
+    format_table,
+    load_data,
+    new_figure,
+    save_figure,
+    train,
+)
+
+EXECUTORS = ("serial", "process", "dask")
+
+#: The book's search space: exponents of 10.
+LR_RANGE = (-6.0, -2.0)
+WEIGHT_DECAY_RANGE = (-8.0, -4.0)
+
+TrialFn = Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], Mapping[str, Any]]
+
+
+@dataclass
+class Trial:
+    """One trial: its index, hyper-parameters, seed and outcome."""
+
+    index: int
+    params: dict[str, float]
+    seed: int
+    status: str = "pending"  # "ok", "failed" (exception in the trial) or "crashed" (worker died)
+    val_acc: float = float("nan")
+    val_acc_list: list[float] = field(default_factory=list)
+    train_acc_list: list[float] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        p = ", ".join(f"{k} {v:.3e}" for k, v in self.params.items())
+        if self.ok:
+            return f"trial {self.index}: val acc {self.val_acc:.4f} | {p}"
+        return f"trial {self.index} {self.status.upper()} | {p} | {self.error.splitlines()[-1] if self.error else ''}"
+
+
+@dataclass
+class SearchResult:
+    """All trials (in index order) and the ranking of the successful ones."""
+
+    trials: list[Trial]
+    executor: str
+    workers: int
+    seconds: float
+
+    @property
+    def ranked(self) -> list[Trial]:
+        """Successful trials, best final validation accuracy first (ties: lower index first)."""
+        good = [t for t in self.trials if t.ok]
+        return sorted(good, key=lambda t: (-t.val_acc, t.index))
+
+    @property
+    def best(self) -> Trial | None:
+        ranked = self.ranked
+        return ranked[0] if ranked else None
+
+    @property
+    def failed(self) -> list[Trial]:
+        return [t for t in self.trials if not t.ok]
+
+
+# ----------------------------------------------------------------------------- the trial
+def train_trial(spec: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The book's ``__train(lr, weight_decay)``: returns ``val_acc_list`` and ``train_acc_list``.
+
+    ``spec``: ``params`` (``lr``, ``weight_decay``), ``seed``, ``epochs``, ``hidden``,
+    ``batch_size``, ``backend``. ``data``: ``x_train``, ``t_train``, ``x_val``, ``t_val``.
+    """
+    from zerodl.networks import MultiLayerNet
+    from zerodl.optimizer import SGD
+
+    params = spec["params"]
+    seeds = np.random.SeedSequence(spec["seed"]).spawn(2)
+    with backend_context(spec.get("backend"), threads=1):
+        net = MultiLayerNet(data["x_train"].shape[1], list(spec["hidden"]), 10,
+                            weight_decay_lambda=params["weight_decay"], seed=np.random.default_rng(seeds[0]))
+        hist = train(net, SGD(lr=params["lr"]), data["x_train"], data["t_train"],
+                     batch_size=spec["batch_size"], epochs=spec["epochs"], rng=np.random.default_rng(seeds[1]),
+                     x_test=data["x_val"], t_test=data["t_val"], record_loss=False)
+    return {"val_acc_list": hist.test_acc, "train_acc_list": hist.train_acc}
+
+
+def execute_trial(trial_fn: TrialFn, spec: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Run one trial wherever it is (parent, worker process, Dask worker); never raises.
+
+    Returns ``{"index", "status", "val_acc_list", "train_acc_list", "error", "seconds"}``.
+    """
+    start = time.perf_counter()
+    try:
+        out = trial_fn(spec, data)
+        val = [float(v) for v in out["val_acc_list"]]
+        return {"index": spec["index"], "status": "ok", "val_acc_list": val,
+                "train_acc_list": [float(v) for v in out.get("train_acc_list", [])], "error": "",
+                "seconds": time.perf_counter() - start}
+    except Exception:  # a trial's bug or bad parameters must not stop the search
+        return {"index": spec["index"], "status": "failed", "val_acc_list": [], "train_acc_list": [],
+                "error": traceback.format_exc(), "seconds": time.perf_counter() - start}
+
+
+def _worker_init() -> None:
+    # One BLAS thread per worker: two workers on two cores must not each start two threads.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+# ----------------------------------------------------------------------------- executors
+def _apply(trial: Trial, out: Mapping[str, Any]) -> None:
+    trial.status = out["status"]
+    trial.val_acc_list = list(out["val_acc_list"])
+    trial.train_acc_list = list(out["train_acc_list"])
+    trial.error = out["error"]
+    trial.seconds = float(out["seconds"])
+    final = trial.val_acc_list[-1] if trial.val_acc_list else float("nan")
+    trial.val_acc = final if math.isfinite(final) else float("nan")
+
+
+def _run_serial(specs, data, trial_fn, on_done):
+    for spec in specs:
+        on_done(spec["index"], execute_trial(trial_fn, spec, data))
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # "spawn"-family contexts: forking a parent that holds BLAS/numba thread pools is unsafe.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_worker_init)
+
+
+def _run_process(specs, data, trial_fn, on_done, workers):
+    by_index = {s["index"]: s for s in specs}
+    pending = [s["index"] for s in specs]
+    suspects: list[int] = []
+    while pending or suspects:
+        # Trials that were in flight when a worker died: one at a time, alone in a pool, so the
+        # one that kills its worker is identified and the others still run.
+        for index in suspects:
+            with _process_pool(1) as pool:
+                try:
+                    on_done(index, pool.submit(execute_trial, trial_fn, by_index[index], data).result())
+                except BrokenProcessPool as exc:
+                    on_done(index, {"index": index, "status": "crashed", "val_acc_list": [],
+                                    "train_acc_list": [], "seconds": 0.0,
+                                    "error": f"worker process died while running this trial ({exc})"})
+        suspects = []
+        if not pending:
+            break
+        pool = _process_pool(workers)
+        try:
+            futures: dict[Future, int] = {}
+            queue = list(pending)
+            # Keep at most 2 tasks per worker queued, so that a broken pool has few trials in flight.
+            while queue or futures:
+                while queue and len(futures) < 2 * workers:
+                    index = queue.pop(0)
+                    futures[pool.submit(execute_trial, trial_fn, by_index[index], data)] = index
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    index = futures.pop(fut)
+                    try:
+                        on_done(index, fut.result())
+                        pending.remove(index)
+                    except BrokenProcessPool:
+                        broken = True
+                if broken:
+                    # Every unfinished trial that had been handed to the pool may be the culprit.
+                    suspects = [i for i in pending if i not in queue]
+                    pending = list(queue)
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(specs, data, trial_fn, on_done, workers, scheduler):
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise RuntimeError("executor 'dask' needs dask.distributed: pip install 'zerodl[distributed]'") from exc
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        client = Client(cluster)
+    try:
+        data_future = client.scatter(dict(data), broadcast=True)
+        futures = {client.submit(execute_trial, trial_fn, spec, data_future, pure=False): spec["index"]
+                   for spec in specs}
+        for fut in as_completed(list(futures)):
+            index = futures[fut]
+            try:
+                on_done(index, fut.result())
+            except Exception as exc:  # KilledWorker and friends: the worker died on this trial
+                on_done(index, {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
+                                "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ----------------------------------------------------------------------------- the search
+def make_trials(n_trials: int, seed: int, lr_range: Sequence[float] = LR_RANGE,
+                weight_decay_range: Sequence[float] = WEIGHT_DECAY_RANGE) -> list[Trial]:
+    """Draw ``n_trials`` log-uniform (lr, weight decay) pairs and per-trial seeds from ``seed``."""
+    rng = np.random.default_rng(seed)
+    trials = []
+    for i in range(n_trials):
+        weight_decay = 10 ** rng.uniform(*weight_decay_range)
+        lr = 10 ** rng.uniform(*lr_range)
+        trial_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        trials.append(Trial(i, {"lr": float(lr), "weight_decay": float(weight_decay)}, trial_seed))
+    return trials
+
+
+def validation_split(x: np.ndarray, t: np.ndarray, validation_rate: float, seed: int
+                     ) -> dict[str, np.ndarray]:
+    """Shuffle the *training* data and carve off ``validation_rate`` of it, as the book does."""
+    if not 0 < validation_rate < 1:
+        raise ValueError(f"validation_rate must be in (0, 1), got {validation_rate}")
+    perm = np.random.default_rng([seed, 5]).permutation(x.shape[0])
+    n_val = int(x.shape[0] * validation_rate)
+    if n_val == 0 or n_val == x.shape[0]:
+        raise ValueError(f"validation_rate {validation_rate} leaves an empty split of {x.shape[0]} samples")
+    x, t = x[perm], t[perm]
+    return {"x_train": np.ascontiguousarray(x[n_val:]), "t_train": t[n_val:],
+            "x_val": np.ascontiguousarray(x[:n_val]), "t_val": t[:n_val]}
+
+
+def search(
+    data: Mapping[str, np.ndarray],
+    trials: Sequence[Trial],
+    *,
+    executor: str = "process",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    epochs: int = 50,
+    hidden: Sequence[int] = (100, 100, 100, 100, 100, 100),
+    batch_size: int = 100,
+    backend: str | None = None,
+    trial_fn: TrialFn = train_trial,
+    progress: bool = True,
+) -> SearchResult:
+    """Run ``trials`` on ``data`` (``x_train``, ``t_train``, ``x_val``, ``t_val``) with ``executor``.
+
+    ``executor``: ``"serial"``, ``"process"`` (a pool of ``workers`` processes, default: the CPU
+    count) or ``"dask"`` (the cluster at ``scheduler``, or a local cluster of ``workers`` processes
+    with one thread each). ``trial_fn(spec, data)`` must be importable by the workers (a
+    module-level function); it returns ``val_acc_list`` and ``train_acc_list``.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if scheduler and executor != "dask":
+        raise ValueError("a scheduler address needs executor='dask'")
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    from zerodl.backend import get_backend
+
+    backend = backend or get_backend()
+    trials = [Trial(t.index, dict(t.params), t.seed) for t in trials]
+    by_index = {t.index: t for t in trials}
+    if len(by_index) != len(trials):
+        raise ValueError("trial indices must be unique")
+    specs = [{"index": t.index, "params": t.params, "seed": t.seed, "epochs": epochs, "hidden": list(hidden),
+              "batch_size": batch_size, "backend": backend} for t in trials]
+    bar = Progress(f"search/{executor}", len(specs), progress)
+
+    def on_done(index: int, out: Mapping[str, Any]) -> None:
+        trial = by_index[index]
+        _apply(trial, out)
+        bar.step(trial.describe())
+
+    start = time.perf_counter()
+    if executor == "serial":
+        _run_serial(specs, data, trial_fn, on_done)
+    elif executor == "process":
+        _run_process(specs, data, trial_fn, on_done, workers)
+    else:
+        _run_dask(specs, data, trial_fn, on_done, workers, scheduler)
+    return SearchResult(trials, executor, 1 if executor == "serial" else workers, time.perf_counter() - start)
+
+
+def run(
+    out: str | None = None,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    backend: str | None = None,
+    dataset: str = "digits",
+    data_dir: str | None = None,
+    trials: int | None = None,
+    workers: int | None = None,
+    executor: str = "process",
+    scheduler: str | None = None,
+    train_size: int = 500,
+    validation_rate: float = 0.2,
+    epochs: int | None = None,
+    top: int = 20,
+    progress: bool = True,
+) -> ExperimentResult:
+    """The book's random search; table of the best ``top`` trials (and every failure), PNG."""
+    start = time.perf_counter()
+    n_trials = trials or (6 if quick else 100)
+    epochs = epochs or (3 if quick else 50)
+    hidden = [20, 20] if quick else [100] * 6
+    loaded = load_data(dataset, seed, data_dir)
+    # Only the training split goes in; the test split is never seen by a trial.
+    data = validation_split(loaded.x_train[:train_size], loaded.t_train[:train_size], validation_rate, seed)
+    result = search(data, make_trials(n_trials, seed), executor=executor, workers=workers,
+                    scheduler=scheduler, epochs=epochs, hidden=hidden, backend=backend, progress=progress)
+    rows = [[rank, t.index, t.val_acc, t.train_acc_list[-1] if t.train_acc_list else float("nan"),
+             t.params["lr"], t.params["weight_decay"]] for rank, t in enumerate(result.ranked[:top], 1)]
+    table = format_table(
+        ["best", "trial", "val acc", "train acc", "lr", "weight decay"], rows,
+        title=f"Random search: {n_trials} trials on {loaded.name} ({len(data['x_train'])} train / "
+              f"{len(data['x_val'])} validation samples carved from the training split), "
+              f"MultiLayerNet({loaded.input_size}, {hidden}, 10), SGD, {epochs} epochs | "
+              f"{result.executor}, {result.workers} worker(s), {result.seconds:.1f}s",
+    )
+    if result.failed:
+        table += "\n\n" + format_table(
+            ["failed trial", "status", "lr", "weight decay", "error"],
+            [[t.index, t.status, t.params["lr"], t.params["weight_decay"],
+              t.error.strip().splitlines()[-1] if t.error else ""] for t in result.failed],
+        )
+    figure = save_figure(_plot(result, top), out) if out else None
+    return ExperimentResult("search", table, figure, {"result": result}, time.perf_counter() - start)
+
+
+def _plot(result: SearchResult, top: int) -> Any:
+    ranked = result.ranked[:top]
+    cols = 5
+    rows = max(1, math.ceil(len(ranked) / cols))
+    fig = new_figure(13, 3.6 + 1.9 * rows)
+    grid = fig.add_gridspec(rows + 2, cols)
+    ax = fig.add_subplot(grid[:2, :])
+    ok = [t for t in result.trials if t.ok]
+    if ok:
+        sc = ax.scatter([t.params["lr"] for t in ok], [t.params["weight_decay"] for t in ok],
+                        c=[t.val_acc for t in ok], cmap="viridis", vmin=0, vmax=1, s=30)
+        fig.colorbar(sc, ax=ax, label="final validation accuracy")
+    if result.failed:
+        ax.scatter([t.params["lr"] for t in result.failed], [t.params["weight_decay"] for t in result.failed],
+                   marker="x", color="red", s=40, label="failed")
+        ax.legend(loc="upper left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("weight decay")
+    ax.set_title(f"{len(result.trials)} trials ({result.executor})")
+    for i, t in enumerate(ranked):
+        ax = fig.add_subplot(grid[2 + i // cols, i % cols])
+        x = np.arange(len(t.val_acc_list))
+        ax.plot(x, t.val_acc_list)
+        ax.plot(x, t.train_acc_list, "--")
+        ax.set_ylim(0, 1)
+        ax.set_xticks([])
+        if i % cols:
+            ax.set_yticks([])
+        ax.set_title(f"Best-{i + 1} ({t.val_acc:.2f})\nlr {t.params['lr']:.1e}, wd {t.params['weight_decay']:.1e}",
+                     fontsize=7)
+    fig.tight_layout()
+    return fig
