@@ -106,25 +106,25 @@ def test_equal_to_the_books_formulas_after_n_updates(backend, cls, rng):
     for _ in range(25):
         opt.update(params, _grad(params))
         book.update(book_params, _grad(book_params))
-    for key in params:
-        np.testing.assert_allclose(params[key], book_params[key], rtol=1e-12, atol=1e-14, err_msg=key)
-        assert params[key].dtype == np.float64
-        assert not np.allclose(params[key], start[key]), f"{key} did not move"
+    for key, value in params.items():
+        np.testing.assert_allclose(value, book_params[key], rtol=1e-12, atol=1e-14, err_msg=key)
+        assert value.dtype == np.float64
+        assert not np.allclose(value, start[key]), f"{key} did not move"
     assert opt.iter == 25
 
 
 def test_the_backends_agree_bit_for_bit_on_updates(rng):
     # Same formulas in the same order: the twins give identical float64 trajectories.
     start = {"W": rng.standard_normal((5, 4)), "b": rng.standard_normal(4)}
-    for cls in HYPER:
+    for cls, hyper in HYPER.items():
         finals = []
         for backend in zerodl.BACKENDS:
             with zerodl.use_backend(backend):
                 params = {k: v.copy() for k, v in start.items()}
-                opt = cls(**HYPER[cls])
+                opt = cls(**hyper)
                 for _ in range(10):
                     opt.update(params, _grad(params))
                 finals.append(params)
-        for key in start:
+        for key, value in start.items():
             np.testing.assert_array_equal(finals[0][key], finals[1][key], err_msg=f"{cls.__name__} {key}")
-            assert not np.array_equal(finals[0][key], start[key])
+            assert not np.array_equal(finals[0][key], value)

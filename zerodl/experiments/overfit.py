@@ -27,6 +27,7 @@ from zerodl.experiments._common import (
 from zerodl.networks import MultiLayerNetExtend
 from zerodl.optimizer import SGD
 
+
 def run(
     out: str | None = None,
     *,
