@@ -165,3 +165,17 @@ def test_search_argument_errors():
         search.search(_tiny_data(), [], executor="threads")
     with pytest.raises(ValueError, match="scheduler address needs executor='dask'"):
         search.search(_tiny_data(), [], executor="process", scheduler="tcp://127.0.0.1:1")
+
+
+def test_search_on_a_dask_scheduler_address():
+    # A cluster the search did not start, reached by its address (what --scheduler does).
+    from dask.distributed import LocalCluster
+
+    data, trials = _tiny_data(), _tiny_trials()[:2]
+    kw = {"epochs": 1, "hidden": (4,), "batch_size": 10, "progress": False}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster:
+        remote = search.search(data, trials, executor="dask", scheduler=cluster.scheduler_address, **kw)
+        assert cluster.scheduler_address.startswith("tcp://")
+    serial = search.search(data, trials, executor="serial", **kw)
+    assert _summary(remote) == _summary(serial)
