@@ -14,7 +14,8 @@ for the network ``(Affine_k → activation_k)`` for ``k = 1..L``, then ``Softmax
   :data:`ACT_SIGMOID`); the last one is usually identity (the scores go to the softmax).
 * ``bufs`` an :class:`MLPBuffers` of work arrays, allocated once per batch size and reused.
 * ``opt`` one of :data:`OPT_SGD` … :data:`OPT_ADAM` or :data:`OPT_NONE` (gradients only: they are
-  left in ``bufs.dWs`` / ``bufs.dbs`` for a Python optimizer, weight decay included); ``hyper (4,)``
+  left in ``bufs.dWs`` / ``bufs.dbs`` for a Python optimizer, weight decay included; after a fused
+  update those buffers hold scratch values, the NumPy twin reuses them); ``hyper (4,)``
   the optimizer's constants in the parameters' dtype, laid out by :func:`optimizer_hyper`.
 * ``state1`` / ``state2`` tuples of ``2L`` flat views of the optimizer's state arrays in parameter
   order ``W1, b1, W2, b2, …`` (velocity / accumulator / Adam's ``m``, and Adam's ``v``), **updated in
