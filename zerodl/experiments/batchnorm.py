@@ -80,6 +80,8 @@ def run(
 
 
 def _plot(results: dict[float, dict[str, Any]]) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
     n = len(results)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
@@ -93,6 +95,7 @@ def _plot(results: dict[float, dict[str, Any]]) -> Any:
         ax.set_title(f"W: {scale:.3g}", fontsize=9)
         ax.set_ylim(0, 1.0)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if i % cols:
             ax.set_yticks([])
         else:
