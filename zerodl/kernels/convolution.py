@@ -8,17 +8,21 @@ Contract (both twins), ``K = C·FH·FW``, ``P = OH·OW`` (see :mod:`zerodl.kerne
 * ``conv_forward(x (N, C, H, W), W (FN, C, FH, FW), b (FN,), stride, pad)`` → ``(out, col)``:
   ``out (N, FN, OH, OW)`` is the cross-correlation plus bias. ``col`` is what the twin keeps for
   its backward pass: the NumPy twin returns ``im2col(x) (N·P, K)`` as the book keeps ``self.col``;
-  the Numba twin returns ``None`` because it rebuilds patches image by image (cheaper than storing
-  them, and the step's peak memory drops by the size of ``col``).
+  the Numba twin returns ``None`` because it rebuilds patches chunk by chunk of images (cheaper
+  than storing them, and the step's peak memory drops by the size of ``col``).
 * ``conv_backward(dout (N, FN, OH, OW), x, W, col=None, stride, pad)`` → ``(dx, dW, db)`` with
   ``dx`` of ``x``'s shape, ``dW (FN, C, FH, FW)``, ``db (FN,)``. Either twin accepts either
   forward's ``col`` (``None`` included), so switching backends between forward and backward is safe.
 
 All arrays share one floating dtype; outputs are new C-contiguous arrays of it; inputs are never
 written. The NumPy twins are the book's ``Convolution`` in structure (``np.dot`` and NumPy
-transposes around ``im2col`` / ``col2im``). The matrix products of both twins go to NumPy's BLAS (one
-thread pool per process; see NUMBA-NOTES), so the twins differ only by the rounding of differently
-blocked products; the bias gradient and the ``col2im`` summation order match the book's exactly.
+transposes around ``im2col`` / ``col2im``). The Numba twins never build the transposed layouts: they
+copy patches into a per-chunk ``(K, columns)`` matrix whose product with ``W (FN, K)`` is already in
+output order, and scatter it with the bias in one compiled pass (details above ``_patches``). The
+matrix products of both twins go to NumPy's BLAS (one thread pool per process; see NUMBA-NOTES;
+BLAS inside njit would load SciPy's second OpenBLAS pool), so the twins differ only by the rounding
+of differently blocked products; the bias gradient and the ``col2im`` summation order match the
+book's exactly.
 """
 
 from __future__ import annotations
@@ -73,6 +77,19 @@ def conv_backward_numpy(
 
 
 # ----------------------------------------------------------------------------- compiled kernels
+# The Numba twins build a "patch matrix" for a CHUNK of images at a time: buf (K, B·L), where
+# image j of the chunk owns columns [j·L, (j+1)·L) and column j·L + oh·R + ow is its output
+# (oh, ow). Unit stride uses the "wide grid" (R = Wp, the padded width, L = OH·Wp): each filter
+# tap is then ONE contiguous run of the padded image, at the price of FW - 1 junk columns per
+# output row that the products compute and the scatter drops. Other strides use R = OW, L = OH·OW
+# and copy tap rows one output row at a time. Chunks keep each BLAS call large (few calls, so
+# OpenBLAS threads are woken rarely: per-image calls were up to 50x slower on a busy machine),
+# while buf stays a few MiB instead of the book's whole (N·P, K) col.
+
+#: Bytes of patch matrix per chunk (see above); a module constant, not read inside kernels.
+CHUNK_BYTES = 4 * 2**20
+
+
 @jit
 def _tap_range(out_w, w, stride, shift):
     # Output columns [lo, hi) whose input column ow·stride + shift lies inside the image.
@@ -86,148 +103,122 @@ def _tap_range(out_w, w, stride, shift):
 
 
 @jit
-def _patches_one(x, fh, fw, stride, pad, out_h, out_w, buf):
-    # One image x (C, H, W) → buf (K, P): row k = (c, fy, fx) holds that filter tap over all output
-    # positions, so each write run is a contiguous output row and each read an image row.
-    n_ch, h, w = x.shape
-    k = 0
-    for c in range(n_ch):
-        for fy in range(fh):
-            for fx in range(fw):
-                shift = fx - pad
-                lo, hi = _tap_range(out_w, w, stride, shift)
-                dst = buf[k]
-                for oh in range(out_h):
-                    y = oh * stride + fy - pad
-                    base = oh * out_w
-                    if y < 0 or y >= h:
-                        dst[base : base + out_w] = 0
-                        continue
-                    dst[base : base + lo] = 0
-                    if stride == 1:
-                        # Slice copies compile to vectorised moves; indexing element by element
-                        # was twice as slow (negative-index checks block vectorisation).
-                        dst[base + lo : base + hi] = x[c, y, lo + shift : hi + shift]
-                    else:
-                        src = x[c, y]
+def _patches(x, fh, fw, stride, pad, out_h, out_w, xpad, buf):
+    # x (B, C, H, W) → buf (K, B·L). xpad: a flat zero-padded image buffer (unit stride only; its
+    # borders are zero from allocation and never written).
+    n_img, n_ch, h, w = x.shape
+    n_cols = buf.shape[1] // n_img
+    if stride == 1:
+        wp = w + 2 * pad
+        hpwp = (h + 2 * pad) * wp
+        for j in range(n_img):
+            for c in range(n_ch):
+                for y in range(h):
+                    base = c * hpwp + (y + pad) * wp + pad
+                    xpad[base : base + w] = x[j, c, y]
+            k = 0
+            for c in range(n_ch):
+                for fy in range(fh):
+                    for fx in range(fw):
+                        off = c * hpwp + fy * wp + fx
+                        buf[k, j * n_cols : (j + 1) * n_cols] = xpad[off : off + n_cols]
+                        k += 1
+        return
+    for j in range(n_img):
+        k = 0
+        for c in range(n_ch):
+            for fy in range(fh):
+                for fx in range(fw):
+                    shift = fx - pad
+                    lo, hi = _tap_range(out_w, w, stride, shift)
+                    dst = buf[k, j * n_cols : (j + 1) * n_cols]
+                    for oh in range(out_h):
+                        y = oh * stride + fy - pad
+                        base = oh * out_w
+                        if y < 0 or y >= h:
+                            dst[base : base + out_w] = 0
+                            continue
+                        dst[base : base + lo] = 0
+                        src = x[j, c, y]
                         for ow in range(lo, hi):
                             dst[base + ow] = src[ow * stride + shift]
-                    dst[base + hi : base + out_w] = 0
-                k += 1
+                        dst[base + hi : base + out_w] = 0
+                    k += 1
 
 
 @jit
-def _unpatch_one(buf, fh, fw, stride, pad, out_h, out_w, dx):
-    # Adjoint of _patches_one for one image: dx (C, H, W) = Σ over taps, added tap by tap in the
-    # book's col2im order (fy outer, fx inner, from zero).
-    n_ch, h, w = dx.shape
-    dx[...] = 0
-    k = 0
-    for c in range(n_ch):
-        for fy in range(fh):
-            for fx in range(fw):
-                shift = fx - pad
-                lo, hi = _tap_range(out_w, w, stride, shift)
-                src = buf[k]
-                for oh in range(out_h):
-                    y = oh * stride + fy - pad
-                    if y < 0 or y >= h:
-                        continue
-                    base = oh * out_w
-                    dst = dx[c, y]
-                    if stride == 1:
-                        d = dst[lo + shift : hi + shift]
-                        s = src[base + lo : base + hi]
-                        for i in range(hi - lo):
-                            d[i] += s[i]
-                    else:
+def _fold(dbuf, fh, fw, stride, pad, out_h, out_w, dxpad, dx):
+    # Adjoint of _patches: dx (B, C, H, W) = Σ over taps of dbuf (K, B·L), added tap by tap in
+    # the book's col2im order (fy outer, fx inner, from zero) so the sums match it exactly. On the
+    # wide grid the junk columns of dbuf are exactly zero (see _out_to_cols) and add nothing.
+    n_img, n_ch, h, w = dx.shape
+    n_cols = dbuf.shape[1] // n_img
+    if stride == 1:
+        wp = w + 2 * pad
+        hpwp = (h + 2 * pad) * wp
+        for j in range(n_img):
+            dxpad[:] = 0
+            k = 0
+            for c in range(n_ch):
+                for fy in range(fh):
+                    for fx in range(fw):
+                        off = c * hpwp + fy * wp + fx
+                        d = dxpad[off : off + n_cols]
+                        src = dbuf[k, j * n_cols : (j + 1) * n_cols]
+                        for i in range(n_cols):
+                            d[i] += src[i]
+                        k += 1
+            for c in range(n_ch):
+                for y in range(h):
+                    base = c * hpwp + (y + pad) * wp + pad
+                    dx[j, c, y] = dxpad[base : base + w]
+        return
+    for j in range(n_img):
+        dx[j] = 0
+        k = 0
+        for c in range(n_ch):
+            for fy in range(fh):
+                for fx in range(fw):
+                    shift = fx - pad
+                    lo, hi = _tap_range(out_w, w, stride, shift)
+                    src = dbuf[k, j * n_cols : (j + 1) * n_cols]
+                    for oh in range(out_h):
+                        y = oh * stride + fy - pad
+                        if y < 0 or y >= h:
+                            continue
+                        dst = dx[j, c, y]
+                        base = oh * out_w
                         for ow in range(lo, hi):
                             dst[ow * stride + shift] += src[base + ow]
-                k += 1
+                    k += 1
 
 
 @jit
-def _wide_taps(x, pad, fh, fw, xpad, buf):
-    # Unit stride only. Copy image x (C, H, W) into the interior of the flat zero-padded buffer
-    # xpad (C·Hp·Wp + FW slack; its borders are zero from allocation and never written), then
-    # copy tap k = (c, fy, fx) as ONE contiguous run: buf[k, j] = xpad[c·Hp·Wp + fy·Wp + fx + j]
-    # for j < OH·Wp. Column j = oh·Wp + ow is output (oh, ow) for ow < OW; the FW - 1 columns per
-    # row beyond OW are junk the caller drops. One long copy per tap instead of OH short ones.
-    n_ch, h, w = x.shape
-    wp = w + 2 * pad
-    hpwp = (h + 2 * pad) * wp
-    n_cols = buf.shape[1]
-    for c in range(n_ch):
-        for y in range(h):
-            base = c * hpwp + (y + pad) * wp + pad
-            xpad[base : base + w] = x[c, y]
-    k = 0
-    for c in range(n_ch):
-        for fy in range(fh):
-            for fx in range(fw):
-                off = c * hpwp + fy * wp + fx
-                buf[k] = xpad[off : off + n_cols]
-                k += 1
+def _cols_to_out(prod, b, row_stride, out):
+    # prod (FN, B·L) → out (B, FN, OH, OW) + bias, dropping junk columns.
+    n_img, fn, out_h, out_w = out.shape
+    n_cols = prod.shape[1] // n_img
+    for j in range(n_img):
+        for f in range(fn):
+            bf = b[f]
+            for oh in range(out_h):
+                start = j * n_cols + oh * row_stride
+                row = prod[f, start : start + out_w]
+                dst = out[j, f, oh]
+                for ow in range(out_w):
+                    dst[ow] = row[ow] + bf
 
 
 @jit
-def _wide_to_out(wide, b, out):
-    # wide (FN, OH·Wp) → out (FN, OH, OW) + bias, dropping the junk columns.
-    fn, out_h, out_w = out.shape
-    wp = wide.shape[1] // out_h
-    for f in range(fn):
-        bf = b[f]
-        for oh in range(out_h):
-            row = wide[f, oh * wp : oh * wp + out_w]
-            dst = out[f, oh]
-            for ow in range(out_w):
-                dst[ow] = row[ow] + bf
-
-
-@jit
-def _out_to_wide(dout, wide):
-    # dout (FN, OH, OW) → wide (FN, OH·Wp); the junk columns are left as they are (zero).
-    fn, out_h, out_w = dout.shape
-    wp = wide.shape[1] // out_h
-    for f in range(fn):
-        for oh in range(out_h):
-            wide[f, oh * wp : oh * wp + out_w] = dout[f, oh]
-
-
-@jit
-def _wide_fold(dbuf, fh, fw, pad, dxpad, dx):
-    # Adjoint of _wide_taps: add tap rows back onto the padded image in the book's col2im order
-    # (fy outer, fx inner, from zero), then crop. Junk columns of dbuf are exactly zero (they come
-    # from the zero junk columns of dout), so they add nothing.
-    n_ch, h, w = dx.shape
-    wp = w + 2 * pad
-    hpwp = (h + 2 * pad) * wp
-    n_cols = dbuf.shape[1]
-    dxpad[:] = 0
-    k = 0
-    for c in range(n_ch):
-        for fy in range(fh):
-            for fx in range(fw):
-                off = c * hpwp + fy * wp + fx
-                d = dxpad[off : off + n_cols]
-                src = dbuf[k]
-                for j in range(n_cols):
-                    d[j] += src[j]
-                k += 1
-    for c in range(n_ch):
-        for y in range(h):
-            base = c * hpwp + (y + pad) * wp + pad
-            dx[c, y] = dxpad[base : base + w]
-
-
-@jit
-def _add_bias_channels(out, b):
-    # out (FN, P) of one image, still in cache after its matrix product.
-    fn, n_pos = out.shape
-    for f in range(fn):
-        bf = b[f]
-        for p in range(n_pos):
-            out[f, p] += bf
+def _out_to_cols(dout, row_stride, cols):
+    # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero).
+    n_img, fn, out_h, out_w = dout.shape
+    n_cols = cols.shape[1] // n_img
+    for j in range(n_img):
+        for f in range(fn):
+            for oh in range(out_h):
+                start = j * n_cols + oh * row_stride
+                cols[f, start : start + out_w] = dout[j, f, oh]
 
 
 @jit
@@ -245,33 +236,56 @@ def _bias_grad(dout, db):
             db[f] = acc
 
 
+class _Plan:
+    """Geometry of the compiled twins' patch matrices for one call (see the comment above)."""
+
+    def __init__(self, x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: int, pad: int,
+                 itemsize: int) -> None:
+        N, C, H, Wd = x_shape
+        FN, _, FH, FW = W_shape
+        self.out_h, self.out_w = out_hw(H, Wd, FH, FW, stride, pad)
+        self.row_stride = Wd + 2 * pad if stride == 1 else self.out_w
+        self.n_cols = self.out_h * self.row_stride
+        self.K = C * FH * FW
+        self.chunk = int(max(1, min(N, CHUNK_BYTES // (self.K * self.n_cols * itemsize))))
+        # Flat padded image for the unit-stride copies, with FW slack for the last tap's run.
+        self.xpad_size = C * (H + 2 * pad) * (Wd + 2 * pad) + FW if stride == 1 else 1
+
+    def chunks(self, n: int):
+        """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)``."""
+        for n0 in range(0, n, self.chunk):
+            n1 = min(n0 + self.chunk, n)
+            yield n0, n1, (n1 - n0) * self.n_cols
+
+
 def conv_forward_numba(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, None]:
     """Compiled twin of :func:`conv_forward_numpy`; returns ``(out, None)``.
 
-    Image by image: the patches of one image go to a reused ``(K, P)`` buffer that stays in cache,
-    one BLAS product ``W (FN, K) @ patches (K, P)`` writes the image's ``(FN, P)`` output block in
-    its final layout, and the bias is added while that block is still in cache. No ``(N·P, K)``
-    matrix is kept (``conv_backward_numba`` rebuilds the patches), which saves both the memory
-    traffic and the peak memory of the book's ``col``.
+    Chunk by chunk of images: compiled patch copies into a reused ``(K, B·L)`` buffer, ONE BLAS
+    product ``W (FN, K) @ patches``, then a compiled pass scattering the product into ``out`` in
+    its final ``(N, FN, OH, OW)`` layout with the bias added. No ``(N·P, K)`` matrix is kept
+    (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory.
     """
     FN, C, FH, FW = W.shape
-    N, _, H, Wd = x.shape
-    out_h, out_w = out_hw(H, Wd, FH, FW, stride, pad)
-    n_pos = out_h * out_w
+    N = x.shape[0]
+    plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
     x = np.ascontiguousarray(x)
     W_mat = np.ascontiguousarray(W).reshape(FN, -1)
     b = np.ascontiguousarray(b)
-    if stride == 1:
-        return _forward_wide(x, W_mat, b, FH, FW, pad, out_h, out_w).reshape(N, FN, out_h, out_w), None
-    out = np.empty((N, FN, n_pos), dtype=x.dtype)
-    buf = np.empty((W_mat.shape[1], n_pos), dtype=x.dtype)
-    for n in range(N):
-        _patches_one(x[n], FH, FW, stride, pad, out_h, out_w, buf)
-        np.matmul(W_mat, buf, out=out[n])
-        _add_bias_channels(out[n], b)
-    return out.reshape(N, FN, out_h, out_w), None
+    out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
+    xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
+    for n0, n1, width in plan.chunks(N):
+        if n0 == 0 or n1 - n0 != plan.chunk:
+            # New buffers only for the first and a short last chunk: every array a kernel sees
+            # is C-contiguous (one compiled specialisation per dtype).
+            buf = np.empty((plan.K, width), dtype=x.dtype)
+            prod = np.empty((FN, width), dtype=x.dtype)
+        _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, xpad, buf)
+        np.matmul(W_mat, buf, out=prod)
+        _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
+    return out, None
 
 
 def conv_backward_numba(
@@ -284,84 +298,32 @@ def conv_backward_numba(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`conv_backward_numpy`; ``col`` is ignored (patches are rebuilt).
 
-    Image by image: rebuild the ``(K, P)`` patches, accumulate ``dW += dout_n (FN, P) @ patchesᵀ``,
-    form ``dpatches = Wᵀ @ dout_n`` and fold them straight into ``dx[n]``. Every intermediate is one
-    image's worth and stays in cache.
+    Chunk by chunk: rebuild the patches, ``dW += dout_chunk (FN, B·L) @ patchesᵀ`` and
+    ``dpatches = Wᵀ @ dout_chunk`` (two BLAS products), then fold ``dpatches`` straight into
+    ``dx``. The bias gradient is one compiled pass over ``dout``.
     """
     FN, C, FH, FW = W.shape
-    N, _, H, Wd = x.shape
-    out_h, out_w = out_hw(H, Wd, FH, FW, stride, pad)
-    n_pos = out_h * out_w
+    N = x.shape[0]
+    plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
     x = np.ascontiguousarray(x)
-    dout3 = np.ascontiguousarray(dout).reshape(N, FN, n_pos)
-    W_mat = np.ascontiguousarray(W).reshape(FN, -1)
-    W_t = W_mat.T
-    K = W_mat.shape[1]
+    dout = np.ascontiguousarray(dout)
+    W_t = np.ascontiguousarray(W).reshape(FN, -1).T
     db = np.empty(FN, dtype=dout.dtype)
-    _bias_grad(dout3, db)
-    if stride == 1:
-        dx, dW = _backward_wide(x, dout3.reshape(N, FN, out_h, out_w), W_mat, FH, FW, pad)
-        return dx, dW.reshape(FN, C, FH, FW), db
-    dW = np.zeros((FN, K), dtype=dout.dtype)
-    dW_n = np.empty((FN, K), dtype=dout.dtype)
+    _bias_grad(dout.reshape(N, FN, -1), db)
+    dW = np.zeros((FN, plan.K), dtype=dout.dtype)
+    dW_chunk = np.empty_like(dW)
     dx = np.empty(x.shape, dtype=dout.dtype)
-    buf = np.empty((K, n_pos), dtype=dout.dtype)
-    dbuf = np.empty((K, n_pos), dtype=dout.dtype)
-    for n in range(N):
-        _patches_one(x[n], FH, FW, stride, pad, out_h, out_w, buf)
-        np.matmul(dout3[n], buf.T, out=dW_n)
-        dW += dW_n
-        np.matmul(W_t, dout3[n], out=dbuf)
-        _unpatch_one(dbuf, FH, FW, stride, pad, out_h, out_w, dx[n])
-    return dx, dW.reshape(FN, C, FH, FW), db
-
-
-def _forward_wide(
-    x: np.ndarray, W_mat: np.ndarray, b: np.ndarray, fh: int, fw: int, pad: int, out_h: int, out_w: int
-) -> np.ndarray:
-    """Unit-stride forward on the "wide" grid (see :func:`_wide_taps`) → ``(N, FN, OH, OW)``.
-
-    Costs ``(FW - 1) / OW`` extra multiply-adds (the junk columns) but copies each tap as one
-    contiguous run; on the book's networks that is 2–10x less patch-building time.
-    """
-    N, C, H, Wd = x.shape
-    FN, K = W_mat.shape
-    wp = Wd + 2 * pad
-    n_cols = out_h * wp
-    xpad = np.zeros(C * (H + 2 * pad) * wp + fw, dtype=x.dtype)
-    buf = np.empty((K, n_cols), dtype=x.dtype)
-    wide = np.empty((FN, n_cols), dtype=x.dtype)
-    out = np.empty((N, FN, out_h, out_w), dtype=x.dtype)
-    for n in range(N):
-        _wide_taps(x[n], pad, fh, fw, xpad, buf)
-        np.matmul(W_mat, buf, out=wide)
-        _wide_to_out(wide, b, out[n])
-    return out
-
-
-def _backward_wide(
-    x: np.ndarray, dout: np.ndarray, W_mat: np.ndarray, fh: int, fw: int, pad: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-stride ``(dx, dW (FN, K))`` on the wide grid, image by image (bias gradient elsewhere)."""
-    N, C, H, Wd = x.shape
-    FN, K = W_mat.shape
-    out_h = dout.shape[2]
-    wp = Wd + 2 * pad
-    n_cols = out_h * wp
-    xpad = np.zeros(C * (H + 2 * pad) * wp + fw, dtype=x.dtype)
+    xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
     dxpad = np.empty_like(xpad)
-    buf = np.empty((K, n_cols), dtype=x.dtype)
-    dbuf = np.empty((K, n_cols), dtype=x.dtype)
-    dwide = np.zeros((FN, n_cols), dtype=x.dtype)  # junk columns stay zero
-    W_t = W_mat.T
-    dW = np.zeros((FN, K), dtype=x.dtype)
-    dW_n = np.empty((FN, K), dtype=x.dtype)
-    dx = np.empty(x.shape, dtype=x.dtype)
-    for n in range(N):
-        _wide_taps(x[n], pad, fh, fw, xpad, buf)
-        _out_to_wide(dout[n], dwide)
-        np.matmul(dwide, buf.T, out=dW_n)
-        dW += dW_n
-        np.matmul(W_t, dwide, out=dbuf)
-        _wide_fold(dbuf, fh, fw, pad, dxpad, dx[n])
-    return dx, dW
+    for n0, n1, width in plan.chunks(N):
+        if n0 == 0 or n1 - n0 != plan.chunk:
+            buf = np.empty((plan.K, width), dtype=x.dtype)
+            dbuf = np.empty_like(buf)
+            dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
+        _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, xpad, buf)
+        _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
+        np.matmul(dcols, buf.T, out=dW_chunk)
+        dW += dW_chunk
+        np.matmul(W_t, dcols, out=dbuf)
+        _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, dxpad, dx[n0:n1])
+    return dx, dW.reshape(FN, C, FH, FW), db
