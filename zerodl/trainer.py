@@ -356,9 +356,12 @@ class Trainer:
             if self.train_time > 0:
                 self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False,
                                       **{"samples/s": f"{self.samples_seen / self.train_time:,.0f}"})
-        if self.is_epoch_boundary(self.current_iter):
-            self._end_epoch()
+        iteration = self.current_iter
+        # Count the step before evaluating: a callback that raises (or a second Ctrl-C during the
+        # evaluation) then leaves current_iter consistent with the update already made.
         self.current_iter += 1
+        if self.is_epoch_boundary(iteration):
+            self._end_epoch()
 
     def _evaluation_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n = self.evaluate_sample_num_per_epoch
@@ -367,17 +370,17 @@ class Trainer:
         return self.x_train[:n], self.t_train[:n], self.x_test[:n], self.t_test[:n]
 
     def _end_epoch(self) -> None:
-        self.current_epoch += 1
         x_tr, t_tr, x_te, t_te = self._evaluation_sets()
         train_acc = float(self.network.accuracy(x_tr, t_tr))
         test_acc = float(self.network.accuracy(x_te, t_te))
+        self.current_epoch += 1
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
         recent = self.train_loss_list[self._epoch_loss_start:]
         self._epoch_loss_start = len(self.train_loss_list)
         logs = {
             "epoch": self.current_epoch,
-            "iteration": self.current_iter + 1,
+            "iteration": self.current_iter,
             "loss": float(np.mean(recent)) if recent else float("nan"),
             "train_acc": train_acc,
             "test_acc": test_acc,
@@ -409,6 +412,9 @@ class Trainer:
             yield it
             k += 1
 
+    #: Seconds between progress-bar refreshes (the bar is cleared at the end; the table stays).
+    progress_interval: float = 0.2
+
     HEADER = f"{'epoch':>7} {'iter':>8} {'loss':>9} {'train acc':>10} {'test acc':>9} {'time':>8}"
 
     def _row(self, logs: Mapping[str, Any]) -> str:
@@ -430,7 +436,7 @@ class Trainer:
         from tqdm.auto import tqdm  # lazy: keeps `import zerodl` fast
 
         self._bar = tqdm(total=self.max_iter, initial=self.current_iter, unit="step",
-                         dynamic_ncols=True, mininterval=0.2, leave=False)
+                         dynamic_ncols=True, mininterval=self.progress_interval, leave=False)
 
     # -- Ctrl-C --------------------------------------------------------------------------------
     def _install_sigint(self) -> Any:
