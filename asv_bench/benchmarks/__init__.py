@@ -1,0 +1,1 @@
+"""asv benchmarks of zerodl (one bench_<op>.py per kernel family)."""
