@@ -2,6 +2,7 @@
 naive per-element oracle; each backward accepts the other twin's forward cache."""
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,24 @@ def test_bias_gradient_bit_identical_to_the_book_order():
     _, _, db_np = kernels.get("conv_backward", "numpy")(dout, x, W, None, 1, 0)
     _, _, db_nb = kernels.get("conv_backward", "numba")(dout, x, W, None, 1, 0)
     np.testing.assert_array_equal(db_nb, db_np)
+
+
+@pytest.mark.parametrize("wide_max_junk", [0.0, 1.0], ids=["row-copies", "wide-grid"])
+def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
+    # The Numba twin picks the wide grid or row-by-row copies for unit stride; both are exact.
+    from zerodl.kernels import convolution
+
+    monkeypatch.setattr(convolution, "WIDE_MAX_JUNK", wide_max_junk)
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: exercises chunking
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2, 5, 6))
+    W = rng.standard_normal((4, 2, 3, 2))
+    b = rng.standard_normal(4)
+    for pad in (0, 1, 2):
+        out_np, col = convolution.conv_forward_numpy(x, W, b, 1, pad)
+        out_nb, _ = convolution.conv_forward_numba(x, W, b, 1, pad)
+        assert_close(out_nb, out_np, what=f"pad {pad} out")
+        dout = rng.standard_normal(out_np.shape)
+        for g, r in zip(convolution.conv_backward_numba(dout, x, W, None, 1, pad),
+                        convolution.conv_backward_numpy(dout, x, W, col, 1, pad)):
+            assert_close(g, r, what=f"pad {pad} grads")
