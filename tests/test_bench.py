@@ -1,0 +1,147 @@
+"""``zerodl bench``: the whole machinery (worker processes, interleaved rounds, table, JSON) at toy size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from zerodl import bench, kernels
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One tiny ``python -m zerodl.bench --quick`` run (numpy and numba workers, ch5 included)."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = bench.main(["--quick", "--size", "tiny", "--no-torch", "--min-time", "0.001", "--repeats", "2",
+                           "--ch5", "--ch5-iters", "3", "--ch5-data", "random", "--json", str(path)])
+    return code, out.getvalue(), json.loads(path.read_text())
+
+
+def test_exit_code_and_json_structure(bench_run):
+    code, _, results = bench_run
+    assert code == 0
+    assert results["contenders"] == ["numpy", "numba"]
+    for key in ("config", "machine", "rounds", "medians", "rows", "runs", "blas_gflops"):
+        assert key in results, key
+    assert results["config"]["rounds"] == 2 and results["config"]["size"] == "tiny"
+    assert results["machine"]["cpu_count"] >= 1
+    # Every case has one median per round, in seconds per call.
+    for contender in ("numpy", "numba"):
+        for name, values in results["rounds"][contender].items():
+            assert len(values) == 2 and all(0 < v < 5 for v in values), name
+
+
+def test_every_registered_op_is_measured_or_said_to_be_skipped(bench_run):
+    _, _, results = bench_run
+    measured = {r["name"] for r in results["rows"] if r["section"] == "kernel"}
+    assert set(kernels.ops("numba")) == measured | set(results["skipped_ops"])
+    for r in results["rows"]:
+        if r["section"] == "kernel":
+            assert r["numpy"] > 0 and r["numba"] > 0
+            assert r["speedup"] == pytest.approx(r["numpy"] / r["numba"])
+
+
+def test_step_rows_compare_the_paths(bench_run):
+    _, _, results = bench_run
+    steps = {r["name"]: r for r in results["rows"] if r["section"] == "step"}
+    assert set(steps) == {s.title for s in bench.step_specs("tiny")}
+    two = steps["TwoLayerNet 6-5-3 SGD"]
+    for col in ("numpy_book", "numpy_fused", "numba_layers", "numba_fused", "blas_bound"):
+        assert two[col] > 0, col
+    assert two["speedup"] == pytest.approx(two["numpy_book"] / two["numba_fused"])
+    assert two["x_bound"] == pytest.approx(two["numba_fused"] / two["blas_bound"])
+    assert two["torch"] is None and two["vs_torch"] is None  # --no-torch
+    assert steps["SimpleConvNet tiny SGD"]["fused_path"] is False
+    assert steps["SimpleConvNet tiny SGD"]["blas_bound"] is None
+
+
+def test_ch5_rows(bench_run):
+    _, _, results = bench_run
+    runs = [r for r in results["rows"] if r["section"] == "run"]
+    assert [r["variant"] for r in runs] == ["fused", "fused+loss"]
+    for r in runs:
+        assert r["numpy_book"] > 0 and r["numba"] > 0
+        assert 0 <= r["train_acc_numba"] <= 1
+        assert "random" in r["data"]
+
+
+def test_table_text(bench_run):
+    _, text, results = bench_run
+    lines = text.splitlines()
+    assert lines[0].startswith("zerodl bench: numpy, numba, each in its own process")
+    assert "load average" in lines[1]
+    for header in ("Kernels (NumPy twin vs Numba twin)", "Training steps", "The book's chapter 5 run"):
+        assert header in text
+    kernel_header = next(i for i, line in enumerate(lines) if line.startswith("op "))
+    assert lines[kernel_header].split() == ["op", "dtype", "shape", "numpy", "ms", "numba", "ms", "speedup"]
+    # One table line per measured kernel row, each ending in a speedup like "1.23x".
+    body = lines[kernel_header + 2: kernel_header + 2 + sum(r["section"] == "kernel" for r in results["rows"])]
+    assert all(line.rstrip().endswith("x") for line in body)
+    assert "affine_forward" in text and "mlp_train_step" in text
+
+
+def test_format_table_is_pure(bench_run):
+    _, text, results = bench_run
+    assert bench.format_table(results) == text.rstrip("\n")
+
+
+def test_matmul_flops_counts_forward_dw_and_dx_except_first():
+    spec = bench.step_specs("full")[0]  # TwoLayerNet 784-50-10, batch 100
+    expected = 2 * (2 * 100 * 784 * 50) + 3 * (2 * 100 * 50 * 10)
+    assert spec.matmul_flops() == expected
+
+
+def test_input_builders_match_the_kernels():
+    rng = np.random.default_rng(0)
+    for op, build in bench.KERNEL_INPUTS.items():
+        if ("%s" % op, "numpy") not in kernels.REGISTRY:
+            continue
+        args, shape = build(rng, np.dtype(np.float32), "tiny")
+        kernels.get(op, "numpy")(*args)  # the builder produces a valid call
+        assert isinstance(shape, str) and shape
+
+
+def test_torch_step_runs_when_torch_is_installed():
+    pytest.importorskip("torch")
+    spec = bench.step_specs("tiny")[0]
+    step = bench._torch_step_case(spec, 0)
+    first = float(step().detach())
+    for _ in range(20):
+        last = float(step().detach())
+    assert np.isfinite(first) and last < first  # it trains
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"size": "huge"}, "size"), ({"rounds": 0}, "rounds"), ({"min_time": 0}, "min_time"),
+    ({"dtypes": ("float16",)}, "dtypes"), ({"contenders": ("jax",)}, "contenders"),
+    ({"ch5_data": "cifar"}, "ch5_data"),
+])
+def test_bad_config_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bench.BenchConfig(**kwargs).validate()
+
+
+def test_cli_registration_and_bad_arguments(capsys):
+    parser = argparse.ArgumentParser(prog="zerodl")
+    sub = parser.add_subparsers(dest="command")
+    bench.add_subparsers(sub)
+    args = parser.parse_args(["bench", "--quick", "--rounds", "0"])
+    assert args.func is bench.run_cli
+    assert args.func(args) == 2
+    assert "rounds must be a positive integer" in capsys.readouterr().err
+    cfg = bench.config_from_args(parser.parse_args(["bench", "--quick", "--dtype", "float32", "--no-torch"]))
+    assert cfg.rounds == 2 and cfg.dtypes == ("float32",) and "torch" not in cfg.contenders
+
+
+def test_zerodl_cli_has_the_bench_command():
+    cli = pytest.importorskip("zerodl.cli")
+    args = cli.build_parser().parse_args(["bench", "--quick"])
+    assert args.func is bench.run_cli

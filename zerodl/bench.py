@@ -1,0 +1,978 @@
+"""``zerodl bench``: NumPy vs Numba (vs PyTorch eager) for every kernel and training step, one table.
+
+Run ``zerodl bench`` (or ``python -m zerodl.bench`` without the CLI), ``--quick`` for CI,
+``--json FILE`` to keep the figures, ``--ch5`` to add the book's chapter 5 run end to end.
+
+How it measures, and why:
+
+* **One process per contender.** ``numpy`` (the NumPy backend: the book's layer-by-layer step, and
+  the fused step's NumPy twin), ``numba`` (the compiled kernels, the layer-by-layer step and the
+  fused ``train_step``) and, when PyTorch is importable, ``torch`` (the same training step in
+  PyTorch eager). Thread pools of different libraries in one process (NumPy's OpenBLAS, SciPy's,
+  PyTorch's OpenMP) busy-wait against each other on a small machine, so every contender gets its own
+  process, limited to the same ``--threads`` (:func:`zerodl.threads.set_num_threads`,
+  ``torch.set_num_threads``).
+* **Interleaved rounds, medians.** The workers start once (imports, JIT warm-up), then the parent
+  asks them in turn, one at a time, for a round of measurements, rotating the order every round and
+  pausing between contenders so the previous one's threads go back to sleep. Each case reports the
+  median of its repeats in a round; the table shows the median over rounds. A noisy neighbour
+  therefore hits every contender alike, and the machine's load average is printed with the table.
+* **Every registered kernel** of :data:`zerodl.kernels.REGISTRY` for which :data:`KERNEL_INPUTS`
+  knows how to build inputs at a realistic size (MNIST MLPs, a convolution batch of the book's
+  chapter 7 net); ops without an input builder are listed as such, never silently dropped.
+* **The BLAS bound.** For each MLP step, the matrix products it must do (forward, ``dW`` and
+  ``dx`` except the first layer's) timed at the large-matrix rate the BLAS reaches on this machine
+  (a 1024² product, the better of NumPy's and SciPy's OpenBLAS): how close the fused step comes to
+  doing nothing but its products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Contenders, each measured in a process of its own.
+CONTENDERS: tuple[str, ...] = ("numpy", "numba", "torch")
+
+#: Prefix of the protocol lines a worker writes to stdout (anything else on stdout is ignored).
+_TAG = "@@zerodl-bench "
+
+MNIST_DIR_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclasses.dataclass
+class BenchConfig:
+    """What to measure and how long.
+
+    Attributes:
+        size: ``"full"`` (realistic shapes) or ``"tiny"`` (the same cases at toy shapes, for tests).
+        rounds: interleaved rounds per contender (medians over these).
+        repeats: timed repeats per case within a round (the round reports their median).
+        min_time: seconds one repeat should last (the number of calls per repeat is calibrated once).
+        threads: threads of every BLAS / OpenMP / numba pool (default: the CPU count).
+        dtypes: dtypes of the kernel rows.
+        contenders: processes to run; ``"torch"`` is dropped when PyTorch is not importable.
+        kernels / steps: which sections to measure.
+        ch5: also run the book's chapter 5 training end to end (``ch5_iters`` iterations).
+        ch5_data: ``"mnist"`` (the 10,000 real test images as training and test set) or ``"random"``.
+        mnist_dir: where the MNIST IDX files are.
+        pause: seconds between two contenders' rounds.
+    """
+
+    size: str = "full"
+    rounds: int = 5
+    repeats: int = 5
+    min_time: float = 0.05
+    threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    contenders: tuple[str, ...] = CONTENDERS
+    kernels: bool = True
+    steps: bool = True
+    ch5: bool = False
+    ch5_iters: int = 10000
+    ch5_data: str = "mnist"
+    mnist_dir: str = str(MNIST_DIR_DEFAULT)
+    pause: float = 0.3
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """A short run for CI: 2 rounds, 3 repeats, 10 ms per repeat, float64 kernels only."""
+        base = dict(rounds=2, repeats=3, min_time=0.01, dtypes=("float64",), pause=0.05, ch5_iters=300)
+        base.update(overrides)
+        return cls(**base)
+
+    def validate(self) -> None:
+        """Raise ValueError on a setting that cannot work."""
+        if self.size not in ("full", "tiny"):
+            raise ValueError(f"size must be 'full' or 'tiny', got {self.size!r}")
+        for name in ("rounds", "repeats", "threads", "ch5_iters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.min_time > 0:
+            raise ValueError(f"min_time must be > 0, got {self.min_time!r}")
+        bad = [d for d in self.dtypes if d not in ("float32", "float64")]
+        if bad or not self.dtypes:
+            raise ValueError(f"dtypes must be float32 and/or float64, got {list(self.dtypes)}")
+        unknown = [c for c in self.contenders if c not in CONTENDERS]
+        if unknown or not self.contenders:
+            raise ValueError(f"contenders must be among {', '.join(CONTENDERS)}, got {list(self.contenders)}")
+        if self.ch5_data not in ("mnist", "random"):
+            raise ValueError(f"ch5_data must be 'mnist' or 'random', got {self.ch5_data!r}")
+
+
+def torch_available() -> bool:
+    """True when PyTorch can be imported (it stays an optional dependency)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+# ----------------------------------------------------------------------------- kernel inputs
+def _realistic(size: str, full: Any, tiny: Any) -> Any:
+    return full if size == "full" else tiny
+
+
+def _conv_shapes(size: str) -> dict[str, tuple[int, ...]]:
+    # The book's SimpleConvNet on MNIST: 30 filters 5×5 over (1, 28, 28), batch 100.
+    if size == "full":
+        return {"x": (100, 1, 28, 28), "W": (30, 1, 5, 5)}
+    return {"x": (4, 1, 6, 6), "W": (3, 1, 3, 3)}
+
+
+def _in_affine(rng, dt, size):
+    n, d, h = _realistic(size, (100, 784, 50), (4, 6, 5))
+    x, W = rng.random((n, d)).astype(dt), (0.01 * rng.standard_normal((d, h))).astype(dt)
+    return (x, W, np.zeros(h, dt)), f"({n},{d})@({d},{h})"
+
+
+def _in_affine_backward(rng, dt, size):
+    (x, W, _), shape = _in_affine(rng, dt, size)
+    return (rng.standard_normal((x.shape[0], W.shape[1])).astype(dt), x, W), shape
+
+
+def _act_shape(size):
+    # The ReLU after SimpleConvNet's convolution: the biggest activation of the book's nets.
+    return _realistic(size, (100, 30, 24, 24), (4, 3, 4, 4))
+
+
+def _in_unary(rng, dt, size):
+    shape = _act_shape(size)
+    return (rng.standard_normal(shape).astype(dt),), str(shape)
+
+
+def _in_relu_backward(rng, dt, size):
+    shape = _act_shape(size)
+    return (rng.standard_normal(shape).astype(dt), rng.random(shape) < 0.5), str(shape)
+
+
+def _in_sigmoid_backward(rng, dt, size):
+    shape = _act_shape(size)
+    return (rng.standard_normal(shape).astype(dt), rng.random(shape).astype(dt)), str(shape)
+
+
+def _in_softmax_forward(rng, dt, size):
+    n, c = _realistic(size, (100, 10), (4, 3))
+    return (rng.standard_normal((n, c)).astype(dt), rng.integers(0, c, n).astype(np.intp)), f"({n},{c})"
+
+
+def _in_softmax_backward(rng, dt, size):
+    (x, t), shape = _in_softmax_forward(rng, dt, size)
+    y = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+    return (y.astype(dt), t, 1.0), shape
+
+
+def _param_shape(size):
+    return _realistic(size, (784, 100), (6, 5))
+
+
+def _optim_inputs(n_state):
+    def build(rng, dt, size):
+        shape = _param_shape(size)
+        arrays = [rng.standard_normal(shape).astype(dt) for _ in range(2)]
+        states = [np.abs(rng.standard_normal(shape)).astype(dt) for _ in range(n_state)]
+        return (*arrays, *states), str(shape)
+
+    return build
+
+
+def _with_hyper(build, *hyper):
+    def wrapped(rng, dt, size):
+        args, shape = build(rng, dt, size)
+        return (*args, *hyper), shape
+
+    return wrapped
+
+
+def _in_mlp_train_step(rng, dt, size):
+    from zerodl.kernels import train_step as ts
+
+    sizes = _realistic(size, (784, 50, 10), (6, 5, 3))
+    n = _realistic(size, 100, 4)
+    Ws = tuple((0.01 * rng.standard_normal((a, b))).astype(dt) for a, b in zip(sizes[:-1], sizes[1:]))
+    bs = tuple(np.zeros(b, dt) for b in sizes[1:])
+    empty = (np.empty(0, dt),) * (2 * len(Ws))
+    args = (
+        rng.random((n, sizes[0])).astype(dt), rng.integers(0, sizes[-1], n).astype(np.intp), Ws, bs,
+        np.array([ts.ACT_RELU, ts.ACT_IDENTITY], np.int64), ts.MLPBuffers(n, sizes, np.dtype(dt)),
+        ts.OPT_SGD, ts.optimizer_hyper(ts.OPT_SGD, np.dtype(dt), lr=0.1), empty, empty, 0.0,
+    )
+    return args, f"{'-'.join(map(str, sizes))} b{n}"
+
+
+def _in_conv_forward(rng, dt, size):
+    s = _conv_shapes(size)
+    x = rng.random(s["x"]).astype(dt)
+    W = (0.01 * rng.standard_normal(s["W"])).astype(dt)
+    return (x, W, np.zeros(s["W"][0], dt), 1, 0), f"x{s['x']} W{s['W']}"
+
+
+def _in_conv_backward(rng, dt, size):
+    from zerodl import kernels
+
+    (x, W, b, stride, pad), shape = _in_conv_forward(rng, dt, size)
+    out, col = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
+    return (rng.standard_normal(out.shape).astype(dt), x, W, None, stride, pad), shape
+
+
+def _in_im2col(rng, dt, size):
+    s = _conv_shapes(size)
+    fh, fw = s["W"][2:]
+    return (rng.random(s["x"]).astype(dt), fh, fw, 1, 0), f"x{s['x']} {fh}x{fw}"
+
+
+def _in_col2im(rng, dt, size):
+    from zerodl import kernels
+
+    (x, fh, fw, stride, pad), shape = _in_im2col(rng, dt, size)
+    col = kernels.get("im2col", "numpy")(x, fh, fw, stride, pad)
+    return (rng.standard_normal(col.shape).astype(dt), x.shape, fh, fw, stride, pad), shape
+
+
+def _pool_input_shape(size):
+    return _realistic(size, (100, 30, 24, 24), (4, 3, 4, 4))
+
+
+def _in_pool_forward(rng, dt, size):
+    shape = _pool_input_shape(size)
+    return (rng.standard_normal(shape).astype(dt), 2, 2, 2, 0), f"{shape} 2x2/2"
+
+
+def _in_pool_backward(rng, dt, size):
+    from zerodl import kernels
+
+    (x, ph, pw, stride, pad), shape = _in_pool_forward(rng, dt, size)
+    out, arg_max = kernels.get("max_pool_forward", "numpy")(x, ph, pw, stride, pad)
+    return (rng.standard_normal(out.shape).astype(dt), arg_max, x.shape, ph, pw, stride, pad), shape
+
+
+def _bn_shape(size):
+    return _realistic(size, (100, 100), (4, 5))
+
+
+def _in_bn_train(rng, dt, size):
+    n, d = _bn_shape(size)
+    x = rng.standard_normal((n, d)).astype(dt)
+    ones, zeros = np.ones(d, dt), np.zeros(d, dt)
+    return (x, ones, zeros, zeros.copy(), ones.copy(), 0.9), f"({n},{d})"
+
+
+def _in_bn_test(rng, dt, size):
+    (x, g, b, rm, rv, _), shape = _in_bn_train(rng, dt, size)
+    return (x, g, b, rm, rv), shape
+
+
+def _in_bn_backward(rng, dt, size):
+    from zerodl import kernels
+
+    args, shape = _in_bn_train(rng, dt, size)
+    _, xc, xn, std = kernels.get("batchnorm_forward_train", "numpy")(*args)
+    return (rng.standard_normal(args[0].shape).astype(dt), args[1], xc, xn, std), shape
+
+
+def _in_dropout_mask(rng, dt, size):
+    n, d = _bn_shape(size)
+    return (rng.standard_normal((n, d)).astype(dt), rng.random((n, d)), 0.5), f"({n},{d})"
+
+
+def _in_dropout_apply(rng, dt, size):
+    n, d = _bn_shape(size)
+    return (rng.standard_normal((n, d)).astype(dt), rng.random((n, d)) > 0.5), f"({n},{d})"
+
+
+def _in_dropout_predict(rng, dt, size):
+    n, d = _bn_shape(size)
+    return (rng.standard_normal((n, d)).astype(dt), 0.5), f"({n},{d})"
+
+
+#: Op name → ``build(rng, dtype, size) -> (args, shape description)``. Ops registered in
+#: :data:`zerodl.kernels.REGISTRY` but missing here are reported as "no input builder".
+KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
+    "affine_forward": _in_affine,
+    "affine_backward": _in_affine_backward,
+    "relu_forward": _in_unary,
+    "relu_backward": _in_relu_backward,
+    "sigmoid_forward": _in_unary,
+    "sigmoid_backward": _in_sigmoid_backward,
+    "softmax_loss_forward": _in_softmax_forward,
+    "softmax_loss_backward": _in_softmax_backward,
+    "sgd_update": _with_hyper(_optim_inputs(0), 0.01),
+    "momentum_update": _with_hyper(_optim_inputs(1), 0.01, 0.9),
+    "nesterov_update": _with_hyper(_optim_inputs(1), 0.01, 0.9),
+    "adagrad_update": _with_hyper(_optim_inputs(1), 0.01, 1e-7),
+    "rmsprop_update": _with_hyper(_optim_inputs(1), 0.01, 0.99, 1e-7),
+    "adam_update": _with_hyper(_optim_inputs(2), 0.001, 0.9, 0.999, 1e-7),
+    "mlp_train_step": _in_mlp_train_step,
+    "conv_forward": _in_conv_forward,
+    "conv_backward": _in_conv_backward,
+    "im2col": _in_im2col,
+    "col2im": _in_col2im,
+    "max_pool_forward": _in_pool_forward,
+    "max_pool_backward": _in_pool_backward,
+    "batchnorm_forward_train": _in_bn_train,
+    "batchnorm_forward_test": _in_bn_test,
+    "batchnorm_backward": _in_bn_backward,
+    "dropout_mask_forward": _in_dropout_mask,
+    "dropout_forward": _in_dropout_apply,
+    "dropout_backward": _in_dropout_apply,
+    "dropout_predict": _in_dropout_predict,
+}
+
+
+# ----------------------------------------------------------------------------- training steps
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """One training-step row: a network, an optimizer, a batch."""
+
+    key: str
+    title: str
+    kind: str  # "mlp" or "simple_conv"
+    sizes: tuple[int, ...]  # MLP widths (input, hidden..., output)
+    activation: str
+    optimizer: str
+    lr: float
+    batch: int
+    dtype: str
+
+    def matmul_flops(self) -> float:
+        """Floating-point operations of the step's matrix products (MLPs; 0 otherwise)."""
+        if self.kind != "mlp":
+            return 0.0
+        n, flops = self.batch, 0.0
+        for k, (d, h) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            products = 2 if k == 0 else 3  # forward, dW, and dx except for the first layer
+            flops += products * 2.0 * n * d * h
+        return flops
+
+
+def step_specs(size: str) -> list[StepSpec]:
+    """The training steps of the table (the issue's targets, then the chapter 7 convnet)."""
+    if size == "tiny":
+        return [
+            StepSpec("two_layer", "TwoLayerNet 6-5-3 SGD", "mlp", (6, 5, 3), "relu", "sgd", 0.1, 4, "float64"),
+            StepSpec("mlp_adam", "MultiLayerNet 6-5x2-3 Adam", "mlp", (6, 5, 5, 3), "relu", "adam", 0.001, 4,
+                     "float32"),
+            StepSpec("simple_conv", "SimpleConvNet tiny SGD", "simple_conv", (), "relu", "sgd", 0.1, 2,
+                     "float64"),
+        ]
+    return [
+        StepSpec("two_layer", "TwoLayerNet 784-50-10, SGD", "mlp", (784, 50, 10), "relu", "sgd", 0.1, 100,
+                 "float64"),
+        StepSpec("mlp_adam", "MultiLayerNet 784-100x5-10, Adam", "mlp", (784, 100, 100, 100, 100, 100, 10),
+                 "relu", "adam", 0.001, 100, "float32"),
+        StepSpec("mlp_big", "MLP 784-1000-1000-10, SGD", "mlp", (784, 1000, 1000, 10), "relu", "sgd", 0.01,
+                 256, "float32"),
+        StepSpec("simple_conv", "SimpleConvNet (ch. 7), SGD", "simple_conv", (), "relu", "sgd", 0.1, 100,
+                 "float64"),
+    ]
+
+
+def _zerodl_net(spec: StepSpec, seed: int):
+    from zerodl.networks import MultiLayerNet, SimpleConvNet
+
+    if spec.kind == "simple_conv":
+        if spec.batch <= 2:  # tiny
+            return SimpleConvNet((1, 6, 6), {"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+                                 hidden_size=4, output_size=3, dtype=spec.dtype, seed=seed)
+        return SimpleConvNet(dtype=spec.dtype, seed=seed)
+    return MultiLayerNet(spec.sizes[0], list(spec.sizes[1:-1]), spec.sizes[-1], activation=spec.activation,
+                         weight_init_std=spec.activation, dtype=spec.dtype, seed=seed)
+
+
+def _step_batch(spec: StepSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    if spec.kind == "simple_conv":
+        side = 6 if spec.batch <= 2 else 28
+        x = rng.random((spec.batch, 1, side, side)).astype(spec.dtype)
+        classes = 3 if spec.batch <= 2 else 10
+    else:
+        x = rng.random((spec.batch, spec.sizes[0])).astype(spec.dtype)
+        classes = spec.sizes[-1]
+    return x, rng.integers(0, classes, spec.batch), classes
+
+
+def _zerodl_optimizer(spec: StepSpec):
+    from zerodl.optimizer import get_optimizer
+
+    return get_optimizer(spec.optimizer, lr=spec.lr)
+
+
+def _zerodl_step_cases(spec: StepSpec, contender: str, seed: int) -> dict[str, Callable[[], Any]]:
+    """``{variant: step()}``: the layer-by-layer step (``book`` on NumPy, ``layers`` on Numba) and
+    the fused ``train_step`` (``fused``)."""
+    rng = np.random.default_rng(seed)
+    x, t, _ = _step_batch(spec, rng)
+    layer_net, fused_net = _zerodl_net(spec, seed), _zerodl_net(spec, seed)
+    layer_opt, fused_opt = _zerodl_optimizer(spec), _zerodl_optimizer(spec)
+
+    def layer_step():
+        layer_opt.update(layer_net.params, layer_net.gradient(x, t))
+
+    def fused_step():
+        return fused_net.train_step(x, t, fused_opt)
+
+    return {("book" if contender == "numpy" else "layers"): layer_step, "fused": fused_step}
+
+
+def _torch_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
+    """The same step in PyTorch eager: ``zero_grad``, forward, ``cross_entropy``, ``backward``, ``step``."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(seed)
+    dtype = getattr(torch, spec.dtype)
+    rng = np.random.default_rng(seed)
+    x_np, t_np, classes = _step_batch(spec, rng)
+    if spec.kind == "simple_conv":
+        tiny = spec.batch <= 2
+        fn, fs, hidden = (2, 3, 4) if tiny else (30, 5, 100)
+        side = x_np.shape[-1]
+        pooled = ((side - fs + 1) // 2) ** 2 * fn
+        model = nn.Sequential(nn.Conv2d(1, fn, fs), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
+                              nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+    else:
+        layers: list[Any] = []
+        for k, (d, h) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
+            layers.append(nn.Linear(d, h))
+            if k < len(spec.sizes) - 2:
+                layers.append(nn.ReLU() if spec.activation == "relu" else nn.Sigmoid())
+        model = nn.Sequential(*layers)
+    model = model.to(dtype)
+    if spec.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=spec.lr, eps=1e-7)  # the book's epsilon
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=spec.lr)
+    x = torch.from_numpy(x_np)
+    t = torch.from_numpy(t_np.astype(np.int64))
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), t)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+# ----------------------------------------------------------------------------- the chapter 5 run
+def _ch5_data(config: BenchConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(x float32 (N, 784) in [0, 1], one-hot t float32 (N, 10), description)``."""
+    if config.ch5_data == "mnist":
+        from zerodl.datasets import read_idx
+
+        d = Path(config.mnist_dir)
+        images = read_idx(d / "t10k-images-idx3-ubyte.gz")
+        labels = read_idx(d / "t10k-labels-idx1-ubyte.gz")
+        x = images.reshape(len(images), -1).astype(np.float32) / 255
+        desc = f"MNIST t10k ({len(x)} real images) as training and test set"
+    else:
+        rng = np.random.default_rng(config.seed)
+        n = 10000 if config.size == "full" else 50
+        x = rng.random((n, 784)).astype(np.float32)
+        labels = rng.integers(0, 10, n)
+        desc = f"random data of MNIST's shape ({n}×784)"
+    if config.size == "tiny":
+        x, labels = x[:50], labels[:50]
+    t = np.eye(10, dtype=np.float32)[labels]
+    return x, t, desc
+
+
+def _ch5_run(variant: str, x: np.ndarray, t: np.ndarray, iters: int, seed: int) -> dict[str, Any]:
+    """The book's ``ch05/train_neuralnet.py`` loop: TwoLayerNet(784, 50, 10), batch 100, lr 0.1,
+    train and test accuracy every epoch (here the test set is ``x`` itself).
+
+    ``book``: ``gradient``, update, then ``loss`` after the update (the book's record);
+    ``fused``: ``train_step`` (the loss recorded is the one before the update, no extra forward);
+    ``fused+loss``: ``train_step`` then the book's after-update ``loss`` as well.
+    """
+    from zerodl.networks import TwoLayerNet
+    from zerodl.optimizer import SGD
+
+    net = TwoLayerNet(784, 50, 10, seed=seed)
+    opt = SGD(0.1)
+    rng = np.random.default_rng(seed)
+    train_size, batch = x.shape[0], min(100, x.shape[0])
+    iter_per_epoch = max(train_size // batch, 1)
+    losses, train_acc, test_acc = [], [], []
+    start = time.perf_counter()
+    for i in range(iters):
+        mask = rng.choice(train_size, batch)
+        xb, tb = x[mask], t[mask]
+        if variant == "book":
+            opt.update(net.params, net.gradient(xb, tb))
+            loss = net.loss(xb, tb)
+        else:
+            loss = net.train_step(xb, tb, opt)
+            if variant == "fused+loss":
+                loss = net.loss(xb, tb)
+        losses.append(float(loss))
+        if i % iter_per_epoch == 0:
+            train_acc.append(net.accuracy(x, t))
+            test_acc.append(net.accuracy(x, t))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "final_loss": losses[-1], "train_acc": train_acc[-1], "test_acc": test_acc[-1],
+            "epochs": len(train_acc)}
+
+
+# ----------------------------------------------------------------------------- worker side
+def _calibrate(fn: Callable[[], Any], min_time: float) -> int:
+    """Calls per repeat so that one repeat lasts about ``min_time`` (after a warm-up call)."""
+    fn()
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time or number >= 1 << 20:
+            return number
+        number = max(number * 2, int(number * min_time / max(elapsed, 1e-9) * 1.2))
+
+
+def _time_case(fn: Callable[[], Any], number: int, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return times
+
+
+def _blas_cases(config: BenchConfig) -> dict[str, Callable[[], Any]]:
+    """Large square products through NumPy's and SciPy's OpenBLAS (the rate for the BLAS bound)."""
+    from scipy.linalg import blas as sblas
+
+    n = 1024 if config.size == "full" else 64
+    cases = {}
+    rng = np.random.default_rng(config.seed)
+    dts = {spec.dtype for spec in step_specs(config.size) if spec.kind == "mlp"}
+    for dt in sorted(dts):
+        a, b = rng.random((n, n)).astype(dt), rng.random((n, n)).astype(dt)
+        c = np.empty((n, n), dt)
+        gemm = sblas.dgemm if dt == "float64" else sblas.sgemm
+        cases[f"blas/numpy/{dt}"] = lambda a=a, b=b, c=c: np.matmul(a, b, out=c)
+        cases[f"blas/scipy/{dt}"] = lambda a=a, b=b, g=gemm: g(1.0, a, b)
+    return cases
+
+
+def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """``(cases, meta)``: the callables a worker times and what the table needs to know about them."""
+    cases: dict[str, Callable[[], Any]] = {}
+    meta: dict[str, Any] = {"skipped_ops": {}, "ch5": None}
+    if contender == "torch":
+        import torch
+
+        torch.set_num_threads(config.threads)
+        meta["torch"] = torch.__version__
+        if config.steps:
+            for spec in step_specs(config.size):
+                cases[f"step/{spec.key}/torch"] = _torch_step_case(spec, config.seed)
+        return cases, meta
+
+    import zerodl
+    from zerodl import kernels
+
+    zerodl.set_num_threads(config.threads)
+    zerodl.set_backend(contender)
+    if config.kernels:
+        for op in kernels.ops(contender):
+            build = KERNEL_INPUTS.get(op)
+            if build is None:
+                meta["skipped_ops"][op] = "no input builder"
+                continue
+            fn = kernels.get(op, contender)
+            for dt in config.dtypes:
+                try:
+                    args, shape = build(np.random.default_rng(config.seed), np.dtype(dt), config.size)
+                except Exception as exc:  # an op whose signature changed: say so, keep going
+                    meta["skipped_ops"][op] = f"input builder failed: {exc}"
+                    break
+                cases[f"kernel/{op}/{dt}"] = lambda fn=fn, args=args: fn(*args)
+                meta.setdefault("shapes", {})[f"kernel/{op}/{dt}"] = shape
+    if config.steps:
+        for spec in step_specs(config.size):
+            for variant, fn in _zerodl_step_cases(spec, contender, config.seed).items():
+                cases[f"step/{spec.key}/{variant}"] = fn
+        if contender == "numba":
+            cases.update(_blas_cases(config))
+    return cases, meta
+
+
+def _emit(obj: Any) -> None:
+    sys.__stdout__.write(_TAG + json.dumps(obj) + "\n")
+    sys.__stdout__.flush()
+
+
+def worker_main(contender: str, config: BenchConfig) -> int:
+    """A contender's process: build and warm every case, then answer ``ROUND`` commands on stdin."""
+    # Anything the libraries print must not mix with the protocol lines.
+    sys.stdout = sys.stderr
+    try:
+        cases, meta = _worker_cases(contender, config)
+        numbers = {name: _calibrate(fn, config.min_time) for name, fn in cases.items()}
+        ch5_input = _ch5_data(config) if config.ch5 and contender in ("numpy", "numba") else None
+        if ch5_input is not None:
+            meta["ch5"] = ch5_input[2]
+            warm = "book" if contender == "numpy" else "fused"
+            _ch5_run(warm, ch5_input[0], ch5_input[1], 2, config.seed)  # compile, load, warm
+    except Exception as exc:
+        _emit({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    from zerodl.threads import get_num_threads
+
+    meta["threads"] = get_num_threads() if contender != "torch" else {"torch": config.threads}
+    _emit({"ready": sorted(cases), "numbers": numbers, "meta": meta})
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "QUIT":
+            break
+        if command != "ROUND":
+            continue
+        times = {name: _time_case(fn, numbers[name], config.repeats) for name, fn in cases.items()}
+        runs = {}
+        if ch5_input is not None:
+            variants = ("book",) if contender == "numpy" else ("fused", "fused+loss")
+            for v in variants:
+                runs[v] = _ch5_run(v, ch5_input[0], ch5_input[1], config.ch5_iters, config.seed)
+        _emit({"times": times, "runs": runs})
+    return 0
+
+
+# ----------------------------------------------------------------------------- parent side
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+class _Worker:
+    def __init__(self, contender: str, config: BenchConfig, log_dir: Path) -> None:
+        self.contender = contender
+        self.stderr_path = log_dir / f"{contender}.stderr"
+        self._stderr = open(self.stderr_path, "w+")
+        cmd = [sys.executable, "-m", "zerodl.bench", "--worker", contender,
+               "--worker-config", json.dumps(dataclasses.asdict(config))]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, bufsize=1)
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(_TAG):
+                message = json.loads(line[len(_TAG):])
+                if "error" in message:
+                    raise RuntimeError(f"{self.contender} worker failed: {message['error']}\n{self._tail()}")
+                return message
+        raise RuntimeError(f"{self.contender} worker exited (code {self.proc.wait()}):\n{self._tail()}")
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def _tail(self) -> str:
+        self._stderr.flush()
+        text = self.stderr_path.read_text()
+        return text[-3000:]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.send("QUIT")
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._stderr.close()
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure everything ``config`` asks for; return the results (what ``--json`` saves).
+
+    The result holds ``config``, ``machine`` (CPU count, load averages before and after, versions),
+    ``rounds`` (raw per-round medians, seconds per call, by contender and case), ``medians`` and the
+    table ``rows`` (see :func:`format_table`).
+    """
+    import tempfile
+
+    config.validate()
+    say = progress or (lambda _msg: None)
+    contenders = [c for c in config.contenders if c != "torch" or torch_available()]
+    load_before = _loadavg()
+    started = time.perf_counter()
+    rounds: dict[str, dict[str, list[float]]] = {c: {} for c in contenders}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {c: {} for c in contenders}
+    metas: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="zerodl-bench-") as log_dir:
+        workers: list[_Worker] = []
+        try:
+            for c in contenders:  # start one at a time: warm-ups should not overlap either
+                say(f"starting the {c} worker (imports, JIT warm-up, calibration)")
+                w = _Worker(c, config, Path(log_dir))
+                workers.append(w)
+                metas[c] = w.read()
+            for r in range(config.rounds):
+                shift = r % len(workers)
+                for w in workers[shift:] + workers[:shift]:
+                    say(f"round {r + 1}/{config.rounds}: {w.contender}")
+                    w.send("ROUND")
+                    reply = w.read()
+                    for name, times in reply["times"].items():
+                        rounds[w.contender].setdefault(name, []).append(statistics.median(times))
+                    for variant, result in reply.get("runs", {}).items():
+                        runs[w.contender].setdefault(variant, []).append(result)
+                    time.sleep(config.pause)
+        finally:
+            for w in workers:
+                w.close()
+    medians = {c: {name: statistics.median(v) for name, v in cases.items()} for c, cases in rounds.items()}
+    results = {
+        "config": dataclasses.asdict(config),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "loadavg_before": load_before,
+            "loadavg_after": _loadavg(),
+            "wall_seconds": time.perf_counter() - started,
+            "torch": metas.get("torch", {}).get("meta", {}).get("torch"),
+            "threads": {c: m["meta"].get("threads") for c, m in metas.items()},
+        },
+        "contenders": contenders,
+        "rounds": rounds,
+        "medians": medians,
+        "runs": runs,
+        "skipped_ops": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("skipped_ops", {}),
+        "shapes": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("shapes", {}),
+        "ch5_data": next((m["meta"]["ch5"] for m in metas.values() if m["meta"].get("ch5")), None),
+    }
+    results["rows"] = _rows(results, config)
+    return results
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _rows(results: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
+    med = results["medians"]
+    np_med, nb_med, th_med = med.get("numpy", {}), med.get("numba", {}), med.get("torch", {})
+    rows: list[dict[str, Any]] = []
+    kernel_names = sorted({n for m in (np_med, nb_med) for n in m if n.startswith("kernel/")})
+    for name in kernel_names:
+        _, op, dt = name.split("/")
+        t_np, t_nb = np_med.get(name), nb_med.get(name)
+        rows.append({"section": "kernel", "name": op, "dtype": dt, "shape": results["shapes"].get(name, ""),
+                     "numpy": t_np, "numba": t_nb, "speedup": _ratio(t_np, t_nb)})
+    blas_rate = {}
+    for dt in ("float32", "float64"):
+        best = [(2.0 * (1024 if config.size == "full" else 64) ** 3) / nb_med[k]
+                for k in (f"blas/numpy/{dt}", f"blas/scipy/{dt}") if nb_med.get(k)]
+        if best:
+            blas_rate[dt] = max(best)
+    results["blas_gflops"] = {dt: r / 1e9 for dt, r in blas_rate.items()}
+    for spec in step_specs(config.size):
+        key = f"step/{spec.key}"
+        if not any(f"{key}/{v}" in m for m in (np_med, nb_med, th_med) for v in ("book", "fused", "layers", "torch")):
+            continue
+        book, np_fused = np_med.get(f"{key}/book"), np_med.get(f"{key}/fused")
+        nb_layers, nb_fused = nb_med.get(f"{key}/layers"), nb_med.get(f"{key}/fused")
+        torch_t = th_med.get(f"{key}/torch")
+        bound = spec.matmul_flops() / blas_rate[spec.dtype] if spec.matmul_flops() and spec.dtype in blas_rate else None
+        rows.append({
+            "section": "step", "name": spec.title, "dtype": spec.dtype, "shape": f"batch {spec.batch}",
+            "numpy_book": book, "numpy_fused": np_fused, "numba_layers": nb_layers, "numba_fused": nb_fused,
+            "torch": torch_t, "speedup": _ratio(book, nb_fused), "vs_torch": _ratio(torch_t, nb_fused),
+            "blas_bound": bound, "x_bound": _ratio(nb_fused, bound),
+            "fused_path": spec.kind == "mlp",
+        })
+    run_rows = results["runs"]
+    if any(run_rows.get(c) for c in ("numpy", "numba")):
+        def med_run(c, v, field="seconds"):
+            vals = [r[field] for r in run_rows.get(c, {}).get(v, [])]
+            return statistics.median(vals) if vals else None
+
+        book = med_run("numpy", "book")
+        for v in ("fused", "fused+loss"):
+            t = med_run("numba", v)
+            rows.append({"section": "run", "name": f"ch5 run, {config.ch5_iters} iterations", "variant": v,
+                         "numpy_book": book, "numba": t, "speedup": _ratio(book, t),
+                         "train_acc_numpy": med_run("numpy", "book", "train_acc"),
+                         "train_acc_numba": med_run("numba", v, "train_acc"),
+                         "data": results.get("ch5_data")})
+    return rows
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.3f}"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _table(header: Sequence[str], body: list[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The human-readable table of :func:`run_bench`'s results (times in ms per call, medians)."""
+    m = results["machine"]
+    cfg = results["config"]
+    out = [
+        f"zerodl bench: {', '.join(results['contenders'])}, each in its own process; "
+        f"{cfg['threads']} thread(s) each; {cfg['rounds']} interleaved rounds x {cfg['repeats']} repeats; "
+        f"medians, ms per call",
+        f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
+        f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s",
+    ]
+    rows = results["rows"]
+    kernel_rows = [r for r in rows if r["section"] == "kernel"]
+    if kernel_rows:
+        out += ["", "Kernels (NumPy twin vs Numba twin)"]
+        out += _table(["op", "dtype", "shape", "numpy ms", "numba ms", "speedup"],
+                      [[r["name"], r["dtype"], r["shape"], _ms(r["numpy"]), _ms(r["numba"]), _x(r["speedup"])]
+                       for r in kernel_rows])
+    if results.get("skipped_ops"):
+        out.append("not measured: " + "; ".join(f"{op} ({why})" for op, why in sorted(results["skipped_ops"].items())))
+    step_rows = [r for r in rows if r["section"] == "step"]
+    if step_rows:
+        rates = ", ".join(f"{dt} {g:.0f} GFLOP/s" for dt, g in sorted(results.get("blas_gflops", {}).items()))
+        out += ["", "Training steps (numpy book = gradient + update on the NumPy backend; fused = net.train_step)"]
+        out += _table(
+            ["network", "dtype", "batch", "numpy book", "numpy fused", "numba layers", "numba fused", "torch",
+             "speedup", "vs torch", "BLAS bound", "x bound"],
+            [[r["name"] + ("" if r["fused_path"] else " (generic path)"), r["dtype"], r["shape"].split()[-1],
+              _ms(r["numpy_book"]), _ms(r["numpy_fused"]), _ms(r["numba_layers"]), _ms(r["numba_fused"]),
+              _ms(r["torch"]), _x(r["speedup"]), _x(r["vs_torch"]), _ms(r["blas_bound"]), _x(r["x_bound"])]
+             for r in step_rows])
+        out.append("speedup = numpy book / numba fused; vs torch = torch eager / numba fused; "
+                   f"BLAS bound = the step's matrix products at the large-matrix rate ({rates}); "
+                   "x bound = numba fused / BLAS bound")
+    run_rows = [r for r in rows if r["section"] == "run"]
+    if run_rows:
+        out += ["", f"The book's chapter 5 run (TwoLayerNet 784-50-10, batch 100, lr 0.1; data: {run_rows[0]['data']})"]
+        out += _table(["run", "numba variant", "-", "numpy book s", "numba s", "speedup", "acc numpy", "acc numba"],
+                      [[r["name"], r["variant"], "", "-" if r["numpy_book"] is None else f"{r['numpy_book']:.2f}",
+                        "-" if r["numba"] is None else f"{r['numba']:.2f}", _x(r["speedup"]),
+                        "-" if r["train_acc_numpy"] is None else f"{r['train_acc_numpy']:.4f}",
+                        "-" if r["train_acc_numba"] is None else f"{r['train_acc_numba']:.4f}"]
+                       for r in run_rows])
+        out.append("fused: train_step, the loss recorded is the one before the update; "
+                   "fused+loss: also the book's after-update loss (one more forward pass per step)")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- command line
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="short run for CI (2 rounds, float64 kernels)")
+    p.add_argument("--json", metavar="FILE", help="save every figure (per round, medians, table rows) as JSON")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
+    p.add_argument("--repeats", type=int, help="timed repeats per case in a round (default 5, quick 3)")
+    p.add_argument("--min-time", type=float, help="seconds per repeat (default 0.05, quick 0.01)")
+    p.add_argument("--threads", type=int, help="threads of every contender (default: CPU count)")
+    p.add_argument("--dtype", action="append", choices=("float32", "float64"),
+                   help="kernel dtype (repeatable; default both, quick float64)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    p.add_argument("--only", choices=("kernels", "steps"), help="measure only one section")
+    p.add_argument("--ch5", action="store_true", help="add the book's chapter 5 training run end to end")
+    p.add_argument("--ch5-iters", type=int, help="iterations of the ch5 run (default 10000, quick 300)")
+    p.add_argument("--ch5-data", choices=("mnist", "random"), default=None,
+                   help="mnist: the 10,000 real t10k images (default when found), random: same shape")
+    p.add_argument("--mnist-dir", default=None, help=f"MNIST IDX files (default {MNIST_DIR_DEFAULT})")
+    p.add_argument("--size", choices=("full", "tiny"), default="full", help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """Build a :class:`BenchConfig` from parsed ``zerodl bench`` arguments."""
+    overrides: dict[str, Any] = {"size": args.size}
+    for name in ("rounds", "repeats", "min_time", "threads", "ch5_iters"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.dtype:
+        overrides["dtypes"] = tuple(dict.fromkeys(args.dtype))
+    if args.no_torch:
+        overrides["contenders"] = ("numpy", "numba")
+    if args.only:
+        overrides["kernels"] = args.only == "kernels"
+        overrides["steps"] = args.only == "steps"
+    overrides["ch5"] = bool(args.ch5)
+    mnist_dir = args.mnist_dir or os.environ.get("ZERODL_MNIST_DIR") or str(MNIST_DIR_DEFAULT)
+    overrides["mnist_dir"] = mnist_dir
+    found = (Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").exists()
+    overrides["ch5_data"] = args.ch5_data or ("mnist" if found else "random")
+    return BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``zerodl bench``: measure, print the table, save JSON when asked; returns the exit code."""
+    try:
+        config = config_from_args(args)
+        config.validate()
+    except ValueError as exc:
+        print(f"zerodl bench: error: {exc}", file=sys.stderr)
+        return 2
+    if config.ch5 and config.ch5_data == "mnist" and not (Path(config.mnist_dir) / "t10k-images-idx3-ubyte.gz").exists():
+        print(f"zerodl bench: error: MNIST files not found in {config.mnist_dir} (use --ch5-data random)",
+              file=sys.stderr)
+        return 1
+    results = run_bench(config, progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    print(format_table(results))
+    if args.json:
+        from zerodl._fileio import atomic_write
+
+        with atomic_write(args.json, "w") as f:
+            f.write(json.dumps(results, indent=1, default=float))
+        print(f"saved {args.json}", file=sys.stderr)
+    return 0
+
+
+def add_subparsers(subparsers: Any) -> None:
+    """Register ``zerodl bench`` (the plug-in hook of :mod:`zerodl.cli`)."""
+    p = subparsers.add_parser(
+        "bench", help="time every kernel and training step: NumPy vs Numba (vs PyTorch)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    _add_arguments(p)
+    p.set_defaults(func=run_cli)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m zerodl.bench [options]`` (and the worker entry point)."""
+    parser = argparse.ArgumentParser(prog="python -m zerodl.bench", description=__doc__.split("\n\n")[0])
+    _add_arguments(parser)
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-config", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        raw = json.loads(args.worker_config)
+        raw["dtypes"] = tuple(raw["dtypes"])
+        raw["contenders"] = tuple(raw["contenders"])
+        return worker_main(args.worker, BenchConfig(**raw))
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
