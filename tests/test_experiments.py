@@ -45,6 +45,20 @@ def test_experiment_smoke(name, tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left behind
 
 
+def test_numpy_backend_and_module_entry_point(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bn.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "zerodl.experiments", "batchnorm", "--quick", "--backend", "numpy",
+         "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "train acc (BN)" in proc.stdout and out.read_bytes()[:8] == PNG_MAGIC
+
+
 def test_progress_lines_go_to_stderr(tmp_path, capsys):
     assert _cli(["experiment", "overfit", "--quick", "--out", str(tmp_path / "o.png")]) == 0
     captured = capsys.readouterr()
