@@ -5,7 +5,7 @@ warms the JIT so compile time never counts.
 Run: ``asv run --python=same --bench bench_conv`` (from ``asv_bench/``). For a quick side-by-side of
 both backends in one process (medians, ratios, peak memory of a step) without asv::
 
-    python asv_bench/benchmarks/bench_conv.py [--steps 15] [--inference-images 10000]
+    python asv_bench/benchmarks/bench_conv.py [--steps 15] [--inference-images 10000] [--threads 1]
 
 The DeepConvNet inference uses the real MNIST test images when ``ZERODL_MNIST_DIR`` (or
 ``../shared/datasets/mnist`` beside the repository) holds ``t10k-images-idx3-ubyte.gz``, else seeded
@@ -178,7 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inference-images", type=int, default=10_000)
     parser.add_argument("--inference-repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float64")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit BLAS and numba to this many threads (zerodl.num_threads)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        zerodl.set_num_threads(args.threads)
     from threadpoolctl import threadpool_info
 
     pools = ", ".join(f"{p['internal_api']}×{p['num_threads']}" for p in threadpool_info())
