@@ -137,6 +137,18 @@ def test_epoch_boundaries_when_batches_do_not_divide_the_set(data):
     assert all(trainer.is_epoch_boundary(i) == (i in (0, 3, 5, 8)) for i in range(10))
 
 
+@pytest.mark.parametrize("n, batch, epochs", [(300, 100, 3), (250, 100, 4), (299, 7, 2.5), (40, 100, 3),
+                                               (100, 100, 2), (1347, 100, 30)])
+def test_total_epochs_counts_the_boundaries(n, batch, epochs):
+    x = np.zeros((n, 1))
+    t = np.zeros(n, dtype=int)
+    trainer = Trainer(_net(), x, t, x, t, epochs=epochs, mini_batch_size=batch, verbose=False)
+    boundaries = [i for i in range(trainer.max_iter) if trainer.is_epoch_boundary(i)]
+    assert trainer.total_epochs == len(boundaries)
+    if n % batch == 0:  # the book's own test, where it is well defined
+        assert boundaries == [i for i in range(trainer.max_iter) if i % trainer.iter_per_epoch == 0]
+
+
 def test_small_train_set_evaluates_every_iteration(data):
     (x_tr, t_tr), (x_te, t_te) = data
     trainer = Trainer(_net(), x_tr[:40], t_tr[:40], x_te, t_te, epochs=3, mini_batch_size=100,

@@ -398,19 +398,12 @@ class Trainer:
     @property
     def total_epochs(self) -> int:
         """How many epoch evaluations a full run makes (the length of the accuracy lists)."""
-        return sum(1 for _ in self._boundaries())
-
-    def _boundaries(self) -> Iterable[int]:
+        if self.max_iter < 1:
+            return 0
         if self.train_size <= self.batch_size:
-            yield from range(self.max_iter)
-            return
-        k = 0
-        while True:
-            it = -((-k * self.train_size) // self.batch_size)
-            if it >= self.max_iter:
-                return
-            yield it
-            k += 1
+            return self.max_iter
+        # Boundaries ceil(k n / b) < max_iter  <=>  k <= (max_iter - 1) b / n.
+        return (self.max_iter - 1) * self.batch_size // self.train_size + 1
 
     #: Seconds between progress-bar refreshes (the bar is cleared at the end; the table stays).
     progress_interval: float = 0.2

@@ -1,0 +1,253 @@
+"""The ``zerodl`` command, run for real in subprocesses (``python -m zerodl ...``).
+
+Subprocesses share one ``NUMBA_CACHE_DIR`` (a session fixture), so the kernels are compiled once per
+test session rather than once per command. Plug-in discovery and a few error paths are tested in
+process, where they can be monkeypatched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import zerodl
+from zerodl import cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ACCURACY = re.compile(r"^test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory):
+    """Environment of every subprocess: one shared numba cache, unbuffered output, no user data dir."""
+    env = dict(os.environ)
+    env["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba_cache"))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["ZERODL_DATA_DIR"] = str(tmp_path_factory.mktemp("empty_data_dir"))
+    env.pop("ZERODL_BACKEND", None)
+    return env
+
+
+def run(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "zerodl", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _accuracy(stdout):
+    found = ACCURACY.findall(stdout)
+    assert len(found) == 1, stdout
+    return found[0]
+
+
+def _assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 100 and height > 100
+
+
+@pytest.fixture(scope="module")
+def trained(cli_env, tmp_path_factory):
+    """``zerodl train`` on the embedded digits at a small size, saving the model and the curves."""
+    out = tmp_path_factory.mktemp("train")
+    result = run(cli_env, "train", "--epochs", 4, "--hidden", 32, "--save", out / "model.npz",
+                 "--plot", out / "curves.png", "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+# -- train / evaluate -------------------------------------------------------------------------
+def test_train_reports_split_table_accuracy_throughput_and_saves(trained):
+    out, result = trained
+    stdout = result.stdout
+    assert "dataset: scikit-learn's 8x8 digits" in stdout
+    assert re.search(r"^split: stratified \(1,347 train / 450 test\)$", stdout, re.MULTILINE)
+    assert re.search(r"^\s+epoch\s+iter\s+loss\s+train acc\s+test acc\s+time$", stdout, re.MULTILINE)
+    rows = re.findall(r"^\s+(\d+)/4\s+\d+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+[\d.]+s$", stdout, re.MULTILINE)
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4]
+    acc, correct, total = _accuracy(stdout)
+    assert total == "450" and float(acc) > 0.8
+    assert re.search(r"^throughput: [\d,]+ samples/s", stdout, re.MULTILINE)
+    assert "step" in result.stderr and "samples/s=" in result.stderr  # the tqdm bar
+    assert f"saved model: {out / 'model.npz'}" in stdout
+    _assert_png(out / "curves.png")
+    net = zerodl.load_network(out / "model.npz")
+    assert type(net).__name__ == "MultiLayerNet" and net.config["hidden_size_list"] == [32]
+    assert net.metadata["dataset"] == "digits" and net.metadata["test_accuracy"] == float(correct) / 450
+
+
+def test_evaluate_gives_the_identical_accuracy_in_both_backends(trained, cli_env):
+    out, result = trained
+    trained_acc = _accuracy(result.stdout)
+    for backend in ("numpy", "numba"):
+        ev = run(cli_env, "evaluate", out / "model.npz", "--backend", backend,
+                 "--plot", out / f"cm_{backend}.png")
+        assert ev.returncode == 0, ev.stderr
+        assert _accuracy(ev.stdout) == trained_acc, backend
+        assert f"backend {backend}" in ev.stdout
+        assert "per-class accuracy:" in ev.stdout
+        matrix = re.findall(r"^\s+(\d)((?:\s+\d+){10})$", ev.stdout, re.MULTILINE)
+        assert [int(r[0]) for r in matrix] == list(range(10))
+        counts = np.array([[int(v) for v in r[1].split()] for r in matrix])
+        assert counts.sum() == 450 and np.trace(counts) == int(trained_acc[1])
+        _assert_png(out / f"cm_{backend}.png")
+
+
+def test_gradcheck_passes_in_both_backends(cli_env):
+    result = run(cli_env, "gradcheck", "--hidden", 10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for backend in zerodl.BACKENDS:
+        assert f"backend {backend}:" in result.stdout
+    for key in ("W1", "b1", "W2", "b2"):
+        assert len(re.findall(rf"^\s+{key}\s+\S+\s+\S+\s+\S+\s+ok$", result.stdout, re.MULTILINE)) == 2
+    assert "gradient check passed" in result.stdout
+
+
+# -- errors -----------------------------------------------------------------------------------
+def test_bad_arguments_exit_2_with_a_one_line_error(cli_env):
+    result = run(cli_env, "train", "--epochs", "0")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("usage: zerodl train")
+    errors = [line for line in lines if "error:" in line]
+    assert errors == [lines[-1]]
+    assert lines[-1] == "zerodl train: error: argument --epochs: expected a positive integer, got '0'"
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_missing_dataset_exits_1_with_the_loaders_message(cli_env, tmp_path):
+    result = run(cli_env, "train", "--dataset", "mnist", "--data-dir", tmp_path, "--no-download")
+    assert result.returncode == 1
+    assert result.stderr.startswith("zerodl train: error: MNIST file(s) not found in")
+    assert str(tmp_path) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help(cli_env):
+    result = run(cli_env, "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    for command in ("train", "evaluate", "gradcheck"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "gradcheck"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: zerodl {command}")
+    if command == "train":
+        for option in ("--dataset", "--data-dir", "--net", "--hidden", "--activation", "--optimizer",
+                       "--lr", "--epochs", "--batch-size", "--weight-decay", "--backend", "--dtype",
+                       "--seed", "--save", "--plot"):
+            assert option in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"zerodl {zerodl.__version__}")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_ctrl_c_saves_the_model_so_far_and_exits_130(cli_env, tmp_path):
+    model = tmp_path / "partial.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zerodl", "train", "--epochs", "1000", "--hidden", "16",
+         "--save", str(model)],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in proc.stdout:  # wait until training is under way (the first table row)
+            if re.match(r"^\s+1/1000\s", line):
+                break
+        else:
+            pytest.fail(f"no epoch row; stderr: {proc.stderr.read()}")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert "(trained so far)" in stdout
+    net = zerodl.load_network(model)
+    assert net.metadata["interrupted"] is True and net.metadata["iterations"] >= 1
+
+
+# -- in process: plug-ins, the builder table, user errors ----------------------------------------
+def test_net_builders_table():
+    for name, spec in cli.NET_BUILDERS.items():
+        assert spec.input in ("flat", "image"), name
+        assert callable(spec.build) and spec.help
+    args = cli.build_parser().parse_args(["train", "--hidden", "7", "5", "--activation", "sigmoid",
+                                          "--dtype", "float32", "--weight-decay", "0.1"])
+    args.net_rng = np.random.default_rng(0)
+    net = cli.NET_BUILDERS["mlp"].build(args, (64,), 10)
+    assert net.config["hidden_size_list"] == [7, 5] and net.config["activation"] == "sigmoid"
+    assert net.dtype == np.float32 and net.weight_decay_lambda == 0.1
+    with pytest.raises(cli.CLIError, match="one hidden layer"):
+        cli.NET_BUILDERS["two-layer"].build(args, (64,), 10)
+
+
+def test_user_error_is_one_message_and_exit_1(capsys):
+    code = cli.main(["train", "--net", "two-layer", "--hidden", "10", "10", "--epochs", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("zerodl train: error: --net two-layer has one hidden layer")
+
+
+def test_evaluate_missing_model_is_a_clear_error(capsys, tmp_path):
+    assert cli.main(["evaluate", str(tmp_path / "nope.npz")]) == 1
+    assert "model file not found" in capsys.readouterr().err
+
+
+def _plugin_module(name, func_result):
+    module = types.ModuleType(name)
+
+    def add_subparsers(subparsers):
+        p = subparsers.add_parser("hello", help="a plug-in command")
+        p.add_argument("--code", type=int, default=func_result)
+        p.set_defaults(func=lambda args: args.code)
+
+    module.add_subparsers = add_subparsers
+    return module
+
+
+def test_plugins_are_added_dispatched_or_skipped(monkeypatch):
+    monkeypatch.setitem(sys.modules, "zerodl_fake_plugin", _plugin_module("zerodl_fake_plugin", 7))
+    monkeypatch.setattr(cli, "PLUGINS", ("zerodl.no_such_plugin.cli", "zerodl_fake_plugin"))
+    assert cli.main(["hello"]) == 7
+    assert cli.main(["hello", "--code", "0"]) == 0
+
+
+def test_a_plugin_with_a_broken_import_is_not_hidden(monkeypatch, tmp_path):
+    (tmp_path / "zerodl_broken_plugin.py").write_text("import zerodl_dependency_that_is_missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "PLUGINS", ("zerodl_broken_plugin",))
+    with pytest.raises(ModuleNotFoundError, match="zerodl_dependency_that_is_missing"):
+        cli.build_parser()
+
+
+def test_default_plugins_that_exist_load(monkeypatch):
+    """The real PLUGINS tuple: existing modules add their commands, absent ones are skipped."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    added = cli._add_plugins(parser.add_subparsers())
+    for name in cli.PLUGINS:
+        try:
+            __import__(name)
+        except ModuleNotFoundError:
+            assert name not in added
+        else:
+            assert name in added
