@@ -144,6 +144,9 @@ def execute_trial(trial_fn: TrialFn, spec: Mapping[str, Any], data: Mapping[str,
 
 def _worker_init() -> None:
     # One BLAS thread per worker: two workers on two cores must not each start two threads.
+    # threadpoolctl only limits libraries already loaded, so load NumPy's BLAS first (each trial
+    # also runs under its own limit, see train_trial).
+    import numpy  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
