@@ -1,0 +1,27 @@
+"""relu_forward / relu_backward on an MLP hidden layer and a convolution batch."""
+
+from zerodl import kernels
+
+from .common import BACKENDS, CONV_ACTIVATION, DTYPES, MLP_HIDDEN, normal, warm
+
+SHAPES = {"mlp_hidden_100x100": MLP_HIDDEN, "conv_100x30x24x24": CONV_ACTIVATION}
+
+
+class Relu:
+    params = (BACKENDS, DTYPES, list(SHAPES))
+    param_names = ["backend", "dtype", "shape"]
+
+    def setup(self, backend, dtype, shape):
+        self.forward = kernels.get("relu_forward", backend)
+        self.backward = kernels.get("relu_backward", backend)
+        self.x = normal(SHAPES[shape], dtype, 1)
+        self.dout = normal(SHAPES[shape], dtype, 2)
+        _, self.mask = self.forward(self.x)
+        warm(self.forward, self.x)
+        warm(self.backward, self.dout, self.mask)
+
+    def time_forward(self, backend, dtype, shape):
+        self.forward(self.x)
+
+    def time_backward(self, backend, dtype, shape):
+        self.backward(self.dout, self.mask)

@@ -1,0 +1,78 @@
+"""Whole training steps: the fused ``net.train_step`` and the layer-by-layer ``gradient`` + ``update``.
+
+``path="fused"`` is ``net.train_step(x, t, opt)`` (one compiled call for the MLPs on the numba
+backend; the generic path for SimpleConvNet); ``path="layers"`` is the book's
+``opt.update(net.params, net.gradient(x, t))``. ``peakmem_step`` records the process's peak memory.
+"""
+
+import zerodl
+from zerodl.networks import MultiLayerNet, SimpleConvNet, TwoLayerNet
+from zerodl.optimizer import SGD, Adam
+
+from .common import BACKENDS, DTYPES, MNIST_BATCH, mnist_like, rng, warm
+
+PATHS = ["fused", "layers"]
+
+
+class _Step:
+    """Subclasses set ``params`` and ``build(dtype) -> (net, optimizer, x, t)``."""
+
+    params = (BACKENDS, PATHS, DTYPES)
+    param_names = ["backend", "path", "dtype"]
+    timeout = 300
+
+    def setup(self, backend, path, dtype):
+        self._previous = zerodl.get_backend()
+        zerodl.set_backend(backend)
+        net, opt, x, t = self.build(dtype)
+        if path == "fused":
+            self.step = lambda: net.train_step(x, t, opt)
+        else:
+            self.step = lambda: opt.update(net.params, net.gradient(x, t))
+        warm(self.step, calls=3)
+
+    def teardown(self, backend, path, dtype):
+        zerodl.set_backend(self._previous)
+
+    def time_step(self, backend, path, dtype):
+        self.step()
+
+    def peakmem_step(self, backend, path, dtype):
+        self.step()
+
+
+class TwoLayerNetStep(_Step):
+    """The book's chapter 5 step: TwoLayerNet 784-50-10, SGD(lr=0.1), batch 100."""
+
+    def build(self, dtype):
+        x, t = mnist_like(MNIST_BATCH, dtype)
+        return TwoLayerNet(784, 50, 10, dtype=dtype, seed=0), SGD(0.1), x, t
+
+
+class MultiLayerNetStep(_Step):
+    """MultiLayerNet 784-100×5-10, ReLU, Adam, batch 100 (the book's chapter 6 experiments)."""
+
+    def build(self, dtype):
+        x, t = mnist_like(MNIST_BATCH, dtype)
+        net = MultiLayerNet(784, [100] * 5, 10, activation="relu", dtype=dtype, seed=0)
+        return net, Adam(), x, t
+
+
+class WideMLPStep(_Step):
+    """784-1000-1000-10, SGD(lr=0.01), batch 256, float32: bound by the matrix products."""
+
+    params = (BACKENDS, PATHS, ["float32"])
+
+    def build(self, dtype):
+        x, t = mnist_like(256, dtype)
+        net = MultiLayerNet(784, [1000, 1000], 10, dtype=dtype, seed=0)
+        return net, SGD(0.01), x, t
+
+
+class SimpleConvNetStep(_Step):
+    """The book's chapter 7 SimpleConvNet, SGD(lr=0.1), batch 100 (train_step takes the generic path)."""
+
+    def build(self, dtype):
+        x = rng(7).random((MNIST_BATCH, 1, 28, 28)).astype(dtype)
+        t = rng(8).integers(0, 10, MNIST_BATCH)
+        return SimpleConvNet(dtype=dtype, seed=0), SGD(0.1), x, t
