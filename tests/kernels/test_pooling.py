@@ -1,6 +1,7 @@
 """max_pool_forward / max_pool_backward: numpy vs numba (both dtypes), vs the naive oracle, ties, NaN."""
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -71,3 +72,18 @@ def test_padding_counts_as_zero():
     np.testing.assert_array_equal(out, np.zeros((1, 1, 2, 2)))
     dx, _ = assert_backends_agree("max_pool_backward", np.ones((1, 1, 2, 2)), arg, x.shape, 2, 2, 2, 1)
     np.testing.assert_array_equal(dx, np.zeros_like(x))  # the maxima were padding: no gradient
+
+
+@pytest.mark.parametrize("hw", [(4, 6), (5, 7)], ids=["tiling", "odd-edges"])
+def test_books_2x2_stride2_path_with_ties(hw):
+    # The unrolled 2x2/stride-2 paths (forward; backward when the windows tile the input).
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        x = np.round(rng.standard_normal((2, 3, *hw))).astype(dtype)
+        (out, arg), _ = assert_backends_agree("max_pool_forward", x, 2, 2, 2, 0)
+        ref_out, ref_arg = naive.max_pool_forward(x, 2, 2, 2, 0)
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_array_equal(arg, ref_arg)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx, _ = assert_backends_agree("max_pool_backward", dout, arg, x.shape, 2, 2, 2, 0)
+        np.testing.assert_array_equal(dx, naive.max_pool_backward(dout, arg, x.shape, 2, 2, 2, 0).astype(dtype))
