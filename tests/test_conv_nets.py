@@ -296,3 +296,13 @@ def test_repr_lists_the_stack():
     text = repr(_tiny_deep())
     assert "(Conv4): Convolution(W=(2, 2, 3, 3), stride=1, pad=2)" in text
     assert "(Pool3): Pooling(pool_h=2, pool_w=2, stride=2, pad=0)" in text
+
+
+@pytest.mark.parametrize("make", [_tiny_simple, _tiny_deep], ids=["simple", "deep"])
+def test_save_and_load_network_round_trip(make, tmp_path, rng):
+    net = make(np.float32, seed=3)
+    path = zerodl.save_network(net, tmp_path / "model.npz")
+    clone = zerodl.load_network(path)
+    assert type(clone) is type(net) and clone.dtype == np.float32
+    x = rng.random((4, *net.input_dim)).astype(np.float32)
+    np.testing.assert_array_equal(clone.predict(x), net.predict(x))
