@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import io as _io
 import json
+import math
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,7 @@ def network_registry() -> dict[str, type]:
     Discovered at call time from ``zerodl.networks.__all__``, so networks added to the package later
     (convolutional nets, ``MultiLayerNetExtend``) can be rebuilt without editing this module.
     """
-    import zerodl.networks as networks
+    from zerodl import networks
 
     registry: dict[str, type] = {}
     for name in getattr(networks, "__all__", dir(networks)):
@@ -174,13 +176,78 @@ def _is_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
-def read_npz(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Read a zerodl ``.npz`` file: ``(metadata, params, buffers)``. Never unpickles."""
+#: Deflate expands data at most ~1032:1; an archive entry claiming more than that is lying (a bomb).
+MAX_DEFLATE_RATIO = 1032
+
+
+def scan_npz(path: PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Check every entry of an ``.npz`` archive *before* anything is allocated: ``{name: (shape, dtype)}``.
+
+    ``np.load`` allocates the shape a ``.npy`` header declares and only then finds out whether the
+    data is there. This reads the headers alone and requires the declared ``shape x itemsize`` to
+    equal the bytes the entry really holds, and each entry's size to be backed by bytes of the file
+    (stored entries: no more than the archive; deflated ones: at most :data:`MAX_DEFLATE_RATIO` times
+    their compressed size). Object dtypes (which need pickle) and anything but ``.npy`` entries are
+    refused. Raises :class:`ModelFormatError` naming the file and the entry.
+    """
     path = Path(path)
+    size = path.stat().st_size
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ModelFormatError(f"{path}: not a readable .npz archive ({exc})") from exc
+    found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    with archive:
+        for info in archive.infolist():
+            where = f"{path}: entry {info.filename!r}"
+            if not info.filename.endswith(".npy"):
+                raise ModelFormatError(f"{where} is not a .npy array")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ModelFormatError(f"{where} uses zip compression method {info.compress_type}, "
+                                       "expected stored or deflated")
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if (info.compress_size > size or (stored and info.file_size != info.compress_size)
+                    or info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024):
+                raise ModelFormatError(f"{where} declares {info.file_size:,} bytes, more than its "
+                                       f"{info.compress_size:,} bytes in a {size:,}-byte file can hold")
+            try:
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ModelFormatError(f"{where} has .npy format version {version}, expected 1.0 or 2.0")
+                    header_len = f.tell()
+            except ModelFormatError:
+                raise
+            except (ValueError, TypeError, SyntaxError, OSError, EOFError, RuntimeError, NotImplementedError,
+                    zipfile.BadZipFile, zlib.error) as exc:
+                raise ModelFormatError(f"{where}: unreadable .npy header ({type(exc).__name__}: {exc})") from exc
+            if dtype.hasobject:
+                raise ModelFormatError(f"{where}: refused, dtype {dtype} holds Python objects that need pickle")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared != info.file_size - header_len:
+                raise ModelFormatError(
+                    f"{where} declares shape {shape} of {dtype} ({declared:,} bytes) but holds "
+                    f"{info.file_size - header_len:,} bytes of data"
+                )
+            found[info.filename[:-len(".npy")]] = (tuple(shape), dtype)
+    return found
+
+
+def read_npz(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Read a zerodl ``.npz`` file: ``(metadata, params, buffers)``. Never unpickles.
+
+    Every entry's header is checked by :func:`scan_npz` before any array is allocated.
+    """
+    path = Path(path)
+    scan_npz(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             files = {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError, KeyError) as exc:
         raise ModelFormatError(f"{path}: not a readable .npz archive ({exc})") from exc
     except ValueError as exc:  # object arrays need pickle: refused
         raise ModelFormatError(f"{path}: refused, the archive holds arrays that need pickle ({exc})") from exc
@@ -413,6 +480,37 @@ def load_params(network: Any, path: PathLike, *, strict_dtype: bool = False) -> 
     return {}
 
 
+def _config_ints(value: Any) -> list[int]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _config_ints(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _config_ints(v)]
+    return []
+
+
+def _check_config_scale(config: Mapping[str, Any], stored_elements: int, path: Path) -> None:
+    """Refuse a config whose sizes the file's own arrays cannot back, before building the network.
+
+    Building runs the constructor, which allocates what the config says; a hostile file could ask
+    for terabytes with a few bytes of JSON. Consecutive sizes in a config (input, hidden..., output;
+    channels, height, width) multiply into weight shapes, so a product far beyond the number of
+    elements the file actually stores cannot belong to a genuine file (the exact shapes are checked
+    after building).
+    """
+    ints = _config_ints(dict(config))
+    bound = 64 * (stored_elements + 1024)
+    for a, b in zip(ints, ints[1:] + [1]):
+        if abs(a) * max(abs(b), 1) > bound:
+            raise ModelFormatError(
+                f"{path}: the saved config asks for sizes ({a} x {b}) far larger than the "
+                f"{stored_elements:,} values the file stores; refusing to build it"
+            )
+
+
 def load_network(path: PathLike, classes: Mapping[str, type] | None = None) -> Any:
     """Rebuild the network saved in ``path`` (class + config) and load its parameters and buffers.
 
@@ -448,8 +546,13 @@ def load_network(path: PathLike, classes: Mapping[str, type] | None = None) -> A
             f"{path}: unknown network class {name!r}; known: {', '.join(sorted(registry))} "
             "(pass classes={name: cls} for your own networks)"
         )
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{path}: the saved config of {name} is a {type(config).__name__}, not a dict")
+    _check_config_scale(config, sum(a.size for a in (*params.values(), *buffers.values())), path)
     try:
         network = cls(**config)
+    except MemoryError as exc:
+        raise ModelFormatError(f"{path}: the saved config of {name} asks for more memory than there is") from exc
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path}: cannot rebuild {name} from its saved config {config}: {exc}") from exc
     copy_into(network, params, buffers, path=path, strict_dtype=True)
