@@ -18,14 +18,14 @@ from zerodl.networks import MultiLayerNet, Sequential, TwoLayerNet
 # Small constructor arguments for every network class zerodl.networks exports. A class added
 # later that is missing here is still tested with its defaults (see _build).
 SMALL_NETS = {
-    "TwoLayerNet": dict(input_size=6, hidden_size=5, output_size=3),
-    "MultiLayerNet": dict(input_size=6, hidden_size_list=[5, 4], output_size=3, activation="sigmoid",
-                          weight_decay_lambda=0.1),
-    "MultiLayerNetExtend": dict(input_size=6, hidden_size_list=[5, 4], output_size=3,
-                                use_batchnorm=True, use_dropout=True),
-    "SimpleConvNet": dict(input_dim=(1, 8, 8), hidden_size=5, output_size=3,
-                          conv_param={"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1}),
-    "DeepConvNet": dict(input_dim=(1, 12, 12), hidden_size=5, output_size=3),
+    "TwoLayerNet": {"input_size": 6, "hidden_size": 5, "output_size": 3},
+    "MultiLayerNet": {"input_size": 6, "hidden_size_list": [5, 4], "output_size": 3, "activation": "sigmoid",
+                          "weight_decay_lambda": 0.1},
+    "MultiLayerNetExtend": {"input_size": 6, "hidden_size_list": [5, 4], "output_size": 3,
+                                "use_batchnorm": True, "use_dropout": True},
+    "SimpleConvNet": {"input_dim": (1, 8, 8), "hidden_size": 5, "output_size": 3,
+                          "conv_param": {"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1}},
+    "DeepConvNet": {"input_dim": (1, 12, 12), "hidden_size": 5, "output_size": 3},
 }
 
 
@@ -55,7 +55,7 @@ def _assert_same_arrays(a, b):
 
 # -- round trips ------------------------------------------------------------------------------
 def test_registry_lists_every_exported_network_class():
-    import zerodl.networks as networks
+    from zerodl import networks
 
     registry = zio.network_registry()
     for name in networks.__all__:

@@ -224,11 +224,11 @@ def test_no_mutable_default_arguments():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(mini_batch_size=0), "mini_batch_size must be a positive integer"),
-    (dict(epochs=0), "epochs must be a positive number"),
-    (dict(evaluate_sample_num_per_epoch=-1), "evaluate_sample_num_per_epoch"),
-    (dict(record_loss="sometimes"), "record_loss"),
-    (dict(seed="x"), "seed must be"),
+    ({"mini_batch_size": 0}, "mini_batch_size must be a positive integer"),
+    ({"epochs": 0}, "epochs must be a positive number"),
+    ({"evaluate_sample_num_per_epoch": -1}, "evaluate_sample_num_per_epoch"),
+    ({"record_loss": "sometimes"}, "record_loss"),
+    ({"seed": "x"}, "seed must be"),
 ])
 def test_bad_arguments(kwargs, message, data):
     (x_tr, t_tr), (x_te, t_te) = data
@@ -411,7 +411,7 @@ def test_training_can_continue_after_an_interrupt(data):
 
 # -- evaluation helpers -----------------------------------------------------------------------
 def test_predict_labels_and_confusion_matrix(data):
-    (x_tr, t_tr), (x_te, t_te) = data
+    (_x_tr, _t_tr), (x_te, t_te) = data
     net = _net()
     pred = predict_labels(net, x_te, batch_size=7)
     np.testing.assert_array_equal(pred, np.argmax(net.predict(x_te), axis=1))

@@ -173,4 +173,4 @@ def plot_confusion_matrix(
     return _save_png(fig, path)
 
 
-__all__ = ["plot_learning_curves", "plot_trainer", "plot_confusion_matrix", "smooth_curve"]
+__all__ = ["plot_confusion_matrix", "plot_learning_curves", "plot_trainer", "smooth_curve"]

@@ -529,5 +529,11 @@ def confusion_matrix(t_true: Sequence[int] | np.ndarray, t_pred: Sequence[int] |
     return cm
 
 
-__all__ = ["Trainer", "Callback", "EarlyStopping", "BOOK_OPTIMIZER_PARAM", "predict_labels",
-           "confusion_matrix"]
+__all__ = [
+    "BOOK_OPTIMIZER_PARAM",
+    "Callback",
+    "EarlyStopping",
+    "Trainer",
+    "confusion_matrix",
+    "predict_labels",
+]
