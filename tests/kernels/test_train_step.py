@@ -247,3 +247,27 @@ def test_bad_input_errors(rng):
 def test_optimizer_hyper_rejects_unknown_code():
     with pytest.raises(ValueError, match="unknown optimizer code"):
         ts.optimizer_hyper(42, np.dtype(np.float64), lr=0.1)
+
+
+def test_optimizer_state_replaced_between_steps_is_followed(backend, rng):
+    # load_state_dict swaps the state arrays: the cached views must follow, not write to the old ones.
+    x, t = rng.random((6, 5)), rng.integers(0, 3, 6)
+    fused, ref = _pair(lambda: MultiLayerNet(5, [4], 3, seed=1))
+    opt_f, opt_r = Adam(0.01), Adam(0.01)
+    for _ in range(2):
+        fused.train_step(x, t, opt_f)
+        _reference_step(ref, x, t, opt_r)
+    saved = opt_f.state_dict()
+    opt_f.load_state_dict(saved)
+    for _ in range(2):
+        fused.train_step(x, t, opt_f)
+        _reference_step(ref, x, t, opt_r)
+    for key in ref.params:
+        np.testing.assert_allclose(fused.params[key], ref.params[key], **STEP_TOL[np.dtype(np.float64)])
+    for name in ("m", "v"):
+        for key, arr in opt_r.state[name].items():
+            np.testing.assert_allclose(opt_f.state[name][key], arr, **STEP_TOL[np.dtype(np.float64)])
+    # A second optimizer on the same network gets its own state.
+    other = Adam(0.01)
+    fused.train_step(x, t, other)
+    assert other.iter == 1 and set(other.state["m"]) == set(fused.params)

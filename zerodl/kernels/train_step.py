@@ -510,16 +510,17 @@ class _Plan:
         self.bufs: MLPBuffers | None = None
         self.hyper = np.empty(4, dtype=dtype)
         self.empty_state = (np.empty(0, dtype=dtype),) * (2 * len(Ws))
+        self.state_cache: tuple | None = None  # (optimizer, state arrays, flat views)
 
 
 def _arch_key(net) -> tuple:
     # Identities of everything the plan depends on; the plan holds references to all of them, so
     # an id cannot be recycled while the plan lives.
     return (
-        tuple(map(id, net.layers.values())),
+        *map(id, net.layers.values()),
         id(net.last_layer),
-        tuple(id(getattr(layer, attr)) for _, layer, attr in net._param_index),
-        tuple(map(id, net.params.values())),
+        *[id(getattr(layer, attr)) for _, layer, attr in net._param_index],
+        *map(id, net.params.values()),
         net.weight_decay_lambda,
     )
 
@@ -585,34 +586,70 @@ def _plan_for(net) -> _Plan | None:
     return plan
 
 
-def _optimizer_code(optimizer) -> int:
-    from zerodl import optimizer as optim_mod
+_OPT_CODES: dict[type, int] = {}
 
-    return {
-        optim_mod.SGD: OPT_SGD,
-        optim_mod.Momentum: OPT_MOMENTUM,
-        optim_mod.Nesterov: OPT_NESTEROV,
-        optim_mod.AdaGrad: OPT_ADAGRAD,
-        optim_mod.RMSprop: OPT_RMSPROP,
-        optim_mod.Adam: OPT_ADAM,
-    }.get(type(optimizer), OPT_NONE)
+
+def _optimizer_code(optimizer) -> int:
+    """The fused kernel's code for ``optimizer``: exact types only (a subclass may change the maths)."""
+    if not _OPT_CODES:
+        from zerodl import optimizer as optim_mod
+
+        _OPT_CODES.update({
+            optim_mod.SGD: OPT_SGD,
+            optim_mod.Momentum: OPT_MOMENTUM,
+            optim_mod.Nesterov: OPT_NESTEROV,
+            optim_mod.AdaGrad: OPT_ADAGRAD,
+            optim_mod.RMSprop: OPT_RMSPROP,
+            optim_mod.Adam: OPT_ADAM,
+        })
+    return _OPT_CODES.get(type(optimizer), OPT_NONE)
 
 
 def _fill_hyper(opt: int, optimizer, out: np.ndarray) -> None:
+    """:func:`optimizer_hyper` for an optimizer object, written into ``out`` (one assignment per step)."""
     from zerodl.optimizer import EPS
 
+    lr = getattr(optimizer, "lr", 0.0)
     if opt == OPT_ADAM:
         it = optimizer.iter  # already incremented for this step, as Adam.update does
-        lr_t = optimizer.lr * math.sqrt(1.0 - optimizer.beta2**it) / (1.0 - optimizer.beta1**it)
-        optimizer_hyper(opt, out.dtype, out, lr=lr_t, beta1=optimizer.beta1, beta2=optimizer.beta2, eps=EPS)
-    elif opt in (OPT_MOMENTUM, OPT_NESTEROV):
-        optimizer_hyper(opt, out.dtype, out, lr=optimizer.lr, momentum=optimizer.momentum)
+        lr_t = lr * math.sqrt(1.0 - optimizer.beta2**it) / (1.0 - optimizer.beta1**it)
+        vals = (lr_t, 1 - optimizer.beta1, 1 - optimizer.beta2, EPS)
+    elif opt == OPT_MOMENTUM:
+        vals = (lr, optimizer.momentum, 0.0, 0.0)
+    elif opt == OPT_NESTEROV:
+        m = optimizer.momentum
+        vals = (lr, m, m * m, (1 + m) * lr)
     elif opt == OPT_RMSPROP:
-        optimizer_hyper(opt, out.dtype, out, lr=optimizer.lr, decay_rate=optimizer.decay_rate, eps=EPS)
+        d = optimizer.decay_rate
+        vals = (lr, d, 1 - d, EPS)
     elif opt == OPT_ADAGRAD:
-        optimizer_hyper(opt, out.dtype, out, lr=optimizer.lr, eps=EPS)
+        vals = (lr, EPS, 0.0, 0.0)
     else:
-        optimizer_hyper(opt, out.dtype, out, lr=getattr(optimizer, "lr", 0.0))
+        vals = (lr, 0.0, 0.0, 0.0)
+    # Python floats, each rounded once to out's dtype: what optimizer_hyper (and optim.py) do.
+    out[:] = vals
+
+
+def _state_views(plan: _Plan, optimizer) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Flat views of ``optimizer``'s state arrays in parameter order, created as ``update`` would.
+
+    Cached on the plan while the optimizer's tables still hold the very same arrays (a
+    ``load_state_dict`` or a new optimizer replaces them and the views are rebuilt).
+    """
+    names = optimizer.state_names
+    cached = plan.state_cache
+    if cached is not None and cached[0] is optimizer:
+        arrays = cached[1]
+        if all(optimizer.state[s].get(key) is a
+               for s, group in zip(names, arrays) for key, a in zip(plan.names, group)):
+            return cached[2]
+    arrays = tuple(
+        tuple(optimizer._state_array(s, key, p) for key, p in zip(plan.names, plan.params)) for s in names
+    )
+    flat = [tuple(a.reshape(-1) for a in group) for group in arrays]
+    views = (flat[0] if len(flat) > 0 else plan.empty_state, flat[1] if len(flat) > 1 else plan.empty_state)
+    plan.state_cache = (optimizer, arrays, views)
+    return views
 
 
 def generic_train_step(net, x: np.ndarray, t: np.ndarray, optimizer) -> np.generic:
@@ -679,14 +716,9 @@ def sequential_train_step(net, x: np.ndarray, t: np.ndarray, optimizer) -> np.ge
     if opt != OPT_NONE:
         # The same bookkeeping as Optimizer.update: the step count, then lazily created state.
         optimizer.iter += 1
-        states = [
-            tuple(optimizer._state_array(s, key, p).reshape(-1) for key, p in zip(plan.names, plan.params))
-            for s in optimizer.state_names
-        ]
+        state1, state2 = _state_views(plan, optimizer)
     else:
-        states = []
-    state1 = states[0] if len(states) > 0 else plan.empty_state
-    state2 = states[1] if len(states) > 1 else plan.empty_state
+        state1 = state2 = plan.empty_state
     _fill_hyper(opt, optimizer, plan.hyper)
 
     loss = kernels.get("mlp_train_step")(
