@@ -99,10 +99,82 @@ def _build_mlp(args: argparse.Namespace, input_shape: tuple[int, ...], n_classes
     )
 
 
+def _build_simple_conv(args: argparse.Namespace, input_shape: tuple[int, ...], n_classes: int) -> Any:
+    from zerodl.networks import SimpleConvNet
+
+    # The book's 5x5 filters on 28x28 MNIST; 3x3 on smaller images (digits 8x8: 8 → 6 → pool 3).
+    size = args.filter_size or (5 if min(input_shape[1:]) >= 20 else 3)
+    conv_param = {"filter_num": args.filters, "filter_size": size, "pad": 0, "stride": 1}
+    try:
+        return SimpleConvNet(input_dim=input_shape, conv_param=conv_param, hidden_size=args.conv_hidden or 100,
+                             output_size=n_classes, dtype=args.dtype, seed=args.net_rng)
+    except ValueError as exc:
+        raise CLIError(f"--net simple-conv on images of shape {input_shape}: {exc}") from None
+
+
+def _build_deep_conv(args: argparse.Namespace, input_shape: tuple[int, ...], n_classes: int) -> Any:
+    from zerodl.networks import DeepConvNet
+
+    if tuple(input_shape[1:]) != (28, 28):
+        raise CLIError(f"--net deep-conv is the book's MNIST network and needs 28x28 images "
+                       f"(--dataset mnist); got {input_shape[1]}x{input_shape[2]}")
+    return DeepConvNet(input_dim=input_shape, hidden_size=args.conv_hidden or 50, output_size=n_classes,
+                       dtype=args.dtype, seed=args.net_rng)
+
+
+def _conv_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("convolutional nets (--net simple-conv, deep-conv)")
+    g.add_argument("--filters", type=_positive_int, default=30,
+                   help="simple-conv: number of filters (default 30, the book's)")
+    g.add_argument("--filter-size", type=_positive_int, default=None,
+                   help="simple-conv: filter size (default 5 on 28x28 images as the book, 3 on smaller ones)")
+    g.add_argument("--conv-hidden", type=_positive_int, default=None,
+                   help="size of the hidden affine layer (default 100 simple-conv, 50 deep-conv)")
+    g.add_argument("--filters-png", metavar="FILTERS.png", default=None,
+                   help="save the first-layer filters before and after training (conv nets)")
+    g.add_argument("--misclassified-png", metavar="WRONG.png", default=None,
+                   help="save a grid of misclassified test images after training")
+
+
+class _ConvPictures:
+    """``train --filters-png / --misclassified-png``: checked and W1 recorded before training."""
+
+    def __init__(self, args: argparse.Namespace, net: Any) -> None:
+        self.filters_png = getattr(args, "filters_png", None)
+        self.misclassified_png = getattr(args, "misclassified_png", None)
+        self.initial_W1 = None
+        if self.filters_png:
+            W1 = net.params.get("W1")
+            if W1 is None or W1.ndim != 4:
+                raise CLIError("--filters-png draws convolution filters: use --net simple-conv or deep-conv")
+            self.initial_W1 = W1.copy()
+
+    def write(self, net: Any, x_test: np.ndarray, t_test: np.ndarray, backend: str) -> None:
+        import zerodl
+
+        if self.filters_png:
+            from zerodl.plots_conv import plot_filters
+
+            path = plot_filters((self.initial_W1, net.params["W1"]), self.filters_png,
+                                title=f"{type(net).__name__}: first-layer filters")
+            print(f"saved filters: {path}")
+        if self.misclassified_png:
+            from zerodl.plots_conv import plot_misclassified
+            from zerodl.trainer import predict_labels
+
+            with zerodl.use_backend(backend):
+                pred = predict_labels(net, x_test)
+            wrong = plot_misclassified(x_test, t_test, pred, self.misclassified_png)
+            print(f"saved misclassified images: {self.misclassified_png} ({wrong} of {len(x_test)} misclassified)")
+
+
 #: ``--net`` name → how to build it. Others add entries (convolutional nets) with small edits.
 NET_BUILDERS: dict[str, NetSpec] = {
     "mlp": NetSpec(_build_mlp, "flat", "MultiLayerNet: (Affine-activation) x len(--hidden), Affine"),
     "two-layer": NetSpec(_build_two_layer, "flat", "the book's chapter 5 TwoLayerNet (one --hidden size)"),
+    "simple-conv": NetSpec(_build_simple_conv, "image", "the book's chapter 7 SimpleConvNet "
+                           "(conv-relu-pool-affine-relu-affine)", add_arguments=_conv_arguments),
+    "deep-conv": NetSpec(_build_deep_conv, "image", "the book's chapter 8 DeepConvNet (MNIST 28x28 only)"),
 }
 
 
@@ -217,6 +289,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={"lr": lr},
             verbose=True, seed=np.random.default_rng(batch_seed),
         )
+        pictures = _ConvPictures(args, net)
         trainer.train()
     elapsed = time.perf_counter() - started
     metadata = {**_dataset_metadata(args, data, spec.input), "net": args.net, "optimizer": args.optimizer,
@@ -239,6 +312,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         title = f"{type(net).__name__} on {args.dataset} ({args.optimizer}, lr={lr:g})"
         print(f"saved learning curves: {plot_trainer(trainer, args.plot, title=title)}")
+    pictures.write(net, x_test, t_test, args.backend)
     return 130 if trainer.interrupted else 0
 
 
@@ -305,6 +379,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         title = f"{type(net).__name__} on {dataset}: accuracy {accuracy:.4f}"
         print(f"saved confusion matrix: {plot_confusion_matrix(cm, args.plot, title=title)}")
+    if args.misclassified_png:
+        from zerodl.plots_conv import plot_misclassified
+
+        wrong = plot_misclassified(x_test, t_true, pred, args.misclassified_png)
+        print(f"saved misclassified images: {args.misclassified_png} ({wrong} misclassified)")
     return 0
 
 
@@ -418,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(p, None)
     _add_backend_argument(p, get_backend())
     p.add_argument("--plot", metavar="CONFUSION.png", default=None, help="save the confusion matrix here")
+    p.add_argument("--misclassified-png", metavar="WRONG.png", default=None,
+                   help="save a grid of misclassified test images (the book's ch. 8 picture)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("gradcheck", help="the book's chapter 5 gradient check (backprop vs numerical)",
