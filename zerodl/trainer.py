@@ -44,6 +44,7 @@ update and, with Dropout, measured in training mode).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -53,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from zerodl.checkpoint import NonFiniteGuard, check_training_data, checkpoint_options
 from zerodl.optimizer import OPTIMIZERS, Optimizer, get_optimizer
 
 #: The book's ``Trainer`` default: ``optimizer_param={'lr': 0.01}``, whatever the optimizer.
@@ -209,6 +211,14 @@ class Trainer:
         record_loss: ``"after_update"`` (the book: ``network.loss`` on the batch after the update,
             inference mode) or ``"before_update"`` (the loss the fused step computed anyway; saves
             one forward pass per step when the network has ``train_step``).
+        checkpoint_path: write the whole training state there (atomically, see
+            :mod:`zerodl.checkpoint`) every ``checkpoint_every`` iterations (default: at every epoch
+            evaluation) and when :meth:`train` ends; :meth:`resume` reads it back.
+        checkpoint_every: iterations between checkpoints.
+
+    Robustness: ``x_train`` / ``x_test`` are checked once for NaN/inf here; a NaN/inf loss during
+    training raises :class:`zerodl.checkpoint.NonFiniteError` naming the step and the culprit, the
+    network keeping the parameters from before that step.
 
     State (what a checkpoint needs): :attr:`current_iter`, :attr:`current_epoch`, :attr:`rng`,
     :attr:`optimizer` (its ``state_dict``), the network's params/buffers and the three lists.
@@ -233,6 +243,8 @@ class Trainer:
         progress: bool | None = None,
         file: Any = None,
         record_loss: str = "after_update",
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.network = network
         self.verbose = bool(verbose)
@@ -298,6 +310,11 @@ class Trainer:
         self._sigint = False
         self._start = 0.0
         self._epoch_loss_start = 0
+        # Robustness (zerodl.checkpoint): inputs checked for NaN/inf once here, not per step;
+        # periodic atomic checkpoints; a NaN/inf loss stops training with the last good state.
+        self.checkpoint_path, self.checkpoint_every = checkpoint_options(checkpoint_path, checkpoint_every)
+        check_training_data(self)
+        self._guard = NonFiniteGuard()
 
     # -- construction helpers ------------------------------------------------------------------
     @staticmethod
@@ -314,6 +331,20 @@ class Trainer:
             return get_optimizer(optimizer, **params)
         except TypeError as exc:
             raise ValueError(f"Trainer: bad optimizer_param {params} for {optimizer}: {exc}") from exc
+
+    def resume(self, path: str | os.PathLike[str] | None = None) -> bool:
+        """Restore network, optimizer, generators and progress from ``path`` (default
+        :attr:`checkpoint_path`); ``train()`` then continues bit for bit. Returns ``False`` (and
+        changes nothing) when the file does not exist yet."""
+        from zerodl.checkpoint import load_checkpoint
+
+        path = path if path is not None else self.checkpoint_path
+        if path is None:
+            raise ValueError("Trainer.resume: no path given and no checkpoint_path set")
+        if not os.path.exists(path):
+            return False
+        load_checkpoint(self, path)
+        return True
 
     # -- epoch boundaries ----------------------------------------------------------------------
     def is_epoch_boundary(self, iteration: int) -> bool:
@@ -343,11 +374,13 @@ class Trainer:
 
     def train_step(self) -> None:
         """One iteration: draw a batch, update, record the loss; evaluate at an epoch boundary."""
+        self._guard.before_step(self)
         batch_mask = self.rng.integers(0, self.train_size, size=self.batch_size)
         x_batch = self.x_train[batch_mask]
         t_batch = self.t_train[batch_mask]
         started = time.perf_counter()
         loss = self._train_step(x_batch, t_batch)
+        self._guard.after_step(self, loss, batch_mask)  # raises NonFiniteError on NaN/inf
         self.train_time += time.perf_counter() - started
         self.samples_seen += self.batch_size
         self.train_loss_list.append(loss)
@@ -362,6 +395,7 @@ class Trainer:
         self.current_iter += 1
         if self.is_epoch_boundary(iteration):
             self._end_epoch()
+        self._guard.end_step(self)  # periodic checkpoint
 
     def _evaluation_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n = self.evaluate_sample_num_per_epoch
@@ -479,6 +513,7 @@ class Trainer:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
+        self._guard.finish(self)  # final checkpoint (before EarlyStopping may restore the best params)
         for cb in self.callbacks:
             cb.on_train_end(self)
         if self.interrupted:
