@@ -173,4 +173,4 @@ def plot_misclassified(
             ax.set_title(f"pred {pred[i]} / true {true[i]}", fontsize=7, color="red")
     fig.tight_layout()
     _save(fig, path)
-    return int(len(wrong))
+    return len(wrong)

@@ -52,7 +52,7 @@ class ConvKernels:
     """The kernels at SimpleConvNet's first-layer shapes (batch 100, 1×28×28, 30 filters 5×5)."""
 
     params = (BACKENDS, DTYPES)
-    param_names = ["backend", "dtype"]
+    param_names = ("backend", "dtype")
 
     def setup(self, backend, dtype):
         rng = np.random.default_rng(SEED)
@@ -96,7 +96,7 @@ class SimpleConvNetStep:
     """One training step (gradient + Adam update), batch 100 of 1×28×28, the book's SimpleConvNet."""
 
     params = (BACKENDS, DTYPES)
-    param_names = ["backend", "dtype"]
+    param_names = ("backend", "dtype")
 
     def setup(self, backend, dtype):
         rng = np.random.default_rng(SEED)
@@ -123,7 +123,7 @@ class DeepConvNetInference:
     """``accuracy`` (batches of 100) of the book's DeepConvNet over 10,000 MNIST test images."""
 
     params = (BACKENDS, DTYPES)
-    param_names = ["backend", "dtype"]
+    param_names = ("backend", "dtype")
     number = 1
     repeat = (1, 3, 120.0)
     timeout = 600
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         with zerodl.use_backend(b):
             net = zerodl.DeepConvNet(dtype=args.dtype, seed=SEED)
             net.accuracy(x[:100], t[:100])
-            inf_ms[b] = _median_ms(lambda: acc.__setitem__(b, net.accuracy(x, t)), args.inference_repeats)
+            inf_ms[b] = _median_ms(lambda b=b, net=net: acc.__setitem__(b, net.accuracy(x, t)),
+                                   args.inference_repeats)
     print(f"DeepConvNet inference over {len(x):,} images (batches of 100, {args.dtype}): "
           + ", ".join(f"{b} {inf_ms[b] / 1e3:.2f} s" for b in BACKENDS)
           + f"; numba is {inf_ms['numpy'] / inf_ms['numba']:.2f}x faster"

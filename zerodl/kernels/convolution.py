@@ -40,7 +40,7 @@ def conv_forward_numpy(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Reference: the book's ``Convolution.forward`` → ``(out (N, FN, OH, OW), col (N·P, K))``."""
-    FN, C, FH, FW = W.shape
+    FN, _, FH, FW = W.shape
     N, _, H, Wd = x.shape
     out_h, out_w = out_hw(H, Wd, FH, FW, stride, pad)
     col = im2col_numpy(x, FH, FW, stride, pad)
@@ -249,7 +249,7 @@ class _Plan:
     def __init__(self, x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: int, pad: int,
                  itemsize: int) -> None:
         N, C, H, Wd = x_shape
-        FN, _, FH, FW = W_shape
+        _, _, FH, FW = W_shape
         self.out_h, self.out_w = out_hw(H, Wd, FH, FW, stride, pad)
         self.wide = stride == 1 and (FW - 1) <= WIDE_MAX_JUNK * self.out_w
         self.row_stride = Wd + 2 * pad if self.wide else self.out_w
@@ -276,7 +276,7 @@ def conv_forward_numba(
     its final ``(N, FN, OH, OW)`` layout with the bias added. No ``(N·P, K)`` matrix is kept
     (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory.
     """
-    FN, C, FH, FW = W.shape
+    FN, _, FH, FW = W.shape
     N = x.shape[0]
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
     x = np.ascontiguousarray(x)

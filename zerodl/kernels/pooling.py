@@ -85,15 +85,15 @@ def _max_pool_2x2(x, out, arg_max):
                     best = r0[2 * ow]
                     k = 0
                     v = r0[2 * ow + 1]
-                    take = (best == best) & ((v > best) | (v != v))
+                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
                     best = v if take else best
                     k = 1 if take else k
                     v = r1[2 * ow]
-                    take = (best == best) & ((v > best) | (v != v))
+                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
                     best = v if take else best
                     k = 2 if take else k
                     v = r1[2 * ow + 1]
-                    take = (best == best) & ((v > best) | (v != v))
+                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
                     best = v if take else best
                     k = 3 if take else k
                     o[ow] = best
@@ -132,7 +132,7 @@ def _max_pool_forward(x, ph, pw, stride, pad, out, arg_max):
                             # First maximum wins; a NaN beats everything and then sticks
                             # (np.argmax / np.max semantics). Bitwise ops and selects instead of
                             # short-circuit branches: random data mispredicts them (~1.6x slower).
-                            take = (k == 0) | ((best == best) & ((v > best) | (v != v)))
+                            take = (k == 0) | ((not np.isnan(best)) & ((v > best) | np.isnan(v)))
                             best = v if take else best
                             best_k = k if take else best_k
                             k += 1
