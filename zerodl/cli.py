@@ -262,6 +262,21 @@ def _input_layout(net: Any, meta: dict[str, Any]) -> str:
 
 
 # -- train --------------------------------------------------------------------------------------
+def _resume(args: argparse.Namespace, trainer: Any) -> None:
+    """``--resume``: continue from ``--checkpoint`` when it exists (a first run starts afresh)."""
+    if args.checkpoint_every is not None and args.checkpoint is None:
+        raise CLIError("--checkpoint-every needs --checkpoint FILE")
+    if not args.resume:
+        return
+    if args.checkpoint is None:
+        raise CLIError("--resume needs --checkpoint FILE (the checkpoint to continue from)")
+    if trainer.resume(args.checkpoint):
+        print(f"resumed from {args.checkpoint} at iteration {trainer.current_iter} of {trainer.max_iter} "
+              f"(epoch {trainer.current_epoch})")
+    else:
+        print(f"no checkpoint at {args.checkpoint} yet: starting from iteration 0")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``zerodl train``: train a network, print the epoch table and the final accuracy."""
     import zerodl
@@ -288,7 +303,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             net, x_train, t_train, x_test, t_test, epochs=args.epochs,
             mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={"lr": lr},
             verbose=True, seed=np.random.default_rng(batch_seed),
+            checkpoint_path=args.checkpoint, checkpoint_every=args.checkpoint_every,
         )
+        _resume(args, trainer)
         pictures = _ConvPictures(args, net)
         trainer.train()
     elapsed = time.perf_counter() - started
@@ -486,6 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
     p.add_argument("--save", metavar="MODEL.npz", default=None, help="save the trained model here")
     p.add_argument("--plot", metavar="CURVES.png", default=None, help="save learning curves here")
+    p.add_argument("--checkpoint", metavar="FILE", default=None,
+                   help="write the training state here (atomically) at every epoch, or every "
+                        "--checkpoint-every iterations, and at the end or on Ctrl-C")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="iterations between checkpoints (default: every epoch)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint if it exists (same data, net, optimizer and "
+                        "batch size); the result is bit-identical to an uninterrupted run")
     for spec in NET_BUILDERS.values():
         if spec.add_arguments is not None:
             spec.add_arguments(p)
@@ -543,9 +568,11 @@ def _add_plugins(subparsers: Any, plugins: Sequence[str] | None = None) -> list[
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from zerodl.datasets import CorruptDatasetError, DatasetNotFoundError
+    from zerodl.checkpoint import NonFiniteError
     from zerodl.io import ModelFormatError
 
-    return (CLIError, DatasetNotFoundError, CorruptDatasetError, ModelFormatError, FileNotFoundError)
+    return (CLIError, DatasetNotFoundError, CorruptDatasetError, ModelFormatError, FileNotFoundError,
+            NonFiniteError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
