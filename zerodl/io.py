@@ -45,6 +45,7 @@ import json
 import math
 import os
 import pickle
+import pickletools
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -325,13 +326,22 @@ def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
         ``{name: ndarray}`` with numeric (non-object) arrays.
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            obj = _RestrictedUnpickler(f, encoding="latin1").load()
-        except UnsafePickleError as exc:
-            raise UnsafePickleError(f"{path}: {exc}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise ModelFormatError(f"{path}: not a readable pickle of parameters ({exc})") from exc
+    data = path.read_bytes()
+    # A length-prefixed opcode (BINBYTES8, FRAME, ...) makes the C unpickler allocate the length it
+    # declares before reading; walking the opcodes first (pickletools reads, never calls anything)
+    # proves every declared length is backed by bytes of the file.
+    try:
+        for _ in pickletools.genops(_io.BytesIO(data)):
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure to parse untrusted bytes is a format error
+        raise ModelFormatError(f"{path}: not a readable pickle of parameters ({type(exc).__name__}: {exc})") from None
+    try:
+        obj = _RestrictedUnpickler(_io.BytesIO(data), encoding="latin1").load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, RecursionError) as exc:
+        raise ModelFormatError(f"{path}: not a readable pickle of parameters ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, Mapping):
         raise ModelFormatError(
             f"{path}: expected a pickled dict of parameter name -> array (the book's save_params format), "
