@@ -39,10 +39,22 @@ PLUGINS: tuple[str, ...] = ("zerodl.experiments.cli", "zerodl.bench")
 
 DATASET_CHOICES: tuple[str, ...] = ("digits", "mnist")
 
-#: Learning rate when ``--lr`` is not given: Adam's measured default for these nets, else the
-#: book's Trainer default (0.01).
-DEFAULT_LR: dict[str, float] = {"adam": 3e-3}
+#: Defaults when ``--epochs`` / ``--lr`` are not given, measured with the default MLP (100-100) and
+#: Adam: digits 30 epochs at 3e-3 (96.4-97.8 % over 10 seeds); MNIST's t10k split 20 epochs at 1e-3
+#: (95.6-96.1 % over 3 seeds; 3e-3 is noisier there). Other optimizers get the book's Trainer
+#: default lr (0.01).
+DATASET_DEFAULTS: dict[str, dict[str, float]] = {
+    "digits": {"epochs": 30, "adam_lr": 3e-3},
+    "mnist": {"epochs": 20, "adam_lr": 1e-3},
+}
 BOOK_LR = 0.01
+
+
+def default_lr(dataset: str, optimizer: str) -> float:
+    """The learning rate ``zerodl train`` uses when ``--lr`` is not given."""
+    if optimizer.lower() == "adam":
+        return DATASET_DEFAULTS[dataset]["adam_lr"]
+    return BOOK_LR
 
 
 class CLIError(Exception):
@@ -287,7 +299,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     net_seed, batch_seed = np.random.SeedSequence(args.seed).spawn(2)
     args.net_rng = np.random.default_rng(net_seed)
-    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer.lower(), BOOK_LR)
+    lr = args.lr if args.lr is not None else default_lr(args.dataset, args.optimizer)
+    if args.epochs is None:
+        args.epochs = int(DATASET_DEFAULTS[args.dataset]["epochs"])
     with zerodl.use_backend(args.backend):
         data = _load_data(args.dataset, flatten=spec.input == "flat", data_dir=args.data_dir,
                           download=args.download, split=args.split)
@@ -492,8 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", type=str.lower, choices=tuple(OPTIMIZERS), default="adam",
                    help="optimizer (case-insensitive, default adam)")
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help=f"learning rate (default {DEFAULT_LR['adam']:g} for adam, {BOOK_LR:g} otherwise)")
-    p.add_argument("--epochs", type=_positive_int, default=30, help="default 30")
+                   help="learning rate (default for adam: "
+                        + ", ".join(f"{k} {v['adam_lr']:g}" for k, v in DATASET_DEFAULTS.items())
+                        + f"; {BOOK_LR:g} for the other optimizers, as the book's Trainer)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs (default: " + ", ".join(f"{k} {int(v['epochs'])}"
+                                                        for k, v in DATASET_DEFAULTS.items()) + ")")
     p.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default 100)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="L2 weight decay lambda (mlp only, default 0)")
@@ -567,8 +585,8 @@ def _add_plugins(subparsers: Any, plugins: Sequence[str] | None = None) -> list[
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from zerodl.datasets import CorruptDatasetError, DatasetNotFoundError
     from zerodl.checkpoint import NonFiniteError
+    from zerodl.datasets import CorruptDatasetError, DatasetNotFoundError
     from zerodl.io import ModelFormatError
 
     return (CLIError, DatasetNotFoundError, CorruptDatasetError, ModelFormatError, FileNotFoundError,
