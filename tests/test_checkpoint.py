@@ -1,0 +1,247 @@
+"""Checkpoints: complete state, atomic writes, bit-identical resume (both backends), refusal of
+checkpoints from another run, and a training process killed with SIGKILL that resumes and completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import zerodl
+from zerodl import checkpoint as ck
+from zerodl.datasets import load_digits
+from zerodl.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def _extend_net():
+    # Batch norm (running statistics) and Dropout (its own generator): every kind of state.
+    return zerodl.MultiLayerNetExtend(64, [16, 16], 10, use_batchnorm=True, use_dropout=True,
+                                      dropout_ration=0.2, seed=1)
+
+
+def _trainer(digits, net=None, **kw):
+    (xtr, ttr), (xte, tte) = digits
+    kw.setdefault("optimizer", "adam")
+    kw.setdefault("optimizer_param", {"lr": 1e-3})
+    return Trainer(net if net is not None else _extend_net(), xtr, ttr, xte, tte, epochs=2,
+                   mini_batch_size=50, verbose=False, seed=3, **kw)
+
+
+def _assert_same_run(a, b):
+    for key, value in a.network.params.items():
+        np.testing.assert_array_equal(b.network.params[key], value, err_msg=key)
+    for key, value in a.network.buffers().items():
+        np.testing.assert_array_equal(b.network.buffers()[key], value, err_msg=key)
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert sa["iter"] == sb["iter"]
+    for name, table in sa["state"].items():
+        for key, value in table.items():
+            np.testing.assert_array_equal(sb["state"][name][key], value, err_msg=f"{name}/{key}")
+    assert a.train_loss_list == b.train_loss_list
+    assert a.train_acc_list == b.train_acc_list and a.test_acc_list == b.test_acc_list
+    assert (a.current_iter, a.current_epoch) == (b.current_iter, b.current_epoch)
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_resume_mid_epoch_is_bit_identical(backend, digits, tmp_path, optimizer):
+    reference = _trainer(digits, optimizer=optimizer).train()
+    path = tmp_path / "run.ckpt"
+    first = _trainer(digits, optimizer=optimizer)
+    for _ in range(17):  # stop mid-epoch (27 iterations per epoch), between two steps
+        first.train_step()
+    ck.save_checkpoint(first, path)
+    resumed = _trainer(digits, optimizer=optimizer)
+    assert resumed.resume(path) is True
+    assert resumed.current_iter == 17 and len(resumed.train_loss_list) == 17
+    resumed.train()
+    _assert_same_run(reference, resumed)
+    assert resumed.final_test_acc == reference.final_test_acc
+
+
+def test_trainer_writes_periodic_and_final_checkpoints(backend, digits, tmp_path):
+    path = tmp_path / "run.ckpt"
+    seen = []
+
+    def spy(trainer, epoch, logs):
+        seen.append(ck.read_checkpoint(path)[0]["trainer"]["current_iter"] if path.exists() else None)
+
+    stopped = _trainer(digits, checkpoint_path=path, checkpoint_every=5,
+                       callbacks=[spy, lambda tr, epoch, logs: epoch == 2]).train()
+    # Epoch 2 ends at iteration 27 (after 28 steps): the checkpoint at 25 was the latest one then.
+    assert seen == [None, 25]
+    meta, arrays = ck.read_checkpoint(path)
+    assert meta["trainer"]["current_iter"] == stopped.current_iter == 28  # final one, at the stop
+    assert {"param/W1", "buffer/running_mean1", "optimizer/m/W1", "optimizer/v/gamma1"} <= set(arrays)
+    assert set(meta["rng"]["layers"]) == {"Dropout1", "Dropout2"}
+    resumed = _trainer(digits, checkpoint_path=path)
+    resumed.resume()
+    resumed.train()
+    _assert_same_run(_trainer(digits).train(), resumed)
+
+
+def test_checkpoint_is_plain_npz_without_pickle(digits, tmp_path):
+    trainer = _trainer(digits)
+    trainer.train_step()
+    path = ck.save_checkpoint(trainer, tmp_path / "c.npz")
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data[ck.META_KEY][()]))
+        assert all(data[k].dtype.kind in "fU" for k in data.files)
+    assert meta["format"] == ck.FORMAT_NAME and meta["optimizer"]["class"] == "Adam"
+    assert meta["trainer"]["train_loss_list"] == trainer.train_loss_list
+
+
+def test_failed_save_leaves_previous_checkpoint(digits, tmp_path, monkeypatch):
+    trainer = _trainer(digits)
+    trainer.train_step()
+    path = ck.save_checkpoint(trainer, tmp_path / "c.npz")
+    good = path.read_bytes()
+    trainer.train_step()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint(trainer, path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temporary file left
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"mini_batch_size": 40}, ["batches of 50", "batches of 40"]),
+    ({"optimizer": "sgd"}, ["Adam state", "SGD"]),
+    ({"net": "two-layer"}, ["MultiLayerNetExtend", "TwoLayerNet"]),
+    ({"record_loss": "before_update"}, ["record_loss", "before_update"]),
+])
+def test_checkpoint_of_another_run_is_refused_and_changes_nothing(digits, tmp_path, change, fragments):
+    path = tmp_path / "c.npz"
+    source = _trainer(digits)
+    source.train_step()
+    ck.save_checkpoint(source, path)
+    change = dict(change)
+    net = zerodl.TwoLayerNet(64, 16, 10, seed=0) if change.pop("net", None) else _extend_net()
+    (xtr, ttr), (xte, tte) = digits
+    kw = {"optimizer": "adam", "optimizer_param": {"lr": 1e-3}, "mini_batch_size": 50, **change}
+    if kw["optimizer"] == "sgd":
+        kw["optimizer_param"] = None
+    target = Trainer(net, xtr, ttr, xte, tte, epochs=2, verbose=False, seed=3, **kw)
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(ck.CheckpointError) as info:
+        target.resume(path)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert target.current_iter == 0
+    for key, value in before.items():
+        np.testing.assert_array_equal(net.params[key], value)
+
+
+def test_missing_and_damaged_checkpoints(digits, tmp_path):
+    trainer = _trainer(digits)
+    assert trainer.resume(tmp_path / "absent.npz") is False  # a first run starts afresh
+    with pytest.raises(ValueError, match="no checkpoint_path"):
+        trainer.resume()
+    trainer.train_step()
+    path = ck.save_checkpoint(trainer, tmp_path / "c.npz")
+    data = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ck.CheckpointError, match="cut.npz"):
+        _trainer(digits).resume(tmp_path / "cut.npz")
+    zerodl.save_network(trainer.network, tmp_path / "model.npz")
+    with pytest.raises(ck.CheckpointError, match="not a zerodl checkpoint"):
+        _trainer(digits).resume(tmp_path / "model.npz")
+
+
+def test_checkpoint_arguments_are_validated(digits, tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_every was given without checkpoint_path"):
+        _trainer(digits, checkpoint_every=5)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
+        _trainer(digits, checkpoint_path=tmp_path / "c", checkpoint_every=0)
+    with pytest.raises(ValueError, match="is a directory"):
+        _trainer(digits, checkpoint_path=tmp_path)
+
+
+# -- SIGKILL mid-run ------------------------------------------------------------------------------
+_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import zerodl
+    from zerodl.datasets import load_digits
+    from zerodl.trainer import Trainer
+
+    checkpoint, every, out, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "resume"
+    (xtr, ttr), (xte, tte) = load_digits()
+    net = zerodl.MultiLayerNetExtend(64, [32], 10, use_batchnorm=True, use_dropout=True,
+                                     dropout_ration=0.1, seed=0)
+    trainer = Trainer(net, xtr, ttr, xte, tte, epochs=40, mini_batch_size=50, optimizer="adam",
+                      optimizer_param={"lr": 1e-3}, verbose=False, seed=1,
+                      checkpoint_path=None if checkpoint == "-" else checkpoint,
+                      checkpoint_every=None if checkpoint == "-" else every)
+    if resume:
+        assert trainer.resume(), "no checkpoint to resume from"
+        print("resumed at", trainer.current_iter, flush=True)
+    trainer.train()
+    np.savez(out, **{"param/" + k: v for k, v in net.params.items()},
+             **{"buffer/" + k: v for k, v in net.buffers().items()},
+             losses=np.array(trainer.train_loss_list), iters=np.array(trainer.current_iter))
+""")
+
+
+def _env(cache_dir):
+    env = dict(os.environ)
+    env.update(OPENBLAS_NUM_THREADS="1", NUMBA_CACHE_DIR=str(cache_dir), ZERODL_BACKEND="numpy")
+    return env
+
+
+def test_sigkill_mid_run_then_resume_completes_bit_identical(tmp_path, tmp_path_factory):
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    env = _env(tmp_path_factory.getbasetemp() / "numba-cache")
+    ckpt = tmp_path / "run.ckpt"
+    # Checkpoint every step: the process is killed while writing or between two writes.
+    victim = subprocess.Popen([sys.executable, str(script), str(ckpt), "1", str(tmp_path / "never.npz"), "run"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reference = subprocess.Popen([sys.executable, str(script), "-", "1", str(tmp_path / "reference.npz"), "run"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # let it write a few hundred more checkpoints
+        assert victim.poll() is None, f"the run ended before it could be killed: {victim.communicate()}"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "never.npz").exists()
+    # Whatever moment the kill hit, the checkpoint is a complete one (stray temporaries may remain).
+    meta, _ = ck.read_checkpoint(ckpt)
+    killed_at = meta["trainer"]["current_iter"]
+    assert 0 < killed_at < 1077  # 40 epochs x 26.94 iterations
+    with zipfile.ZipFile(ckpt) as archive:
+        assert archive.testzip() is None
+    out, err = reference.communicate(timeout=120)
+    assert reference.returncode == 0, err.decode()
+    resumed = subprocess.run([sys.executable, str(script), str(ckpt), "500", str(tmp_path / "resumed.npz"), "resume"],
+                             env=env, capture_output=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert f"resumed at {killed_at}" in resumed.stdout.decode()
+    with np.load(tmp_path / "reference.npz") as a, np.load(tmp_path / "resumed.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=key)
