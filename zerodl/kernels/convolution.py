@@ -217,29 +217,23 @@ def _cols_to_out(prod, b, row_stride, out):
 
 
 @jit
-def _out_to_cols(dout, row_stride, cols):
-    # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero).
+def _out_to_cols(dout, row_stride, cols, db):
+    # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero). Fused: the
+    # bias gradient db[f] += Σ over this chunk, summed image by image then position by position —
+    # over the chunks in order, the order of the book's np.sum(axis=0), so db matches it bit for bit.
     n_img, fn, out_h, out_w = dout.shape
     n_cols = cols.shape[1] // n_img
     for j in range(n_img):
         for f in range(fn):
+            acc = db[f]
             for oh in range(out_h):
                 start = j * n_cols + oh * row_stride
-                cols[f, start : start + out_w] = dout[j, f, oh]
-
-
-@jit
-def _bias_grad(dout, db):
-    # db[f] = Σ_{n, p} dout[n, f, p], summed n-major then p, the order of the book's
-    # np.sum(axis=0) over the (N·P, FN) transposed matrix, so the sums agree bit for bit.
-    n_img, fn, n_pos = dout.shape
-    for f in range(fn):
-        db[f] = 0
-    for n in range(n_img):
-        for f in range(fn):
-            acc = db[f]
-            for p in range(n_pos):
-                acc += dout[n, f, p]
+                src = dout[j, f, oh]
+                dst = cols[f, start : start + out_w]
+                for ow in range(out_w):
+                    v = src[ow]
+                    dst[ow] = v
+                    acc += v
             db[f] = acc
 
 
@@ -308,7 +302,7 @@ def conv_backward_numba(
 
     Chunk by chunk: rebuild the patches, ``dW += dout_chunk (FN, B·L) @ patchesᵀ`` and
     ``dpatches = Wᵀ @ dout_chunk`` (two BLAS products), then fold ``dpatches`` straight into
-    ``dx``. The bias gradient is one compiled pass over ``dout``.
+    ``dx``. The bias gradient is summed while ``dout`` is copied into the product's layout.
     """
     FN, C, FH, FW = W.shape
     N = x.shape[0]
@@ -316,8 +310,7 @@ def conv_backward_numba(
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)
     W_t = np.ascontiguousarray(W).reshape(FN, -1).T
-    db = np.empty(FN, dtype=dout.dtype)
-    _bias_grad(dout.reshape(N, FN, -1), db)
+    db = np.zeros(FN, dtype=dout.dtype)
     dW = np.zeros((FN, plan.K), dtype=dout.dtype)
     dW_chunk = np.empty_like(dW)
     dx = np.empty(x.shape, dtype=dout.dtype)
@@ -329,7 +322,7 @@ def conv_backward_numba(
             dbuf = np.empty_like(buf)
             dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
         _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
-        _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
+        _out_to_cols(dout[n0:n1], plan.row_stride, dcols, db)
         np.matmul(dcols, buf.T, out=dW_chunk)
         dW += dW_chunk
         np.matmul(W_t, dcols, out=dbuf)
