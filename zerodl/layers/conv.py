@@ -13,7 +13,7 @@ Departures from the book, on purpose:
 * inputs of the other float precision are converted to ``W``'s dtype; integer inputs are refused;
   ``backward`` never writes into ``dout``;
 * the Numba backend keeps no ``col`` matrix between forward and backward (``self.col`` is ``None``
-  there); it rebuilds the patches image by image during ``backward``.
+  there); it rebuilds the patches, a few images at a time, during ``backward``.
 """
 
 from __future__ import annotations
