@@ -262,7 +262,7 @@ class _Plan:
 
 def conv_forward_numba(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
-) -> tuple[np.ndarray, None]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Compiled twin of :func:`conv_forward_numpy`; returns ``(out, None)``.
 
     Chunk by chunk of images: compiled patch copies into a reused ``(K, B·L)`` buffer, ONE BLAS
