@@ -529,6 +529,14 @@ def _explain(trainer: Any, loss: float, bad_after: list[str], largest: tuple[flo
     bad_grads = [n for n, g in grads.items() if not np.isfinite(g).all()]
     if bad_grads:
         listed = ", ".join(_describe_bad(n, np.asarray(grads[n])) for n in bad_grads)
+        huge: list[str] = []
+        if x.dtype.kind == "f":  # finite but extreme inputs overflow the forward pass
+            row_max = np.abs(x.reshape(x.shape[0], -1)).max(axis=1)
+            huge = [f"x_train[{i}]" for i in sorted({int(i) for i in np.asarray(batch_mask)[row_max > 1e30]})]
+        if huge:
+            return (huge + [f"grad:{n}" for n in bad_grads],
+                    f"the gradient of {listed} is not finite: input samples {', '.join(huge[:5])} hold values "
+                    f"up to {float(row_max.max()):.3g}, which overflow the forward pass (scale the inputs)")
         return ([f"grad:{n}" for n in bad_grads],
                 f"the gradient of {listed} is not finite; the training diverged (lower the learning "
                 f"rate, use weight decay or batch normalisation)")
