@@ -360,18 +360,25 @@ def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
 
 
 # -- loading into a network ---------------------------------------------------------------------
+def _names(names: Any, limit: int = 12) -> str:
+    """``"a, b, c"``, cut after ``limit`` names (a hostile file may hold thousands)."""
+    names = list(names)
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def _check_names(kind: str, expected: Mapping[str, Any], found: Mapping[str, Any], path: Path) -> None:
     missing = [n for n in expected if n not in found]
     unexpected = [n for n in found if n not in expected]
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing {', '.join(missing)}")
+            parts.append(f"missing {_names(missing)}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
+            parts.append(f"unexpected {_names(unexpected)}")
         raise ModelFormatError(
             f"{path}: {kind} names do not match the network ({'; '.join(parts)}); "
-            f"the network has {', '.join(expected) or 'none'}"
+            f"the network has {_names(expected) or 'none'}"
         )
 
 
@@ -502,7 +509,7 @@ def _config_ints(value: Any) -> list[int]:
     return []
 
 
-def _check_config_scale(config: Mapping[str, Any], stored_elements: int, path: Path) -> None:
+def _check_config_scale(config: Mapping[str, Any], stored_elements: int, stored_arrays: int, path: Path) -> None:
     """Refuse a config whose sizes the file's own arrays cannot back, before building the network.
 
     Building runs the constructor, which allocates what the config says; a hostile file could ask
@@ -512,6 +519,11 @@ def _check_config_scale(config: Mapping[str, Any], stored_elements: int, path: P
     after building).
     """
     ints = _config_ints(dict(config))
+    if len(ints) > 2 * stored_arrays + 64:  # each layer size brings at least one array (W or b)
+        raise ModelFormatError(
+            f"{path}: the saved config lists {len(ints)} sizes for the {stored_arrays} arrays the file "
+            "stores; refusing to build it"
+        )
     bound = 64 * (stored_elements + 1024)
     for a, b in zip(ints, ints[1:] + [1]):
         if abs(a) * max(abs(b), 1) > bound:
@@ -558,7 +570,8 @@ def load_network(path: PathLike, classes: Mapping[str, type] | None = None) -> A
         )
     if not isinstance(config, dict):
         raise ModelFormatError(f"{path}: the saved config of {name} is a {type(config).__name__}, not a dict")
-    _check_config_scale(config, sum(a.size for a in (*params.values(), *buffers.values())), path)
+    _check_config_scale(config, sum(a.size for a in (*params.values(), *buffers.values())),
+                        len(params) + len(buffers), path)
     try:
         network = cls(**config)
     except MemoryError as exc:
