@@ -100,6 +100,19 @@ def test_evaluate_gives_the_identical_accuracy_in_both_backends(trained, cli_env
         _assert_png(out / f"cm_{backend}.png")
 
 
+def test_train_on_real_mnist_says_which_split(cli_env, mnist_dir, tmp_path):
+    result = run(cli_env, "train", "--dataset", "mnist", "--data-dir", mnist_dir, "--no-download",
+                 "--epochs", 1, "--hidden", 16, "--save", tmp_path / "mnist.npz")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^split: t10k \(8,000 train / 2,000 test\)$", result.stdout, re.MULTILINE)
+    assert "dataset: MNIST t10k split" in result.stdout
+    acc, _, total = _accuracy(result.stdout)
+    assert total == "2000" and float(acc) > 0.5
+    meta = zerodl.load_network(tmp_path / "mnist.npz").metadata
+    assert meta["dataset"] == "mnist" and meta["dataset_split"] == "t10k"
+    assert meta["data_dir"] == str(mnist_dir.resolve())
+
+
 def test_gradcheck_passes_in_both_backends(cli_env):
     result = run(cli_env, "gradcheck", "--hidden", 10)
     assert result.returncode == 0, result.stdout + result.stderr
