@@ -20,6 +20,13 @@ from zerodl import kernels
 EPS = 1e-7
 
 
+def _fraction(owner: str, name: str, value: Any) -> float:
+    """A decay / momentum coefficient: a finite number in [0, 1) (1 or NaN would never forget)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value < 1:
+        raise ValueError(f"{owner}: {name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 class Optimizer:
     """Base class. Subclasses name their state arrays in ``state_names`` and implement ``_step``."""
 
@@ -112,7 +119,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = float(momentum)
+        self.momentum = _fraction(type(self).__name__, "momentum", momentum)
 
     def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "momentum": self.momentum}
@@ -147,7 +154,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
-        self.decay_rate = float(decay_rate)
+        self.decay_rate = _fraction(type(self).__name__, "decay_rate", decay_rate)
 
     def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "decay_rate": self.decay_rate}
@@ -163,8 +170,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
+        self.beta1 = _fraction("Adam", "beta1", beta1)
+        self.beta2 = _fraction("Adam", "beta2", beta2)
 
     def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
