@@ -103,3 +103,30 @@ def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
         for g, r in zip(convolution.conv_backward_numba(dout, x, W, None, 1, pad),
                         convolution.conv_backward_numpy(dout, x, W, col, 1, pad)):
             assert_close(g, r, what=f"pad {pad} grads")
+
+
+def test_numba_twin_restores_the_blas_thread_limit():
+    # The compiled twin runs its products with one BLAS thread and restores the previous limit,
+    # also when nested, also after an exception.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from zerodl.kernels.convolution import _OneBlasThread
+
+    def blas_threads():  # NumPy's BLAS, the one the products use
+        return [lib["num_threads"] for lib in threadpool_info()
+                if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
+
+    rng = np.random.default_rng(2)
+    x, W, b = rng.standard_normal((2, 1, 5, 5)), rng.standard_normal((2, 1, 3, 3)), np.zeros(2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before == [2]
+        with _OneBlasThread():
+            assert all(n == 1 for n in blas_threads())
+            with _OneBlasThread():
+                kernels.get("conv_forward", "numba")(x, W, b, 1, 0)
+            assert all(n == 1 for n in blas_threads())
+        assert blas_threads() == before
+        with pytest.raises(RuntimeError), _OneBlasThread():
+            raise RuntimeError("boom")
+        assert blas_threads() == before

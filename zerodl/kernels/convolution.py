@@ -27,6 +27,9 @@ book's exactly.
 
 from __future__ import annotations
 
+import threading
+from typing import Any, ClassVar
+
 import numpy as np
 
 from zerodl.kernels._jit import jit
@@ -237,6 +240,49 @@ def _out_to_cols(dout, row_stride, cols, db):
             db[f] = acc
 
 
+class _OneBlasThread:
+    """Context manager: NumPy's BLAS limited to one thread while a compiled conv twin runs.
+
+    The twins call BLAS once per chunk of images, between compiled passes. With OpenBLAS's default
+    two threads on a 2-core machine, its worker spins between those calls and fights the compiled
+    code (and any other process) for the cores: a SimpleConvNet step measured 15x slower on a busy
+    machine. One thread per product is as fast on a quiet machine at these sizes and stable on a
+    busy one. Process-wide (BLAS has no per-thread setting), so nested and concurrent uses are
+    counted under a lock: the first entrant lowers the limit, the last one restores it. A user's
+    own lower limit (``zerodl.num_threads(1)``) is left alone.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _depth: ClassVar[int] = 0
+    _saved: ClassVar[list[tuple[Any, int]]] = []
+    _controller: ClassVar[Any] = None
+
+    def __enter__(self) -> None:
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                if cls._controller is None:
+                    # NumPy's BLAS is loaded with numpy, so the first scan always finds it.
+                    from threadpoolctl import ThreadpoolController
+
+                    cls._controller = ThreadpoolController()
+                cls._saved = []
+                for lib in cls._controller.lib_controllers:
+                    if lib.user_api == "blas" and lib.num_threads > 1:
+                        cls._saved.append((lib, lib.num_threads))
+                        lib.set_num_threads(1)
+            cls._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0:
+                for lib, n in cls._saved:
+                    lib.set_num_threads(n)
+                cls._saved = []
+
+
 class _Plan:
     """Geometry of the compiled twins' patch matrices for one call (see the comment above)."""
 
@@ -278,15 +324,16 @@ def conv_forward_numba(
     b = np.ascontiguousarray(b)
     out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
     xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
-    for n0, n1, width in plan.chunks(N):
-        if n0 == 0 or n1 - n0 != plan.chunk:
-            # New buffers only for the first and a short last chunk: every array a kernel sees
-            # is C-contiguous (one compiled specialisation per dtype).
-            buf = np.empty((plan.K, width), dtype=x.dtype)
-            prod = np.empty((FN, width), dtype=x.dtype)
-        _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
-        np.matmul(W_mat, buf, out=prod)
-        _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
+    with _OneBlasThread():
+        for n0, n1, width in plan.chunks(N):
+            if n0 == 0 or n1 - n0 != plan.chunk:
+                # New buffers only for the first and a short last chunk: every array a kernel
+                # sees is C-contiguous (one compiled specialisation per dtype).
+                buf = np.empty((plan.K, width), dtype=x.dtype)
+                prod = np.empty((FN, width), dtype=x.dtype)
+            _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
+            np.matmul(W_mat, buf, out=prod)
+            _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
     return out, None
 
 
@@ -316,15 +363,16 @@ def conv_backward_numba(
     dx = np.empty(x.shape, dtype=dout.dtype)
     xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
     dxpad = np.empty_like(xpad)
-    for n0, n1, width in plan.chunks(N):
-        if n0 == 0 or n1 - n0 != plan.chunk:
-            buf = np.empty((plan.K, width), dtype=x.dtype)
-            dbuf = np.empty_like(buf)
-            dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
-        _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
-        _out_to_cols(dout[n0:n1], plan.row_stride, dcols, db)
-        np.matmul(dcols, buf.T, out=dW_chunk)
-        dW += dW_chunk
-        np.matmul(W_t, dcols, out=dbuf)
-        _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, dxpad, dx[n0:n1])
+    with _OneBlasThread():
+        for n0, n1, width in plan.chunks(N):
+            if n0 == 0 or n1 - n0 != plan.chunk:
+                buf = np.empty((plan.K, width), dtype=x.dtype)
+                dbuf = np.empty_like(buf)
+                dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
+            _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
+            _out_to_cols(dout[n0:n1], plan.row_stride, dcols, db)
+            np.matmul(dcols, buf.T, out=dW_chunk)
+            dW += dW_chunk
+            np.matmul(W_t, dcols, out=dbuf)
+            _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, dxpad, dx[n0:n1])
     return dx, dW.reshape(FN, C, FH, FW), db
