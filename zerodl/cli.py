@@ -276,12 +276,8 @@ def _input_layout(net: Any, meta: dict[str, Any]) -> str:
 # -- train --------------------------------------------------------------------------------------
 def _resume(args: argparse.Namespace, trainer: Any) -> None:
     """``--resume``: continue from ``--checkpoint`` when it exists (a first run starts afresh)."""
-    if args.checkpoint_every is not None and args.checkpoint is None:
-        raise CLIError("--checkpoint-every needs --checkpoint FILE")
     if not args.resume:
         return
-    if args.checkpoint is None:
-        raise CLIError("--resume needs --checkpoint FILE (the checkpoint to continue from)")
     if trainer.resume(args.checkpoint):
         print(f"resumed from {args.checkpoint} at iteration {trainer.current_iter} of {trainer.max_iter} "
               f"(epoch {trainer.current_epoch})")
@@ -296,6 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zerodl.trainer import Trainer
 
     spec = NET_BUILDERS[args.net]
+    if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
+        # Checked before loading any data: a wrong command line fails at once.
+        raise CLIError(f"{'--resume' if args.resume else '--checkpoint-every'} needs --checkpoint FILE")
     started = time.perf_counter()
     net_seed, batch_seed = np.random.SeedSequence(args.seed).spawn(2)
     args.net_rng = np.random.default_rng(net_seed)
