@@ -264,3 +264,48 @@ def test_default_plugins_that_exist_load(monkeypatch):
             assert name not in added
         else:
             assert name in added
+
+
+# -- plots (in process) -------------------------------------------------------------------------
+def test_plots_write_valid_pngs(tmp_path):
+    from zerodl.plots import plot_confusion_matrix, plot_learning_curves, smooth_curve
+
+    losses = list(np.linspace(2.3, 0.1, 50))
+    curves = plot_learning_curves(losses, [0.2, 0.8, 0.9], [0.2, 0.7, 0.85], tmp_path / "c.png",
+                                  iter_per_epoch=20, epoch_iterations=[1, 21, 41], title="t")
+    _assert_png(curves)
+    cm = plot_confusion_matrix([[5, 1], [0, 4]], tmp_path / "cm.png", class_names=["cat", "dog"])
+    _assert_png(cm)
+    np.testing.assert_allclose(smooth_curve([1.0, 2.0, 3.0], 3), [1.5, 2.0, 2.5])
+    with pytest.raises(ValueError, match="square"):
+        plot_confusion_matrix([[1, 2, 3]], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="3 train accuracies but 2 test"):
+        plot_learning_curves(losses, [0.1, 0.2, 0.3], [0.1, 0.2], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_a_failed_plot_leaves_the_old_png(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from zerodl.plots import plot_confusion_matrix
+
+    path = plot_confusion_matrix(np.eye(3, dtype=int), tmp_path / "cm.png")
+    good = path.read_bytes()
+
+    def broken_savefig(self, *args, **kwargs):
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        plot_confusion_matrix(np.ones((3, 3), dtype=int), path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+
+
+def test_zerodl_import_stays_light():
+    """The command starts fast: importing zerodl and building the parser pulls in no plotting,
+    progress-bar, scikit-learn or dask modules (they are imported inside the commands)."""
+    code = ("import sys, zerodl.cli as c; c.build_parser(); "
+            "print(','.join(m for m in ('matplotlib', 'tqdm', 'sklearn', 'dask') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
