@@ -125,10 +125,30 @@ def check_finite_data(x: Any, where: str, name: str) -> None:
             )
 
 
+def _output_size(network: Any) -> int | None:
+    """Classes the network scores: the last weight matrix's columns (``None`` if it has none)."""
+    params = getattr(network, "params", None) or {}
+    weights = [v for k, v in params.items() if k.startswith("W") and np.ndim(v) == 2]
+    return int(weights[-1].shape[1]) if weights else None
+
+
 def check_training_data(trainer: Any) -> None:
-    """Check the Trainer's four arrays once: finite inputs (the labels are checked at every step)."""
+    """Check the Trainer's four arrays once, before the first step: finite inputs, and labels in
+    range / valid one-hot rows for the network's number of classes.
+
+    The layers check each batch's labels too, but the epoch evaluation (arg-max comparisons) would
+    silently count an out-of-range label as a miss, and a bad sample may not be drawn for a while.
+    """
+    from zerodl._validate import check_labels
+
     for name in ("x_train", "x_test"):
         check_finite_data(getattr(trainer, name), "Trainer", name)
+    classes = _output_size(trainer.network)
+    if classes is None:
+        return
+    for name in ("t_train", "t_test"):
+        t = np.asarray(getattr(trainer, name))
+        check_labels(t, t.shape[0] if t.ndim else 0, classes, f"Trainer: {name}", np.dtype(np.float64))
 
 
 # -- capturing and restoring the state ------------------------------------------------------------
