@@ -1,0 +1,90 @@
+"""Determinism: the same seed on the same backend and machine gives bit-identical parameters after
+training (fused MLP step, batch norm + dropout, convolution); the two backends agree to rounding
+only; and no compiled kernel runs an order-dependent parallel loop (the guard below fails the day one
+is added without a deterministic switch)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import zerodl
+from zerodl import kernels
+from zerodl.datasets import load_digits
+from zerodl.trainer import Trainer
+
+from .helpers import TOLERANCES
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(), load_digits(flatten=False)
+
+
+def _net(kind, dtype):
+    if kind == "two-layer":
+        return zerodl.TwoLayerNet(64, 32, 10, dtype=dtype, seed=5)
+    if kind == "extend":
+        return zerodl.MultiLayerNetExtend(64, [24, 24], 10, use_batchnorm=True, use_dropout=True,
+                                          dropout_ration=0.2, dtype=dtype, seed=5)
+    return zerodl.SimpleConvNet(input_dim=(1, 8, 8), conv_param={"filter_num": 4, "filter_size": 3},
+                                hidden_size=16, output_size=10, dtype=dtype, seed=5)
+
+
+def _train(digits, kind, dtype, steps=None):
+    flat, image = digits
+    (xtr, ttr), (xte, tte) = image if kind == "conv" else flat
+    net = _net(kind, dtype)
+    trainer = Trainer(net, xtr[:400], ttr[:400], xte[:100], tte[:100], epochs=2, mini_batch_size=40,
+                      optimizer="adam", optimizer_param={"lr": 3e-3}, verbose=False, seed=11)
+    if steps is None:
+        trainer.train()
+    else:
+        for _ in range(steps):
+            trainer.train_step()
+    return trainer
+
+
+@pytest.mark.parametrize("kind", ["two-layer", "extend", "conv"])
+def test_same_seed_same_backend_is_bit_identical(backend, digits, kind, dtype):
+    a = _train(digits, kind, dtype)
+    b = _train(digits, kind, dtype)
+    for key, value in a.network.params.items():
+        assert value.dtype == dtype
+        np.testing.assert_array_equal(b.network.params[key], value, err_msg=key)
+    for key, value in a.network.buffers().items():
+        np.testing.assert_array_equal(b.network.buffers()[key], value, err_msg=key)
+    assert a.train_loss_list == b.train_loss_list and a.test_acc_list == b.test_acc_list
+
+
+@pytest.mark.parametrize("kind", ["two-layer", "extend", "conv"])
+def test_backends_agree_to_rounding(digits, kind, dtype):
+    """Not bit for bit (different summation orders, BLAS through scipy in numba code), but within
+    the float tolerance table after a few steps (rounding differences grow with training)."""
+    results = {}
+    for backend in zerodl.BACKENDS:
+        with zerodl.use_backend(backend):
+            results[backend] = _train(digits, kind, dtype, steps=3).network.params
+    tol = TOLERANCES[np.dtype(dtype)]
+    for key, value in results["numpy"].items():
+        np.testing.assert_allclose(results["numba"][key], value, rtol=tol["rtol"] * 100, atol=tol["atol"] * 100,
+                                   err_msg=key)
+
+
+def _dispatchers():
+    for module in kernels.MODULES:
+        for name, obj in vars(module).items():
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                yield f"{module.__name__}.{name}", obj
+
+
+def test_no_compiled_kernel_runs_parallel_loops():
+    """Every kernel is serial, so its loops run in a fixed order and results do not depend on the
+    thread count. A kernel compiled with parallel=True (prange reductions are order-dependent) must
+    come with a deterministic switch and an entry in the README's determinism notes."""
+    found = dict(_dispatchers())
+    assert len(found) > 20, "the scan must see the compiled kernels"
+    parallel = sorted(name for name, d in found.items() if d.targetoptions.get("parallel"))
+    assert parallel == [], f"parallel kernels without a deterministic switch: {parallel}"
+    assert all(not d.targetoptions.get("fastmath") for d in found.values())
