@@ -26,9 +26,14 @@ ACCURACY = re.compile(r"^test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)$", re.MULTIL
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory):
-    """Environment of every subprocess: one shared numba cache, unbuffered output, no user data dir."""
+    """Environment of every subprocess: one shared numba cache, unbuffered output, no user data dir.
+
+    An existing ``NUMBA_CACHE_DIR`` (CI sets one for the whole run) is shared, else a session
+    directory: either way the subprocesses compile each kernel once, not once per command.
+    """
     env = dict(os.environ)
-    env["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba_cache"))
+    if not env.get("NUMBA_CACHE_DIR"):
+        env["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba_cache"))
     env["PYTHONUNBUFFERED"] = "1"
     env["ZERODL_DATA_DIR"] = str(tmp_path_factory.mktemp("empty_data_dir"))
     env.pop("ZERODL_BACKEND", None)
