@@ -477,6 +477,12 @@ def _add_backend_argument(p: argparse.ArgumentParser, default: str | None) -> No
                    help=f"kernel backend (default {default or 'every backend in turn'})")
 
 
+def _add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="limit BLAS and numba to N threads (default: the libraries' own; on a busy "
+                        "machine 1 avoids thread pools fighting over the cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``zerodl`` argument parser, plug-in subcommands included."""
     from zerodl import __version__
@@ -515,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="L2 weight decay lambda (mlp only, default 0)")
     _add_backend_argument(p, get_backend())
+    _add_threads_argument(p)
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="parameter dtype (default float64, as the book)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
@@ -538,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a .npz file written by zerodl")
     _add_data_arguments(p, None)
     _add_backend_argument(p, get_backend())
+    _add_threads_argument(p)
     p.add_argument("--plot", metavar="CONFUSION.png", default=None, help="save the confusion matrix here")
     p.add_argument("--misclassified-png", metavar="WRONG.png", default=None,
                    help="save a grid of misclassified test images (the book's ch. 8 picture)")
@@ -548,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "differences on a few samples, per parameter; exit 1 when a "
                                    "difference exceeds atol + rtol * max|numerical gradient|.")
     _add_backend_argument(p, None)
+    _add_threads_argument(p)
     _add_data_arguments(p, "digits")
     p.add_argument("--samples", type=_positive_int, default=3, help="samples in the batch (default 3)")
     p.add_argument("--hidden", type=_positive_int, default=50, help="hidden size (default 50)")
@@ -597,7 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        threads = getattr(args, "threads", None)
+        if threads is None:
+            return int(args.func(args) or 0)
+        from zerodl.threads import num_threads
+
+        with num_threads(threads):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\nzerodl: interrupted", file=sys.stderr)
         return 130
