@@ -20,9 +20,9 @@ transposes around ``im2col`` / ``col2im``). The Numba twins never build the tran
 copy patches into a per-chunk ``(K, columns)`` matrix whose product with ``W (FN, K)`` is already in
 output order, and scatter it with the bias in one compiled pass (details above ``_patches``). The
 matrix products of both twins go to NumPy's BLAS (one thread pool per process; see NUMBA-NOTES;
-BLAS inside njit would load SciPy's second OpenBLAS pool), so the twins differ only by the rounding
-of differently blocked products; the bias gradient and the ``col2im`` summation order match the
-book's exactly.
+BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limited to one thread
+while it runs (:class:`_OneBlasThread`), so the twins differ only by the rounding of differently
+blocked products; the bias gradient and the ``col2im`` summation order match the book's exactly.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def conv_backward_numpy(
 # (oh, ow). Unit stride uses the "wide grid" (R = Wp, the padded width, L = OH·Wp): each filter
 # tap is then ONE contiguous run of the padded image, at the price of FW - 1 junk columns per
 # output row that the products compute and the scatter drops. Other strides use R = OW, L = OH·OW
-# and copy tap rows one output row at a time. Chunks keep each BLAS call large (few calls, so
-# OpenBLAS threads are woken less often than with one call per image) while buf stays in L2,
-# instead of the book's whole (N·P, K) col going through memory.
+# and copy tap rows one output row at a time. Chunks amortise the per-call costs (Python, BLAS
+# dispatch) over several images while buf stays in L2, instead of the book's whole (N·P, K) col
+# going through memory. The products run on one BLAS thread (see _OneBlasThread).
 
 #: Bytes of patch matrix per chunk (see above); a module constant, not read inside kernels.
 #: Measured (1 BLAS thread, batch 100, the books' layers): 128-512 KiB best — the chunk's patches
