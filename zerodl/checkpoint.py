@@ -555,20 +555,20 @@ def _explain(trainer: Any, loss: float, bad_after: list[str], largest: tuple[flo
             huge = [f"x_train[{i}]" for i in sorted({int(i) for i in np.asarray(batch_mask)[row_max > 1e30]})]
         if huge:
             return (huge + [f"grad:{n}" for n in bad_grads],
-                    f"the gradient of {listed} is not finite: input samples {', '.join(huge[:5])} hold values "
-                    f"up to {float(row_max.max()):.3g}, which overflow the forward pass (scale the inputs)")
+                    (f"the gradient of {listed} is not finite: input samples {', '.join(huge[:5])} hold values "
+                    f"up to {float(row_max.max()):.3g}, which overflow the forward pass (scale the inputs)"))
         return ([f"grad:{n}" for n in bad_grads],
-                f"the gradient of {listed} is not finite; the training diverged (lower the learning "
-                f"rate, use weight decay or batch normalisation)")
+                (f"the gradient of {listed} is not finite; the training diverged (lower the learning "
+                f"rate, use weight decay or batch normalisation)"))
     if bad_after:
         return ([f"update:{n}" for n in bad_after],
-                f"the gradients were finite{grad_error} but the {type(trainer.optimizer).__name__} update made "
-                f"{', '.join(bad_after)} non-finite (learning rate {getattr(trainer.optimizer, 'lr', '?')} too large?)")
+                (f"the gradients were finite{grad_error} but the {type(trainer.optimizer).__name__} update made "
+                f"{', '.join(bad_after)} non-finite (learning rate {getattr(trainer.optimizer, 'lr', '?')} too large?)"))
     if largest[0] > 1e30:  # finite but absurd: the forward pass after the update overflowed
         return ([f"update:{largest[1]}"],
-                f"the gradients were finite{grad_error} but the {type(trainer.optimizer).__name__} update left "
+                (f"the gradients were finite{grad_error} but the {type(trainer.optimizer).__name__} update left "
                 f"parameters so large that the forward pass overflows (largest |{largest[1]}| = {largest[0]:.3g}; "
-                f"learning rate {getattr(trainer.optimizer, 'lr', '?')} too large?)")
+                f"learning rate {getattr(trainer.optimizer, 'lr', '?')} too large?)"))
     return ["loss"], f"parameters and gradients are finite but the loss is {loss}{grad_error}"
 
 
