@@ -174,6 +174,46 @@ def test_checkpoint_arguments_are_validated(digits, tmp_path):
         _trainer(digits, checkpoint_path=tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
+def test_ctrl_c_writes_a_final_checkpoint_that_resumes_bit_identically(digits, tmp_path):
+    path = tmp_path / "run.ckpt"
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        def press_ctrl_c(trainer, epoch, logs):
+            if epoch == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # honoured at the end of this step
+
+        stopped = _trainer(digits, checkpoint_path=path, checkpoint_every=1000, callbacks=[press_ctrl_c]).train()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.interrupted
+    assert ck.read_checkpoint(path)[0]["trainer"]["current_iter"] == stopped.current_iter == 28
+    resumed = _trainer(digits, checkpoint_path=path)
+    resumed.resume()
+    resumed.train()
+    _assert_same_run(_trainer(digits).train(), resumed)
+
+
+def test_interrupt_inside_a_step_keeps_the_last_consistent_checkpoint(digits, tmp_path):
+    """A KeyboardInterrupt in the middle of a step (a second Ctrl-C, here raised from the epoch
+    evaluation) may leave the step half-recorded: no final checkpoint is written from that state,
+    the last periodic one stays, and resuming from it still reproduces the uninterrupted run."""
+    path = tmp_path / "run.ckpt"
+
+    def interrupt(trainer, epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    stopped = _trainer(digits, checkpoint_path=path, checkpoint_every=10, callbacks=[interrupt]).train()
+    assert stopped.interrupted and stopped.current_iter == 28
+    assert ck.read_checkpoint(path)[0]["trainer"]["current_iter"] == 20
+    resumed = _trainer(digits, checkpoint_path=path)
+    resumed.resume()
+    resumed.train()
+    _assert_same_run(_trainer(digits).train(), resumed)
+
+
 # -- SIGKILL mid-run ------------------------------------------------------------------------------
 _SCRIPT = textwrap.dedent("""
     import sys

@@ -83,10 +83,14 @@ def digits():
     return load_digits()
 
 
-def _run(digits, steps=None, x_train=None, weight_init_std=0.01, **kw):
+def _run(digits, steps=None, x_train=None, weight_init_std=0.01, net_kind="two-layer", **kw):
     (xtr, ttr), (xte, tte) = digits
     kw.setdefault("optimizer", "sgd")
-    net = zerodl.TwoLayerNet(64, 20, 10, weight_init_std=weight_init_std, seed=0)
+    if net_kind == "two-layer":  # the fused step
+        net = zerodl.TwoLayerNet(64, 20, 10, weight_init_std=weight_init_std, seed=0)
+    else:  # layer by layer, with Dropout generators the replay must rewind
+        net = zerodl.MultiLayerNetExtend(64, [20], 10, weight_init_std=weight_init_std, use_dropout=True,
+                                         dropout_ration=0.3, seed=0)
     trainer = Trainer(net, xtr if x_train is None else x_train, ttr, xte, tte, epochs=5,
                       mini_batch_size=50, verbose=False, seed=7, **kw)
     if steps is None:
@@ -105,9 +109,10 @@ def _first_draw(seed, n, batch, index):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("record_loss", ["after_update", "before_update"])
+@pytest.mark.parametrize("record_loss, net_kind", [("after_update", "two-layer"), ("before_update", "two-layer"),
+                                                   ("after_update", "dropout")])
 def test_overflowing_sample_names_step_and_gradients_and_keeps_last_good_params(
-        backend, digits, monkeypatch, record_loss):
+        backend, digits, monkeypatch, record_loss, net_kind):
     # Snapshots every 4 steps: the guard must replay across several steps to find the culprit.
     monkeypatch.setattr(ck.NonFiniteGuard, "snapshot_every", 4)
     (xtr, _), _ = digits
@@ -117,7 +122,8 @@ def test_overflowing_sample_names_step_and_gradients_and_keeps_last_good_params(
                and _first_draw(7, len(x), 50, i) % 4)
     failing = _first_draw(7, len(x), 50, bad)
     x[bad] = np.finfo(np.float64).max / 2  # finite (passes the data check); x @ W1 overflows
-    trainer = _run(digits, x_train=x, weight_init_std=1.0, optimizer_param={"lr": 0.1}, record_loss=record_loss)
+    trainer = _run(digits, x_train=x, weight_init_std=1.0, optimizer_param={"lr": 0.1}, record_loss=record_loss,
+                   net_kind=net_kind)
     with pytest.raises(ck.NonFiniteError) as info:
         trainer.train()
     err = info.value
@@ -130,10 +136,13 @@ def test_overflowing_sample_names_step_and_gradients_and_keeps_last_good_params(
     assert len(trainer.train_loss_list) == failing
     # The parameters are exactly those of a run stopped just before the failing step.
     reference = _run(digits, steps=failing, x_train=x, weight_init_std=1.0, optimizer_param={"lr": 0.1},
-                     record_loss=record_loss)
+                     record_loss=record_loss, net_kind=net_kind)
     for key, value in reference.network.params.items():
         np.testing.assert_array_equal(trainer.network.params[key], value, err_msg=key)
     assert trainer.rng.bit_generator.state == reference.rng.bit_generator.state
+    for name, layer in reference.network.layers.items():
+        if hasattr(layer, "rng"):  # the Dropout generators are rewound too
+            assert trainer.network.layers[name].rng.bit_generator.state == layer.rng.bit_generator.state
     assert trainer.train_loss_list == reference.train_loss_list
 
 
