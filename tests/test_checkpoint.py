@@ -214,6 +214,21 @@ def test_interrupt_inside_a_step_keeps_the_last_consistent_checkpoint(digits, tm
     _assert_same_run(_trainer(digits).train(), resumed)
 
 
+def test_cli_resume_continues_to_the_uninterrupted_result(backend, tmp_path, capsys):
+    from zerodl import cli
+
+    common = ["train", "--hidden", "16", "--batch-size", "50", "--backend", backend, "--seed", "3"]
+    ckpt = str(tmp_path / "run.ckpt")
+    assert cli.main([*common, "--epochs", "2", "--checkpoint", ckpt, "--checkpoint-every", "7"]) == 0
+    assert cli.main([*common, "--epochs", "3", "--checkpoint", ckpt, "--resume",
+                     "--save", str(tmp_path / "resumed.npz")]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert cli.main([*common, "--epochs", "3", "--save", str(tmp_path / "straight.npz")]) == 0
+    resumed, straight = zerodl.load_network(tmp_path / "resumed.npz"), zerodl.load_network(tmp_path / "straight.npz")
+    for key, value in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[key], value, err_msg=key)
+
+
 # -- SIGKILL mid-run ------------------------------------------------------------------------------
 _SCRIPT = textwrap.dedent("""
     import sys
