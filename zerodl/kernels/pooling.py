@@ -69,6 +69,48 @@ def max_pool_backward_numpy(
 
 # ----------------------------------------------------------------------------- compiled kernels
 @jit
+def _any_nan(x):
+    # One vectorised pass (about a fifth of the pooling itself): lets the common NaN-free case
+    # take the 4x faster _max_pool_2x2_finite.
+    flat = x.reshape(-1)
+    found = False
+    for i in range(flat.size):
+        found |= np.isnan(flat[i])
+    return found
+
+
+@jit
+def _max_pool_2x2_finite(x, out, arg_max):
+    # _max_pool_2x2 for NaN-free input: with no NaN, "first maximum" is a plain chain of strict
+    # comparisons, which LLVM turns into vector selects.
+    n_img, n_ch = x.shape[0], x.shape[1]
+    out_h, out_w = out.shape[2], out.shape[3]
+    for n in range(n_img):
+        for c in range(n_ch):
+            for oh in range(out_h):
+                r0 = x[n, c, 2 * oh]
+                r1 = x[n, c, 2 * oh + 1]
+                o = out[n, c, oh]
+                a = arg_max[n, c, oh]
+                for ow in range(out_w):
+                    v0 = r0[2 * ow]
+                    v1 = r0[2 * ow + 1]
+                    v2 = r1[2 * ow]
+                    v3 = r1[2 * ow + 1]
+                    t = v1 > v0
+                    best = v1 if t else v0
+                    k = 1 if t else 0
+                    t = v2 > best
+                    best = v2 if t else best
+                    k = 2 if t else k
+                    t = v3 > best
+                    best = v3 if t else best
+                    k = 3 if t else k
+                    o[ow] = best
+                    a[ow] = k
+
+
+@jit
 def _max_pool_2x2(x, out, arg_max):
     # The books' only pooling (2x2 windows, stride 2, no padding), unrolled: ~2.5x faster than the
     # general loop. Same first-maximum / NaN rule as _max_pool_forward.
@@ -106,7 +148,10 @@ def _max_pool_forward(x, ph, pw, stride, pad, out, arg_max):
     out_h, out_w = out.shape[2], out.shape[3]
     zero = x.dtype.type(0)
     if ph == 2 and pw == 2 and stride == 2 and pad == 0:
-        _max_pool_2x2(x, out, arg_max)
+        if _any_nan(x):
+            _max_pool_2x2(x, out, arg_max)
+        else:
+            _max_pool_2x2_finite(x, out, arg_max)
         return
     for n in range(n_img):
         for c in range(n_ch):
