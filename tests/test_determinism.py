@@ -5,6 +5,8 @@ is added without a deterministic switch)."""
 
 from __future__ import annotations
 
+import inspect
+
 import numba
 import numpy as np
 import pytest
@@ -83,6 +85,13 @@ def test_no_compiled_kernel_runs_parallel_loops():
     """Every kernel is serial, so its loops run in a fixed order and results do not depend on the
     thread count. A kernel compiled with parallel=True (prange reductions are order-dependent) must
     come with a deterministic switch and an entry in the README's determinism notes."""
+    # The source, in every mode (NUMBA_DISABLE_JIT=1 leaves plain functions to inspect) ...
+    for module in kernels.MODULES:
+        source = inspect.getsource(module)
+        assert "prange" not in source and "parallel=True" not in source, module.__name__
+    if numba.config.DISABLE_JIT:
+        return
+    # ... and the compiled dispatchers' own options.
     found = dict(_dispatchers())
     assert len(found) > 20, "the scan must see the compiled kernels"
     parallel = sorted(name for name, d in found.items() if d.targetoptions.get("parallel"))
