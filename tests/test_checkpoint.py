@@ -149,6 +149,44 @@ def test_checkpoint_of_another_run_is_refused_and_changes_nothing(digits, tmp_pa
         np.testing.assert_array_equal(net.params[key], value)
 
 
+def _tampered(path, edit):
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop(ck.META_KEY)[()]))
+    edit(meta)
+    np.savez(path, **{ck.META_KEY: np.array(json.dumps(meta))}, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda m: m["rng"].update(trainer={"bit_generator": "PCG64", "state": "x"}), "cannot restore the generator"),
+    (lambda m: m["rng"]["layers"].pop("Dropout1"), "generator states for layers"),
+    (lambda m: m["optimizer"]["hyperparams"].update(update=1.0), "optimizer hyper-parameters"),
+    (lambda m: m["optimizer"]["hyperparams"].update(lr=float("nan")), "finite number"),
+    (lambda m: m["trainer"]["train_loss_list"].pop(), "recorded losses"),
+    (lambda m: m["trainer"].update(current_epoch=7), "accuracy lists"),
+    (lambda m: m["trainer"].update(train_time="soon"), "train_time"),
+    (lambda m: m.update(format_version=99), "format version 99"),
+    (lambda m: m.update(trainer=[]), "'trainer' is missing or not an object"),
+])
+def test_tampered_checkpoint_metadata_is_refused_and_changes_nothing(digits, tmp_path, edit, fragment):
+    source = _trainer(digits)
+    for _ in range(3):
+        source.train_step()
+    path = _tampered(ck.save_checkpoint(source, tmp_path / "c.npz"), edit)
+    target = _trainer(digits)
+    before = ({k: v.copy() for k, v in target.network.params.items()}, target.rng.bit_generator.state,
+              [layer.rng.bit_generator.state for layer in target.network.layers.values() if hasattr(layer, "rng")])
+    with pytest.raises(ck.CheckpointError, match=fragment):
+        target.resume(path)
+    assert target.current_iter == 0 and target.optimizer.iter == 0 and target.optimizer.lr == 1e-3
+    for key, value in before[0].items():
+        np.testing.assert_array_equal(target.network.params[key], value)
+    assert target.rng.bit_generator.state == before[1]
+    assert [layer.rng.bit_generator.state for layer in target.network.layers.values()
+            if hasattr(layer, "rng")] == before[2]
+
+
 def test_missing_and_damaged_checkpoints(digits, tmp_path):
     trainer = _trainer(digits)
     assert trainer.resume(tmp_path / "absent.npz") is False  # a first run starts afresh

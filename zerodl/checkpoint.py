@@ -275,12 +275,18 @@ def _validate_meta(meta: Any, arrays: Mapping[str, np.ndarray], where: str) -> N
             raise _fail(where, f"trainer.{key} must be a list of numbers")
     if len(state["train_loss_list"]) != state["current_iter"]:
         raise _fail(where, f"{len(state['train_loss_list'])} recorded losses for {state['current_iter']} iterations")
+    if not len(state["train_acc_list"]) == len(state["test_acc_list"]) == state["current_epoch"]:
+        raise _fail(where, f"accuracy lists of {len(state['train_acc_list'])} and {len(state['test_acc_list'])} "
+                           f"entries for {state['current_epoch']} epochs")
+    train_time = state.get("train_time")
+    if not isinstance(train_time, (int, float)) or isinstance(train_time, bool) or not train_time >= 0:
+        raise _fail(where, f"trainer.train_time must be a number >= 0, got {train_time!r}")
     if not isinstance(state.get("history"), list) or not all(isinstance(h, dict) for h in state["history"]):
         raise _fail(where, "trainer.history must be a list of objects")
     opt = meta["optimizer"]
     if not isinstance(opt.get("class"), str) or not isinstance(opt.get("hyperparams"), dict) \
-            or not isinstance(opt.get("iter"), int) or not isinstance(opt.get("state"), dict):
-        raise _fail(where, "optimizer metadata must hold class, hyperparams, iter and state")
+            or not isinstance(opt.get("iter"), int) or opt["iter"] < 0 or not isinstance(opt.get("state"), dict):
+        raise _fail(where, "optimizer metadata must hold class, hyperparams, iter (>= 0) and state")
     for key, value in opt["hyperparams"].items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise _fail(where, f"optimizer hyper-parameter {key!r} must be a finite number, got {value!r}")
@@ -292,11 +298,13 @@ def _validate_meta(meta: Any, arrays: Mapping[str, np.ndarray], where: str) -> N
             raise _fail(where, f"array {name!r} has dtype {value.dtype}, expected floats")
 
 
-def _set_generator(gen: np.random.Generator, state: Any, what: str, where: str) -> None:
+def _set_generator(gen: np.random.Generator | np.random.BitGenerator, state: Any, what: str, where: str) -> None:
+    """Set a generator's state; ``gen`` may be a fresh bit generator, to check a state without harm."""
+    bit_generator = gen if isinstance(gen, np.random.BitGenerator) else gen.bit_generator
     try:
-        gen.bit_generator.state = _from_json(state)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise _fail(where, f"cannot restore the generator of {what} ({type(gen.bit_generator).__name__}) "
+        bit_generator.state = _from_json(state)
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise _fail(where, f"cannot restore the generator of {what} ({type(bit_generator).__name__}) "
                            f"from the saved state: {exc}") from None
 
 
@@ -311,6 +319,10 @@ def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np
         raise _fail(where, f"holds a {saved_net.get('class')}, the Trainer trains a {type(net).__name__}")
     if saved_opt["class"] != type(opt).__name__:
         raise _fail(where, f"holds {saved_opt['class']} state, the Trainer uses {type(opt).__name__}")
+    if set(saved_opt["hyperparams"]) != set(opt.hyperparams()):
+        # load_state_dict sets each of them as an attribute: only the optimizer's own names pass.
+        raise _fail(where, f"optimizer hyper-parameters {sorted(saved_opt['hyperparams'])} are not "
+                           f"{type(opt).__name__}'s {sorted(opt.hyperparams())}")
     if (state["train_size"], state["batch_size"]) != (trainer.train_size, trainer.batch_size):
         raise _fail(where, f"was written for {state['train_size']} training samples in batches of "
                            f"{state['batch_size']}; this Trainer has {trainer.train_size} in batches of "
@@ -338,6 +350,11 @@ def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np
     if set(saved_layers) != set(generators):
         raise _fail(where, f"holds generator states for layers {sorted(saved_layers)}, the network's "
                            f"layers with generators are {sorted(generators)}")
+    # Generator states tried on fresh bit generators of the same kinds first: nothing is written
+    # unless everything fits.
+    _set_generator(type(trainer.rng.bit_generator)(), meta["rng"]["trainer"], "the Trainer's batches", where)
+    for name, gen in generators.items():
+        _set_generator(type(gen.bit_generator)(), saved_layers[name], f"layer {name}", where)
     # Names, shapes and dtypes (strict: a resume must continue bit for bit) checked, then copied.
     try:
         copy_into(net, params, buffers, path=where, strict_dtype=True)
