@@ -97,3 +97,22 @@ def test_no_compiled_kernel_runs_parallel_loops():
     parallel = sorted(name for name, d in found.items() if d.targetoptions.get("parallel"))
     assert parallel == [], f"parallel kernels without a deterministic switch: {parallel}"
     assert all(not d.targetoptions.get("fastmath") for d in found.values())
+
+
+def test_fixed_blas_thread_count_is_reproducible_at_mnist_size(backend):
+    """BLAS splits large products across threads, and 1 vs 2 threads may round differently
+    (measured: ~2e-16 after 40 steps). With the thread count fixed (``zerodl.num_threads(n)``,
+    ``set_num_threads`` or ``OPENBLAS_NUM_THREADS``), runs are bit-identical."""
+    rng = np.random.default_rng(0)
+    x, t = rng.random((1000, 784)), rng.integers(0, 10, 1000)
+
+    def run():
+        with zerodl.num_threads(2):
+            trainer = Trainer(zerodl.TwoLayerNet(784, 50, 10, seed=0), x, t, x[:100], t[:100], epochs=2,
+                              mini_batch_size=100, optimizer="adam", optimizer_param={"lr": 1e-3},
+                              verbose=False, seed=1)
+            return trainer.train().network.params
+
+    a, b = run(), run()
+    for key, value in a.items():
+        np.testing.assert_array_equal(b[key], value, err_msg=key)
