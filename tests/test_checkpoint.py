@@ -313,7 +313,12 @@ def test_sigkill_mid_run_then_resume_completes_bit_identical(tmp_path, tmp_path_
         deadline = time.monotonic() + 60
         while not ckpt.exists() and victim.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.3)  # let it write a few hundred more checkpoints
+        # While it rewrites the checkpoint at every step, a reader never finds a partial file.
+        iterations = []
+        until = time.monotonic() + 0.4
+        while time.monotonic() < until:
+            iterations.append(ck.read_checkpoint(ckpt)[0]["trainer"]["current_iter"])
+        assert iterations and iterations == sorted(iterations), iterations
         assert victim.poll() is None, f"the run ended before it could be killed: {victim.communicate()}"
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
