@@ -1,8 +1,8 @@
 """How many threads zerodl computes with: the BLAS libraries and numba's parallel kernels.
 
 A zerodl process can hold several thread pools at once: NumPy's OpenBLAS (the products of the NumPy
-backend and of the layers), SciPy's OpenBLAS (a different library: numba's ``np.dot`` inside the
-fused training step calls it), numba's own pool (``parallel=True`` kernels) and, when PyTorch is
+backend, of the layers and of the fused training step), SciPy's OpenBLAS (a different library:
+``np.dot`` inside any numba-compiled function calls it), numba's own pool (``parallel=True`` kernels) and, when PyTorch is
 imported, its OpenMP pool. On a small machine pools that busy-wait for work fight over the cores
 and a step can become many times slower, so :func:`num_threads` limits them all together:
 
