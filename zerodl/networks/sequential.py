@@ -165,8 +165,8 @@ class Sequential:
         Returns the loss of the forward pass on this batch **before** the update (weight decay
         included), and leaves in :attr:`params` what ``optimizer.update(net.params,
         net.gradient(x, t))`` would, to rounding. Affine/ReLU/Sigmoid stacks ending in
-        SoftmaxWithLoss run fused (one compiled call on the numba backend, buffers reused across
-        steps); other networks run ``gradient`` + ``update``. See
+        SoftmaxWithLoss run fused (on the numba backend one compiled call between two matrix
+        products, buffers reused across steps); other networks run ``gradient`` + ``update``. See
         :func:`zerodl.kernels.train_step.sequential_train_step`.
         """
         from zerodl.kernels.train_step import sequential_train_step
