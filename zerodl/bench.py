@@ -896,7 +896,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", action="append", choices=("float32", "float64"),
                    help="kernel dtype (repeatable; default both, quick float64)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
-    p.add_argument("--only", choices=("kernels", "steps"), help="measure only one section")
+    p.add_argument("--only", choices=("kernels", "steps", "ch5"),
+                   help="measure only one section (ch5: only the chapter 5 run, implies --ch5)")
     p.add_argument("--ch5", action="store_true", help="add the book's chapter 5 training run end to end")
     p.add_argument("--ch5-iters", type=int, help="iterations of the ch5 run (default 10000, quick 300)")
     p.add_argument("--ch5-data", choices=("mnist", "random"), default=None,
@@ -918,7 +919,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.only:
         overrides["kernels"] = args.only == "kernels"
         overrides["steps"] = args.only == "steps"
-    overrides["ch5"] = bool(args.ch5)
+    overrides["ch5"] = bool(args.ch5) or args.only == "ch5"
     mnist_dir = args.mnist_dir or os.environ.get("ZERODL_MNIST_DIR") or str(MNIST_DIR_DEFAULT)
     overrides["mnist_dir"] = mnist_dir
     found = (Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").exists()
