@@ -24,3 +24,25 @@ def test_saturates_without_nan(dtype):
     out, _ = assert_backends_agree("sigmoid_forward", x)
     assert np.all(np.isfinite(out))
     assert out[0] == 0 and out[2] == 0.5 and out[-1] == 1
+
+
+def test_whole_range_nan_and_inf(dtype):
+    # The numba twin computes exp itself (range reduction + series): check it over the whole range,
+    # through the saturation points (-x beyond 709.78 overflows, beyond -745 underflows) and
+    # chunk boundaries (the length is not a multiple of the kernel's chunk of 512).
+    x = np.concatenate([np.linspace(-800, 800, 100_003), [np.nan, np.inf, -np.inf, -0.0, 1e-300]])
+    x = x.astype(dtype)
+    with np.errstate(over="ignore"):
+        expected = 1 / (1 + np.exp(-x.astype(np.float64)))
+    _, out_nb = assert_backends_agree("sigmoid_forward", x)
+    finite = np.isfinite(expected)
+    rtol = 1e-15 if dtype == np.float64 else 2e-7
+    np.testing.assert_allclose(out_nb[finite], expected[finite].astype(dtype), rtol=rtol, atol=0)
+    assert np.isnan(out_nb[-5]) and out_nb[-4] == 1 and out_nb[-3] == 0
+
+
+def test_non_contiguous_and_nd(dtype):
+    rng = np.random.default_rng(3)
+    x = (8 * rng.standard_normal((7, 1030))).astype(dtype)[:, ::2]
+    out, _ = assert_backends_agree("sigmoid_forward", x)
+    assert out.shape == (7, 515) and out.dtype == dtype

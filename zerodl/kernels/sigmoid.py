@@ -24,11 +24,62 @@ def sigmoid_backward_numpy(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     return dout * (1.0 - out) * out
 
 
+# exp(y) = 2**k * exp(r), k = round(y / ln 2), |r| <= ln(2) / 2, exp(r) by its Taylor series to r**13
+# (truncation < 1e-17 relative). Written out instead of calling libm's exp so that LLVM vectorises
+# the loop: the scalar libm call made this kernel 2x slower than NumPy's SIMD exp. Results agree
+# with NumPy to a few ulp (float64) and are computed in float64 for float32 input, then rounded.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact for |k| < 2**11
+_LN2_LO = 1.90821492927058770002e-10
+_ROUND_SHIFT = 6755399441055744.0  # 1.5 * 2**52: y + shift rounds y to an integer in the low bits
+_CHUNK = 512
+
+
 @jit
-def _sigmoid_forward(x, out):
-    one = x.dtype.type(1)
-    for i in range(x.size):
-        out[i] = one / (one + np.exp(-x[i]))
+def _sigmoid_into(x, out):
+    """``out[i] = 1 / (1 + exp(-x[i]))`` for 1-d contiguous ``x``, ``out`` (``out`` may be ``x``)."""
+    shifted = np.empty(_CHUNK, np.float64)
+    shifted_bits = shifted.view(np.int64)
+    scale_bits = np.empty(_CHUNK, np.int64)
+    scale = scale_bits.view(np.float64)
+    e = np.empty(_CHUNK, np.float64)
+    for start in range(0, x.size, _CHUNK):
+        m = min(_CHUNK, x.size - start)
+        # Slices, not x[start + j]: a possibly negative index blocks vectorisation.
+        xs = x[start:start + m]
+        os = out[start:start + m]
+        for j in range(m):
+            # exp(-x) saturates to inf below -745 and to 0 above 710; NaN passes through min/max.
+            y = min(max(-np.float64(xs[j]), -746.0), 710.0)
+            t = y * _LOG2E + _ROUND_SHIFT
+            k = t - _ROUND_SHIFT
+            r = (y - k * _LN2_HI) - k * _LN2_LO
+            p = 1.0 / 6227020800.0
+            p = p * r + 1.0 / 479001600.0
+            p = p * r + 1.0 / 39916800.0
+            p = p * r + 1.0 / 3628800.0
+            p = p * r + 1.0 / 362880.0
+            p = p * r + 1.0 / 40320.0
+            p = p * r + 1.0 / 5040.0
+            p = p * r + 1.0 / 720.0
+            p = p * r + 1.0 / 120.0
+            p = p * r + 1.0 / 24.0
+            p = p * r + 1.0 / 6.0
+            p = p * r + 0.5
+            p = p * r + 1.0
+            p = p * r + 1.0
+            shifted[j] = t
+            e[j] = p
+        for j in range(m):
+            # 2**k as two normal powers of two, so k down to -1076 and up to 1024 scale correctly.
+            k_int = (shifted_bits[j] << 12) >> 12
+            half = k_int >> 1
+            scale_bits[j] = (half + 1023) << 52
+            e[j] = e[j] * scale[j]
+            scale_bits[j] = (k_int - half + 1023) << 52
+            e[j] = e[j] * scale[j]
+        for j in range(m):
+            os[j] = 1.0 / (1.0 + e[j])
 
 
 @jit
@@ -42,7 +93,7 @@ def sigmoid_forward_numba(x: np.ndarray) -> np.ndarray:
     """Compiled twin of :func:`sigmoid_forward_numpy`."""
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
-    _sigmoid_forward(x.reshape(-1), out.reshape(-1))
+    _sigmoid_into(x.reshape(-1), out.reshape(-1))
     return out
 
 

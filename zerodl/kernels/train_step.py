@@ -63,6 +63,7 @@ import math
 import numpy as np
 
 from zerodl.kernels._jit import jit
+from zerodl.kernels.sigmoid import _sigmoid_into
 
 OPS = ("mlp_train_step",)
 
@@ -320,7 +321,6 @@ def _bias_act(h, b, act):
     # One pass over the product's output: bias, then the activation, as the layers compute them.
     n, m = h.shape
     zero = h.dtype.type(0)
-    one = h.dtype.type(1)
     if act == 1:
         for i in range(n):
             for j in range(m):
@@ -330,7 +330,9 @@ def _bias_act(h, b, act):
     elif act == 2:
         for i in range(n):
             for j in range(m):
-                h[i, j] = one / (one + np.exp(-(h[i, j] + b[j])))
+                h[i, j] += b[j]
+        flat = h.reshape(-1)  # the step's buffers are C-contiguous
+        _sigmoid_into(flat, flat)
     else:
         for i in range(n):
             for j in range(m):
