@@ -82,6 +82,54 @@ def _sigmoid_into(x, out):
             os[j] = 1.0 / (1.0 + e[j])
 
 
+# The same in float32 arithmetic for float32 arrays (twice the vector width, a shorter series: r**7
+# leaves < 2e-9 relative truncation): within ~1 ulp of the exact value, closer than NumPy's float32.
+_LN2_HI_F32 = 0.693359375  # few mantissa bits, so k * _LN2_HI_F32 is exact in float32
+_LN2_LO_F32 = -2.12194440e-4
+_ROUND_SHIFT_F32 = 12582912.0  # 1.5 * 2**23
+
+
+@jit
+def _sigmoid_into_float32(x, out):
+    """``out[i] = 1 / (1 + exp(-x[i]))`` for 1-d contiguous float32 ``x``, ``out``."""
+    f = np.float32
+    shifted = np.empty(_CHUNK, np.float32)
+    shifted_bits = shifted.view(np.int32)
+    scale_bits = np.empty(_CHUNK, np.int32)
+    scale = scale_bits.view(np.float32)
+    e = np.empty(_CHUNK, np.float32)
+    log2e, ln2_hi, ln2_lo, shift = f(_LOG2E), f(_LN2_HI_F32), f(_LN2_LO_F32), f(_ROUND_SHIFT_F32)
+    lowest, highest, one = f(-104.0), f(89.0), f(1.0)  # exp saturates to 0 and inf beyond
+    for start in range(0, x.size, _CHUNK):
+        m = min(_CHUNK, x.size - start)
+        xs = x[start:start + m]
+        os = out[start:start + m]
+        for j in range(m):
+            y = min(max(-xs[j], lowest), highest)
+            t = y * log2e + shift
+            k = t - shift
+            r = (y - k * ln2_hi) - k * ln2_lo
+            p = f(1.0 / 5040.0)
+            p = p * r + f(1.0 / 720.0)
+            p = p * r + f(1.0 / 120.0)
+            p = p * r + f(1.0 / 24.0)
+            p = p * r + f(1.0 / 6.0)
+            p = p * r + f(0.5)
+            p = p * r + one
+            p = p * r + one
+            shifted[j] = t
+            e[j] = p
+        for j in range(m):
+            k_int = np.int32((shifted_bits[j] << 9) >> 9)
+            half = np.int32(k_int >> 1)
+            scale_bits[j] = np.int32((half + 127) << 23)
+            e[j] = e[j] * scale[j]
+            scale_bits[j] = np.int32((k_int - half + 127) << 23)
+            e[j] = e[j] * scale[j]
+        for j in range(m):
+            os[j] = one / (one + e[j])
+
+
 @jit
 def _sigmoid_backward(dout, out, dx):
     one = out.dtype.type(1)
@@ -93,7 +141,8 @@ def sigmoid_forward_numba(x: np.ndarray) -> np.ndarray:
     """Compiled twin of :func:`sigmoid_forward_numpy`."""
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
-    _sigmoid_into(x.reshape(-1), out.reshape(-1))
+    into = _sigmoid_into_float32 if x.dtype == np.float32 else _sigmoid_into
+    into(x.reshape(-1), out.reshape(-1))
     return out
 
 
