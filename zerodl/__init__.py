@@ -15,6 +15,7 @@ from zerodl.networks import (
 from zerodl.io import load_network, save_network
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from zerodl.threads import get_num_threads, num_threads, set_num_threads
+from zerodl.allocator import tune_malloc
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,6 @@ __all__ = [
     "SimpleConvNet", "DeepConvNet",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "load_network", "save_network",
-    "num_threads", "set_num_threads", "get_num_threads",
+    "num_threads", "set_num_threads", "get_num_threads", "tune_malloc",
     "__version__",
 ]

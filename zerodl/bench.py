@@ -12,6 +12,8 @@ How it measures, and why:
   PyTorch's OpenMP) busy-wait against each other on a small machine, so every contender gets its own
   process, limited to the same ``--threads`` (:func:`zerodl.threads.set_num_threads`,
   ``torch.set_num_threads``).
+* **The allocator of the zerodl command.** Every worker calls :func:`zerodl.tune_malloc` (large
+  freed blocks kept for reuse instead of being faulted in again each step), as ``zerodl train`` does.
 * **Interleaved rounds, medians.** The workers start once (imports, JIT warm-up), then the parent
   asks them in turn, one at a time, for a round of measurements, rotating the order every round and
   pausing between contenders so the previous one's threads go back to sleep. Each case reports the
@@ -33,7 +35,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import platform
 import statistics
@@ -575,8 +576,11 @@ def _blas_cases(config: BenchConfig) -> dict[str, Callable[[], Any]]:
 
 def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     """``(cases, meta)``: the callables a worker times and what the table needs to know about them."""
+    from zerodl.allocator import tune_malloc
+
     cases: dict[str, Callable[[], Any]] = {}
-    meta: dict[str, Any] = {"skipped_ops": {}, "ch5": None}
+    # Every contender with the same allocator settings: what the zerodl command runs with.
+    meta: dict[str, Any] = {"skipped_ops": {}, "ch5": None, "malloc_tuned": tune_malloc()}
     if contender == "torch":
         import torch
 
@@ -833,7 +837,7 @@ def _x(v: float | None) -> str:
 
 def _table(header: Sequence[str], body: list[Sequence[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
                                for i, (c, w) in enumerate(zip(r, widths)))
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import warnings
@@ -605,6 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zerodl`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ.get("ZERODL_TUNE_MALLOC", "1") != "0":
+        from zerodl.allocator import tune_malloc
+
+        tune_malloc()  # freed step-sized blocks are reused, not faulted in again (zerodl.allocator)
     try:
         threads = getattr(args, "threads", None)
         if threads is None:
