@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers import assert_backends_agree, tolerance
+from zerodl import kernels
 
 dims = st.integers(1, 9)
 
@@ -29,4 +30,11 @@ def test_backward_twins_agree(n, d, h, seed):
         W = rng.standard_normal((d, h)).astype(dtype)
         (dx, dW, db), _ = assert_backends_agree("affine_backward", dout, x, W)
         assert dx.shape == (n, d) and dW.shape == (d, h) and db.shape == (h,)
+        # need_dx=False: no dx, the same dW and db (bit for bit: the same products).
+        for backend in ("numpy", "numba"):
+            full = kernels.get("affine_backward", backend)(dout, x, W)
+            none_dx, dW_only, db_only = kernels.get("affine_backward", backend)(dout, x, W, False)
+            assert none_dx is None
+            np.testing.assert_array_equal(dW_only, full[1])
+            np.testing.assert_array_equal(db_only, full[2])
         np.testing.assert_allclose(db, dout.sum(axis=0, dtype=np.float64), **tolerance(dtype))

@@ -65,6 +65,14 @@ def test_backward_twins_agree_and_match_naive(shape, seed):
             for name, g, r in zip(("dx", "dW", "db"), got, ref):
                 assert_close(g, r, what=f"conv_backward {backend} {name}")
                 assert g.flags.c_contiguous
+        # need_dx=False (a network's first layer): no dx, the same dW and db.
+        for backend, cache in (("numba", None), ("numpy", col)):
+            full = kernels.get("conv_backward", backend)(dout, x, W, cache, stride, pad)
+            none_dx, dW_only, db_only = kernels.get("conv_backward", backend)(dout, x, W, cache, stride, pad,
+                                                                              False)
+            assert none_dx is None
+            np.testing.assert_array_equal(dW_only, full[1])
+            np.testing.assert_array_equal(db_only, full[2])
         for a, orig in zip((dout, x, W, col), before):
             np.testing.assert_array_equal(a, orig)
         naive_grads = naive.conv_backward(dout, x, W, stride, pad)

@@ -24,10 +24,14 @@ def affine_forward_numpy(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndar
 
 
 def affine_backward_numpy(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reference: ``dx = dout @ W.T (N, D)``, ``dW = x.T @ dout (D, H)``, ``db = Σ_n dout (H,)``."""
-    dx = np.dot(dout, W.T)
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Reference: ``dx = dout @ W.T (N, D)``, ``dW = x.T @ dout (D, H)``, ``db = Σ_n dout (H,)``.
+
+    ``need_dx=False`` (a network's first layer, whose input needs no gradient) returns ``dx = None``
+    and skips its product.
+    """
+    dx = np.dot(dout, W.T) if need_dx else None
     dW = np.dot(x.T, dout)
     db = np.sum(dout, axis=0)
     return dx, dW, db
@@ -60,10 +64,10 @@ def affine_forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndar
 
 
 def affine_backward_numba(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`affine_backward_numpy` (same outputs, same dtype)."""
-    dx = np.dot(dout, W.T)
+    dx = np.dot(dout, W.T) if need_dx else None
     dW = np.dot(x.T, dout)
     db = np.empty(dout.shape[1], dtype=dout.dtype)
     _column_sums(dout, db)

@@ -61,10 +61,12 @@ def conv_backward_numpy(
     col: np.ndarray | None = None,
     stride: int = 1,
     pad: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Reference: the book's ``Convolution.backward`` → ``(dx, dW, db)``.
 
-    Uses the forward's ``col`` when given, else rebuilds it with ``im2col(x)``.
+    Uses the forward's ``col`` when given, else rebuilds it with ``im2col(x)``. ``need_dx=False``
+    (a network's first layer) returns ``dx = None`` and skips its product and ``col2im``.
     """
     FN, C, FH, FW = W.shape
     if col is None:
@@ -73,6 +75,8 @@ def conv_backward_numpy(
     db = np.sum(dout, axis=0)
     dW = np.dot(col.T, dout)
     dW = np.ascontiguousarray(dW.transpose(1, 0).reshape(FN, C, FH, FW))
+    if not need_dx:
+        return None, dW, db
     col_W = W.reshape(FN, -1).T
     dcol = np.dot(dout, col_W.T)
     dx = col2im_numpy(dcol, x.shape, FH, FW, stride, pad)
@@ -344,7 +348,8 @@ def conv_backward_numba(
     col: np.ndarray | None = None,
     stride: int = 1,
     pad: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`conv_backward_numpy`; ``col`` is ignored (patches are rebuilt).
 
     Chunk by chunk: rebuild the patches, ``dW += dout_chunk (FN, B·L) @ patchesᵀ`` and
@@ -360,9 +365,9 @@ def conv_backward_numba(
     db = np.zeros(FN, dtype=dout.dtype)
     dW = np.zeros((FN, plan.K), dtype=dout.dtype)
     dW_chunk = np.empty_like(dW)
-    dx = np.empty(x.shape, dtype=dout.dtype)
+    dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
     xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
-    dxpad = np.empty_like(xpad)
+    dxpad = np.empty_like(xpad) if need_dx else None
     with _OneBlasThread():
         for n0, n1, width in plan.chunks(N):
             if n0 == 0 or n1 - n0 != plan.chunk:
@@ -373,6 +378,7 @@ def conv_backward_numba(
             _out_to_cols(dout[n0:n1], plan.row_stride, dcols, db)
             np.matmul(dcols, buf.T, out=dW_chunk)
             dW += dW_chunk
-            np.matmul(W_t, dcols, out=dbuf)
-            _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, dxpad, dx[n0:n1])
-    return dx, dW.reshape(FN, C, FH, FW), db
+            if need_dx:
+                np.matmul(W_t, dcols, out=dbuf)
+                _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, dxpad, dx[n0:n1])
+    return (dx if need_dx else None), dW.reshape(FN, C, FH, FW), db

@@ -28,6 +28,14 @@ class Layer:
     def backward(self, dout: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def backward_params(self, dout: np.ndarray) -> None:
+        """Like :meth:`backward`, for a layer whose input needs no gradient (a network's first).
+
+        Sets the parameter gradients (``dW``, ``db``, …) exactly as :meth:`backward` does and returns
+        nothing; layers whose ``dx`` costs real work (Affine, Convolution) skip computing it.
+        """
+        self.backward(dout)
+
     @property
     def params(self) -> dict[str, np.ndarray]:
         """The layer's parameter arrays by short name (``{"W": ..., "b": ...}``), not copies."""

@@ -77,6 +77,14 @@ class Affine(Layer):
         dx, self.dW, self.db = kernels.get("affine_backward")(dout, self.x, self.W)
         return dx.reshape(self.original_x_shape)
 
+    def backward_params(self, dout: np.ndarray) -> None:
+        """Sets ``dW``, ``db`` as :meth:`backward` does, without computing ``dx``."""
+        where = self._where("backward")
+        self._require_forward(self.x)
+        dout = as_float_array(dout, where, "dout", dtype=self.W.dtype)
+        check_same_shape(dout, (self.x.shape[0], self.W.shape[1]), where, "dout")
+        _, self.dW, self.db = kernels.get("affine_backward")(dout, self.x, self.W, False)
+
 
 class Relu(Layer):
     """``out = max(x, 0)``; ``backward`` passes ``dout`` where ``x > 0`` (any shape)."""

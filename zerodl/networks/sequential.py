@@ -141,8 +141,12 @@ class Sequential:
         """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode)."""
         self.loss(x, t, train_flg=True)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        if layers:
+            # Nobody reads the gradient of the input: the first layer sets only its parameters'.
+            layers[0].backward_params(dout)
         grads: dict[str, np.ndarray] = {}
         for name, layer, attr in self._param_index:
             grad = getattr(layer, "d" + attr)
