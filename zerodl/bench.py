@@ -216,6 +216,18 @@ def _in_mlp_train_step(rng, dt, size):
     return args, f"{'-'.join(map(str, sizes))} b{n}"
 
 
+def _in_mlp_predict(rng, dt, size):
+    from zerodl.kernels import train_step as ts
+
+    # The chapter 5 evaluation: 10,000 float32 images through TwoLayerNet 784-50-10 of dtype dt.
+    sizes = _realistic(size, (784, 50, 10), (6, 5, 3))
+    n = _realistic(size, 10000, 7)
+    Ws = tuple((0.01 * rng.standard_normal((a, b))).astype(dt) for a, b in zip(sizes[:-1], sizes[1:]))
+    bs = tuple(np.zeros(b, dt) for b in sizes[1:])
+    x = rng.random((n, sizes[0])).astype(np.float32)
+    return (x, Ws, bs, np.array([ts.ACT_RELU, ts.ACT_IDENTITY], np.int64)), f"{n}x{sizes[0]} f32 -> {'-'.join(map(str, sizes[1:]))}"
+
+
 def _in_conv_forward(rng, dt, size):
     s = _conv_shapes(size)
     x = rng.random(s["x"]).astype(dt)
@@ -319,6 +331,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "rmsprop_update": _with_hyper(_optim_inputs(1), 0.01, 0.99, 1e-7),
     "adam_update": _with_hyper(_optim_inputs(2), 0.001, 0.9, 0.999, 1e-7),
     "mlp_train_step": _in_mlp_train_step,
+    "mlp_predict": _in_mlp_predict,
     "conv_forward": _in_conv_forward,
     "conv_backward": _in_conv_backward,
     "im2col": _in_im2col,

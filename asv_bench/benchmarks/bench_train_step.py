@@ -76,3 +76,28 @@ class SimpleConvNetStep(_Step):
         x = rng(7).random((MNIST_BATCH, 1, 28, 28)).astype(dtype)
         t = rng(8).integers(0, 10, MNIST_BATCH)
         return SimpleConvNet(dtype=dtype, seed=0), SGD(0.1), x, t
+
+
+class TwoLayerNetAccuracy:
+    """The chapter 5 evaluation: ``accuracy`` of TwoLayerNet 784-50-10 (dtype) over 10,000 float32
+    MNIST-like images, i.e. the ``mlp_predict`` kernel plus the arg-max comparison."""
+
+    params = (BACKENDS, DTYPES)
+    param_names = ["backend", "dtype"]
+    timeout = 300
+
+    def setup(self, backend, dtype):
+        self._previous = zerodl.get_backend()
+        zerodl.set_backend(backend)
+        self.x, self.t = mnist_like(10000, "float32")
+        self.net = TwoLayerNet(784, 50, 10, dtype=dtype, seed=0)
+        warm(lambda: self.net.accuracy(self.x, self.t), calls=2)
+
+    def teardown(self, backend, dtype):
+        zerodl.set_backend(self._previous)
+
+    def time_accuracy_10k(self, backend, dtype):
+        self.net.accuracy(self.x, self.t)
+
+    def peakmem_accuracy_10k(self, backend, dtype):
+        self.net.accuracy(self.x, self.t)

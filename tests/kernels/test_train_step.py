@@ -15,13 +15,21 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import zerodl
-from tests.helpers import assert_close, tolerance
+from tests.helpers import assert_backends_agree, assert_close, tolerance
 from zerodl import kernels
 from zerodl.kernels import train_step as ts
-from zerodl.layers import Affine, BatchNormalization, Relu, Sigmoid
-from zerodl.networks import MultiLayerNet, MultiLayerNetExtend, Sequential, SimpleConvNet, TwoLayerNet
+from zerodl.layers import Affine, Relu, Sigmoid
+from zerodl.networks import (
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    Sequential,
+    SimpleConvNet,
+    TwoLayerNet,
+)
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 OPTIMIZERS = [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam]
@@ -271,3 +279,54 @@ def test_optimizer_state_replaced_between_steps_is_followed(backend, rng):
     other = Adam(0.01)
     fused.train_step(x, t, other)
     assert other.iter == 1 and set(other.state["m"]) == set(fused.params)
+
+
+# ----------------------------------------------------------------------------- mlp_predict
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=5), n=st.integers(1, 1200),
+       acts=st.lists(st.sampled_from([0, 1, 2]), min_size=4, max_size=4), seed=st.integers(0, 2**16))
+def test_predict_twins_agree(sizes, n, acts, seed):
+    # n up to 1200 crosses the compiled twin's chunks of PREDICT_ROWS rows (and a short last one).
+    rng = np.random.default_rng(seed)
+    L = len(sizes) - 1
+    act_arr = np.array(acts[:L], dtype=np.int64)
+    for dtype in (np.float32, np.float64):
+        Ws = tuple(rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes[:-1], sizes[1:]))
+        bs = tuple(rng.standard_normal(b).astype(dtype) for b in sizes[1:])
+        for x_dtype in (np.float32, np.float64):  # float32 images meeting float64 weights, and back
+            x = rng.standard_normal((n, sizes[0])).astype(x_dtype)
+            y, _ = assert_backends_agree("mlp_predict", x, Ws, bs, act_arr, dtype=dtype)
+            assert y.shape == (n, sizes[-1]) and y.dtype == dtype
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_accuracy_uses_the_same_scores_as_predict(backend, activation):
+    from zerodl.kernels.train_step import sequential_scores
+
+    net = zerodl.MultiLayerNet(20, [16, 12], 5, activation=activation, seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1030, 20)).astype(np.float32)
+    t = rng.integers(0, 5, 1030)
+    with zerodl.use_backend(backend):
+        scores = sequential_scores(net, x)
+        expected = net.predict(x)
+        np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=1e-14)
+        book_accuracy = np.mean(np.argmax(expected, axis=1) == t)
+        assert net.accuracy(x, t) == book_accuracy
+        assert net.accuracy(x.reshape(1030, 4, 5), np.eye(5)[t]) == book_accuracy  # N-d x, one-hot t
+
+
+def test_accuracy_of_networks_the_kernel_does_not_cover_uses_predict():
+    from zerodl.kernels.train_step import sequential_scores
+
+    net = zerodl.MultiLayerNetExtend(6, [5], 3, use_dropout=True, seed=0)
+    assert sequential_scores(net, np.zeros((2, 6))) is None
+
+
+def test_accuracy_bad_input_is_a_clear_error():
+    net = zerodl.TwoLayerNet(6, 5, 3, seed=0)
+    with pytest.raises(ValueError, match=r"TwoLayerNet.accuracy: x must be a batch of shape \(N, 6\)"):
+        net.accuracy(np.zeros((4, 7)), np.zeros(4, dtype=int))
+    with pytest.raises(TypeError, match="TwoLayerNet.accuracy: x must be a float32 or float64 array"):
+        net.accuracy(np.zeros((4, 6), dtype=np.uint8), np.zeros(4, dtype=int))

@@ -65,7 +65,7 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels.sigmoid import _sigmoid_into
 
-OPS = ("mlp_train_step",)
+OPS = ("mlp_train_step", "mlp_predict")
 
 #: Activation codes for ``acts``.
 ACT_IDENTITY, ACT_RELU, ACT_SIGMOID = 0, 1, 2
@@ -518,6 +518,63 @@ def mlp_train_step_numba(
     return t(ce) + t(decay) if lam else t(ce)
 
 
+# ----------------------------------------------------------------------------- inference
+#: Rows per chunk of the compiled predict: the chunk's input (cast to the weights' dtype) and its
+#: activations stay in cache instead of whole-batch temporaries (10,000 MNIST rows in float64 are a
+#: 63 MB cast and a page fault per 4 KiB). Measured on TwoLayerNet over 10,000 rows: 256-1024 rows
+#: best (13-15 ms, against 25 ms for the layers' predict), 2048 rows 20 % slower.
+PREDICT_ROWS = 512
+
+
+def mlp_predict_numpy(
+    x: np.ndarray, Ws: tuple[np.ndarray, ...], bs: tuple[np.ndarray, ...], acts: np.ndarray
+) -> np.ndarray:
+    """Reference: the scores ``(N, C)`` of an Affine/activation stack, as its layers compute them.
+
+    ``x (N, D)`` float32 or float64 (cast to the weights' dtype, as ``Affine`` does); ``Ws``, ``bs``,
+    ``acts`` as in :func:`mlp_train_step_numpy`. Nothing is modified.
+    """
+    from zerodl.kernels.affine import affine_forward_numpy
+    from zerodl.kernels.relu import relu_forward_numpy
+    from zerodl.kernels.sigmoid import sigmoid_forward_numpy
+
+    h = x.astype(Ws[0].dtype, copy=False)
+    for W, b, act in zip(Ws, bs, acts):
+        h = affine_forward_numpy(h, W, b)
+        if act == ACT_RELU:
+            h = relu_forward_numpy(h)[0]
+        elif act == ACT_SIGMOID:
+            h = sigmoid_forward_numpy(h)
+    return h
+
+
+def mlp_predict_numba(
+    x: np.ndarray, Ws: tuple[np.ndarray, ...], bs: tuple[np.ndarray, ...], acts: np.ndarray
+) -> np.ndarray:
+    """Compiled twin of :func:`mlp_predict_numpy`: :data:`PREDICT_ROWS` rows at a time, each chunk
+    cast into a reused buffer, NumPy's BLAS into reused activation buffers (the last product straight
+    into the output rows) and one compiled bias + activation pass per product."""
+    dtype = Ws[0].dtype
+    n = x.shape[0]
+    out = np.empty((n, Ws[-1].shape[1]), dtype=dtype)
+    rows = max(1, min(n, PREDICT_ROWS))
+    hidden = [np.empty((rows, W.shape[1]), dtype=dtype) for W in Ws[:-1]]
+    cast = None if x.dtype == dtype and x.flags.c_contiguous else np.empty((rows, x.shape[1]), dtype=dtype)
+    last = len(Ws) - 1
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        inp = x[r0:r1]
+        if cast is not None:
+            np.copyto(cast[: r1 - r0], inp)
+            inp = cast[: r1 - r0]
+        for k, (W, b) in enumerate(zip(Ws, bs)):
+            dst = out[r0:r1] if k == last else hidden[k][: r1 - r0]
+            np.dot(inp, W, out=dst)
+            _bias_act(dst, b, acts[k])
+            inp = dst
+    return out
+
+
 # ----------------------------------------------------------------------------- the network's step
 #: Per-network cache attribute (set on the network instance by :func:`sequential_train_step`).
 _CACHE_ATTR = "_train_step_cache"
@@ -756,3 +813,25 @@ def sequential_train_step(net, x: np.ndarray, t: np.ndarray, optimizer) -> np.ge
     if opt == OPT_NONE:
         optimizer.update(net.params, dict(zip(plan.names, plan.bufs.grads)))
     return loss
+
+
+def sequential_scores(net, x: np.ndarray) -> np.ndarray | None:
+    """Inference scores of ``net`` for ``x`` through :func:`mlp_predict_numba` /
+    :func:`mlp_predict_numpy` (active backend) when ``net`` is a stack the fused step computes, else
+    ``None`` (the caller runs ``predict``). Used by ``accuracy``; the layers' caches are not touched.
+    """
+    plan = _plan_for(net)
+    if plan is None:
+        return None
+    from zerodl import kernels
+    from zerodl._validate import as_float_array
+
+    where = f"{type(net).__name__}.accuracy"
+    x = as_float_array(x, where, "x")  # float32 stays float32: the kernel casts chunk by chunk
+    n = x.shape[0] if x.ndim else 0
+    if x.ndim < 2 or x.size != n * plan.sizes[0]:
+        raise ValueError(
+            f"{where}: x must be a batch of shape (N, {plan.sizes[0]}) (or (N, ...) with "
+            f"{plan.sizes[0]} values per sample), got shape {x.shape}"
+        )
+    return kernels.get("mlp_predict")(x.reshape(n, plan.sizes[0]), plan.Ws, plan.bs, plan.acts)

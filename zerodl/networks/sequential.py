@@ -133,9 +133,17 @@ class Sequential:
         batch_size = batch_size or self.accuracy_batch_size or n
         correct = 0
         for start in range(0, n, batch_size):
-            y = self.predict(x[start : start + batch_size], train_flg=False)
+            y = self._scores(x[start : start + batch_size])
             correct += int(np.sum(np.argmax(y, axis=1) == t[start : start + batch_size]))
         return correct / float(n)
+
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        # Affine/activation stacks: one inference kernel (no layer caches, chunked casts); the
+        # same scores as predict(x) to rounding. Everything else: predict.
+        from zerodl.kernels.train_step import sequential_scores
+
+        y = sequential_scores(self, x)
+        return self.predict(x, train_flg=False) if y is None else y
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode)."""
