@@ -34,7 +34,8 @@ def test_whole_range_nan_and_inf(dtype):
     x = x.astype(dtype)
     with np.errstate(over="ignore"):
         expected = 1 / (1 + np.exp(-x.astype(np.float64)))
-    _, out_nb = assert_backends_agree("sigmoid_forward", x)
+    with np.errstate(over="ignore", under="ignore"):  # NUMBA_DISABLE_JIT: the exp's scaling in Python
+        _, out_nb = assert_backends_agree("sigmoid_forward", x)
     normal = np.isfinite(expected) & (expected >= np.finfo(dtype).tiny)
     rtol = 1e-15 if dtype == np.float64 else 3e-7
     np.testing.assert_allclose(out_nb[normal], expected[normal].astype(dtype), rtol=rtol, atol=0)
