@@ -7,7 +7,7 @@ from zerodl.gradient import numerical_gradient
 
 
 def test_book_function_2():
-    f = lambda x: np.sum(x**2)  # noqa: E731
+    f = lambda x: np.sum(x**2)
     np.testing.assert_allclose(numerical_gradient(f, np.array([3.0, 4.0])), [6, 8], rtol=1e-6)
 
 

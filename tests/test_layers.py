@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from zerodl.layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from tests.helpers import check_layer_gradient, tolerance
+from zerodl.layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 
 
 def test_apple_shopping_graph():

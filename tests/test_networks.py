@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import zerodl
+from tests import book_reference as book
 from zerodl import MultiLayerNet, TwoLayerNet
 from zerodl.gradient import gradient_check
 from zerodl.optimizer import OPTIMIZERS
-from tests import book_reference as book
 
 REL = 1e-10
 

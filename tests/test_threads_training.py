@@ -46,7 +46,7 @@ def test_backend_switching_in_main_thread_does_not_touch_a_training_thread(digit
     def work():
         try:
             result["trainer"], result["seen"] = _train(digits, thread_backend, hook)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+        except BaseException as exc:
             result["error"] = exc
 
     thread = threading.Thread(target=work)

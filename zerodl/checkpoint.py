@@ -411,7 +411,7 @@ def read_checkpoint(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarra
     try:
         with np.load(path, allow_pickle=False) as data:
             files = {key: data[key] for key in data.files}
-    except Exception as exc:  # noqa: BLE001 - any failure to parse untrusted bytes is a format error
+    except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint archive ({type(exc).__name__}: {exc})") from None
     if META_KEY not in files:
         raise CheckpointError(f"{path}: not a zerodl checkpoint (no {META_KEY!r} entry)")
@@ -558,7 +558,7 @@ def _explain(trainer: Any, loss: float, bad_after: list[str], largest: tuple[flo
     with np.errstate(all="ignore"):
         try:
             grads = net.gradient(x_batch, t_batch)
-        except Exception as exc:  # noqa: BLE001 - diagnosis only: report, never mask the NaN stop
+        except Exception as exc:
             grads = {}
             grad_error = f" (computing the gradients failed: {exc})"
         else:

@@ -135,7 +135,7 @@ class DatasetSplit(tuple):
     test_size: float | int | None
     seed: int | None
 
-    def __new__(  # noqa: PYI034 (typing.Self needs Python 3.11)
+    def __new__(
         cls,
         train: tuple[np.ndarray, np.ndarray],
         test: tuple[np.ndarray, np.ndarray],

@@ -333,7 +333,7 @@ def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
     try:
         for _ in pickletools.genops(_io.BytesIO(data)):
             pass
-    except Exception as exc:  # noqa: BLE001 - any failure to parse untrusted bytes is a format error
+    except Exception as exc:
         raise ModelFormatError(f"{path}: not a readable pickle of parameters ({type(exc).__name__}: {exc})") from None
     try:
         obj = _RestrictedUnpickler(_io.BytesIO(data), encoding="latin1").load()

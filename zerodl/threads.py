@@ -31,7 +31,7 @@ def _check(n: Any) -> int:
 def _load_scipy_blas() -> None:
     # threadpoolctl only sees libraries already loaded; numba's np.dot loads SciPy's OpenBLAS on
     # its first call, which may come after the limit was set. Load it now so it is limited too.
-    import scipy.linalg.cython_blas  # noqa: F401
+    import scipy.linalg.cython_blas
 
 
 def _numba_limit(n: int) -> int:

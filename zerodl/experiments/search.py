@@ -137,7 +137,7 @@ def execute_trial(trial_fn: TrialFn, spec: Mapping[str, Any], data: Mapping[str,
         return {"index": spec["index"], "status": "ok", "val_acc_list": val,
                 "train_acc_list": [float(v) for v in out.get("train_acc_list", [])], "error": "",
                 "seconds": time.perf_counter() - start}
-    except Exception:  # noqa: BLE001 - a trial's bug or bad parameters must not stop the search
+    except Exception:
         return {"index": spec["index"], "status": "failed", "val_acc_list": [], "train_acc_list": [],
                 "error": traceback.format_exc(), "seconds": time.perf_counter() - start}
 
@@ -146,7 +146,7 @@ def _worker_init() -> None:
     # One BLAS thread per worker: two workers on two cores must not each start two threads.
     # threadpoolctl only limits libraries already loaded, so load NumPy's BLAS first (each trial
     # also runs under its own limit, see train_trial).
-    import numpy  # noqa: F401
+    import numpy
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
@@ -240,7 +240,7 @@ def _run_dask(specs, data, trial_fn, on_done, workers, scheduler):
             index = futures[fut]
             try:
                 on_done(index, fut.result())
-            except Exception as exc:  # noqa: BLE001 - KilledWorker and friends: the worker died on this trial
+            except Exception as exc:
                 on_done(index, {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
                                 "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}"})
     finally:
