@@ -17,6 +17,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     ({"mmap_threshold": 64 << 20}, "mmap_threshold"),
     ({"mmap_threshold": 2.5e6}, "mmap_threshold"),
     ({"trim_threshold": -5}, "trim_threshold"),
+    ({"trim_threshold": 2**31}, "trim_threshold"),
     ({"trim_threshold": True}, "trim_threshold"),
 ])
 def test_bad_sizes_are_refused(kwargs, word):

@@ -38,7 +38,8 @@ def tune_malloc(mmap_threshold: int = MAX_MMAP_THRESHOLD, trim_threshold: int = 
     Args:
         mmap_threshold: blocks up to this many bytes come from the heap, not from ``mmap``
             (1 MiB .. 32 MiB; glibc's own limit on 64-bit systems).
-        trim_threshold: free memory at the top of the heap kept, not returned to the system (bytes).
+        trim_threshold: free memory at the top of the heap kept, not returned to the system
+            (1 MiB .. 2**31 - 1 bytes: mallopt takes a C int).
 
     Returns ``True`` when glibc accepted both settings, ``False`` when the C library is not glibc
     (macOS, Windows, musl): nothing is changed there. Raises ValueError for out-of-range sizes.
@@ -47,7 +48,7 @@ def tune_malloc(mmap_threshold: int = MAX_MMAP_THRESHOLD, trim_threshold: int = 
     """
     global _applied
     for name, value, low, high in (("mmap_threshold", mmap_threshold, 1 << 20, MAX_MMAP_THRESHOLD),
-                                   ("trim_threshold", trim_threshold, 1 << 20, 1 << 62)):
+                                   ("trim_threshold", trim_threshold, 1 << 20, 2**31 - 1)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"tune_malloc: {name} must be an integer number of bytes in [{low}, {high}], "
                              f"got {value!r}")
@@ -59,11 +60,9 @@ def tune_malloc(mmap_threshold: int = MAX_MMAP_THRESHOLD, trim_threshold: int = 
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    # The trim threshold is an int in mallopt's signature: clamp what does not fit.
-    trim = min(trim_threshold, 2**31 - 1)
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     if ok:
-        _applied = (mmap_threshold, trim)
+        _applied = (mmap_threshold, trim_threshold)
     return ok
 
 

@@ -63,7 +63,9 @@ import math
 import numpy as np
 
 from zerodl.kernels._jit import jit
-from zerodl.kernels.sigmoid import _sigmoid_into
+from zerodl.kernels.affine import affine_forward_numpy
+from zerodl.kernels.relu import relu_forward_numpy
+from zerodl.kernels.sigmoid import _sigmoid_into, sigmoid_forward_numpy
 
 OPS = ("mlp_train_step", "mlp_predict")
 
@@ -326,7 +328,7 @@ def _bias_act(h, b, act):
             for j in range(m):
                 v = h[i, j] + b[j]
                 # "<= 0 → 0" (not "> 0 → v") so that NaN passes through, as in the book's mask.
-                h[i, j] = zero if v <= zero else v
+                h[i, j] = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
     elif act == 2:
         for i in range(n):
             for j in range(m):
@@ -534,10 +536,6 @@ def mlp_predict_numpy(
     ``x (N, D)`` float32 or float64 (cast to the weights' dtype, as ``Affine`` does); ``Ws``, ``bs``,
     ``acts`` as in :func:`mlp_train_step_numpy`. Nothing is modified.
     """
-    from zerodl.kernels.affine import affine_forward_numpy
-    from zerodl.kernels.relu import relu_forward_numpy
-    from zerodl.kernels.sigmoid import sigmoid_forward_numpy
-
     h = x.astype(Ws[0].dtype, copy=False)
     for W, b, act in zip(Ws, bs, acts):
         h = affine_forward_numpy(h, W, b)
@@ -774,20 +772,11 @@ def sequential_train_step(net, x: np.ndarray, t: np.ndarray, optimizer) -> np.ge
         return generic_train_step(net, x, t, optimizer)
 
     from zerodl import kernels
-    from zerodl._validate import as_float_array, check_labels, check_nonempty
+    from zerodl._validate import check_labels
 
     where = f"{type(net).__name__}.train_step"
-    x = as_float_array(x, where, "x", dtype=plan.dtype)
-    if x.ndim < 2:
-        raise ValueError(f"{where}: x must be a batch of shape (N, {plan.sizes[0]}), got shape {x.shape}")
-    check_nonempty(x, where)
+    x = _checked_batch(x, plan, where, plan.dtype)
     n = x.shape[0]
-    if x.size != n * plan.sizes[0]:
-        raise ValueError(
-            f"{where}: x has {x.size // n} features per sample (shape {x.shape}) but the first "
-            f"layer expects {plan.sizes[0]}"
-        )
-    x = x.reshape(n, plan.sizes[0])
     if not x.flags.writeable:  # a read-only array is another type to numba: one signature only
         x = x.copy()
     t = check_labels(t, n, plan.sizes[-1], where, plan.dtype)
@@ -824,14 +813,25 @@ def sequential_scores(net, x: np.ndarray) -> np.ndarray | None:
     if plan is None:
         return None
     from zerodl import kernels
-    from zerodl._validate import as_float_array
 
-    where = f"{type(net).__name__}.accuracy"
-    x = as_float_array(x, where, "x")  # float32 stays float32: the kernel casts chunk by chunk
-    n = x.shape[0] if x.ndim else 0
-    if x.ndim < 2 or x.size != n * plan.sizes[0]:
+    # dtype=None: float32 stays float32, the kernel casts chunk by chunk.
+    x = _checked_batch(x, plan, f"{type(net).__name__}.accuracy", None)
+    return kernels.get("mlp_predict")(x, plan.Ws, plan.bs, plan.acts)
+
+
+def _checked_batch(x: np.ndarray, plan: _Plan, where: str, dtype: np.dtype | None) -> np.ndarray:
+    """``x`` as a non-empty float batch ``(N, D)`` of the first layer's width (N-d samples
+    flattened), converted to ``dtype`` when given; a clear error naming ``where`` otherwise."""
+    from zerodl._validate import as_float_array, check_nonempty
+
+    x = as_float_array(x, where, "x", dtype=dtype)
+    if x.ndim < 2:
+        raise ValueError(f"{where}: x must be a batch of shape (N, {plan.sizes[0]}), got shape {x.shape}")
+    check_nonempty(x, where)
+    n = x.shape[0]
+    if x.size != n * plan.sizes[0]:
         raise ValueError(
-            f"{where}: x must be a batch of shape (N, {plan.sizes[0]}) (or (N, ...) with "
-            f"{plan.sizes[0]} values per sample), got shape {x.shape}"
+            f"{where}: x has {x.size // n} features per sample (shape {x.shape}) but the first "
+            f"layer expects {plan.sizes[0]}"
         )
-    return kernels.get("mlp_predict")(x.reshape(n, plan.sizes[0]), plan.Ws, plan.bs, plan.acts)
+    return x.reshape(n, plan.sizes[0])

@@ -104,24 +104,23 @@ class Convolution(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """``dout (N, FN, OH, OW)`` → ``dx (N, C, H, W)``; sets ``dW``, ``db``."""
-        where = self._where("backward")
-        self._require_forward(self.x)
-        dout = as_float_array(dout, where, "dout", dtype=self.W.dtype)
-        check_same_shape(dout, (self.x.shape[0], *self.output_shape(self.x.shape[1:])), where, "dout")
         dx, self.dW, self.db = kernels.get("conv_backward")(
-            dout, self.x, self.W, self.col, self.stride, self.pad
+            self._checked_dout(dout), self.x, self.W, self.col, self.stride, self.pad
         )
         return dx
 
     def backward_params(self, dout: np.ndarray) -> None:
         """Sets ``dW``, ``db`` as :meth:`backward` does, without the ``dx`` product and ``col2im``."""
+        _, self.dW, self.db = kernels.get("conv_backward")(
+            self._checked_dout(dout), self.x, self.W, self.col, self.stride, self.pad, False
+        )
+
+    def _checked_dout(self, dout: np.ndarray) -> np.ndarray:
         where = self._where("backward")
         self._require_forward(self.x)
         dout = as_float_array(dout, where, "dout", dtype=self.W.dtype)
         check_same_shape(dout, (self.x.shape[0], *self.output_shape(self.x.shape[1:])), where, "dout")
-        _, self.dW, self.db = kernels.get("conv_backward")(
-            dout, self.x, self.W, self.col, self.stride, self.pad, False
-        )
+        return dout
 
     def __repr__(self) -> str:
         return f"Convolution(W={self.W.shape}, stride={self.stride}, pad={self.pad})"

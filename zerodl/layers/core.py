@@ -70,20 +70,19 @@ class Affine(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """``dout (N, H)`` → ``dx`` in the forward input's shape; sets ``dW``, ``db``."""
-        where = self._where("backward")
-        self._require_forward(self.x)
-        dout = as_float_array(dout, where, "dout", dtype=self.W.dtype)
-        check_same_shape(dout, (self.x.shape[0], self.W.shape[1]), where, "dout")
-        dx, self.dW, self.db = kernels.get("affine_backward")(dout, self.x, self.W)
+        dx, self.dW, self.db = kernels.get("affine_backward")(self._checked_dout(dout), self.x, self.W)
         return dx.reshape(self.original_x_shape)
 
     def backward_params(self, dout: np.ndarray) -> None:
         """Sets ``dW``, ``db`` as :meth:`backward` does, without computing ``dx``."""
+        _, self.dW, self.db = kernels.get("affine_backward")(self._checked_dout(dout), self.x, self.W, False)
+
+    def _checked_dout(self, dout: np.ndarray) -> np.ndarray:
         where = self._where("backward")
         self._require_forward(self.x)
         dout = as_float_array(dout, where, "dout", dtype=self.W.dtype)
         check_same_shape(dout, (self.x.shape[0], self.W.shape[1]), where, "dout")
-        _, self.dW, self.db = kernels.get("affine_backward")(dout, self.x, self.W, False)
+        return dout
 
 
 class Relu(Layer):
