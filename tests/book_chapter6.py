@@ -202,14 +202,16 @@ class BookMomentum:
 
 
 class BookNesterov(BookMomentum):
+    # The book repository's current form (commit 89eadd0, 2021, "Fix Nesterov update function"):
+    # the parameters move with the velocity of the previous step first, then the velocity is updated.
     def update(self, params, grads):
         if self.v is None:
             self.v = {k: np.zeros_like(p) for k, p in params.items()}
         for key in params:
-            self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
             params[key] += self.momentum * self.momentum * self.v[key]
             params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
 
 
 class BookAdaGrad:

@@ -98,11 +98,13 @@ class BookOptimizer:
                 self.s1[k] = self.hyper.get("momentum", 0.9) * self.s1[k] - lr * g
                 params[k] += self.s1[k]
             elif name == "nesterov":
+                # The book repository's current order (commit 89eadd0): parameters first, with
+                # the previous step's velocity, then the velocity.
                 m = self.hyper.get("momentum", 0.9)
-                self.s1[k] *= m
-                self.s1[k] -= lr * g
                 params[k] += m * m * self.s1[k]
                 params[k] -= (1 + m) * lr * g
+                self.s1[k] *= m
+                self.s1[k] -= lr * g
             elif name == "adagrad":
                 self.s1[k] += g * g
                 params[k] -= lr * g / (np.sqrt(self.s1[k]) + 1e-7)

@@ -200,32 +200,27 @@ def _with_hyper(build, *hyper):
     return wrapped
 
 
-def _in_mlp_train_step(rng, dt, size):
-    from zerodl.kernels import train_step as ts
-
-    sizes = _realistic(size, (784, 50, 10), (6, 5, 3))
-    n = _realistic(size, 100, 4)
-    Ws = tuple((0.01 * rng.standard_normal((a, b))).astype(dt) for a, b in zip(sizes[:-1], sizes[1:]))
-    bs = tuple(np.zeros(b, dt) for b in sizes[1:])
-    empty = (np.empty(0, dt),) * (2 * len(Ws))
-    args = (
-        rng.random((n, sizes[0])).astype(dt), rng.integers(0, sizes[-1], n).astype(np.intp), Ws, bs,
-        np.array([ts.ACT_RELU, ts.ACT_IDENTITY], np.int64), ts.MLPBuffers(n, sizes, np.dtype(dt)),
-        ts.OPT_SGD, ts.optimizer_hyper(ts.OPT_SGD, np.dtype(dt), lr=0.1), empty, empty, 0.0,
-    )
-    return args, f"{'-'.join(map(str, sizes))} b{n}"
+def _in_bias_act(rng, dt, size):
+    # An activation's fused-step epilogue: bias + activation over a conv layer's output.
+    shape = _act_shape(size)
+    z = rng.standard_normal(shape).astype(dt)
+    return (z, rng.standard_normal(shape[1]).astype(dt), np.empty_like(z)), str(shape)
 
 
-def _in_mlp_predict(rng, dt, size):
-    from zerodl.kernels import train_step as ts
+def _in_act_backward_into(rng, dt, size):
+    shape = _act_shape(size)
+    kept = rng.standard_normal(shape).astype(dt)
+    return (rng.standard_normal(shape).astype(dt), kept, np.empty_like(kept)), str(shape)
 
-    # The chapter 5 evaluation: 10,000 float32 images through TwoLayerNet 784-50-10 of dtype dt.
-    sizes = _realistic(size, (784, 50, 10), (6, 5, 3))
-    n = _realistic(size, 10000, 7)
-    Ws = tuple((0.01 * rng.standard_normal((a, b))).astype(dt) for a, b in zip(sizes[:-1], sizes[1:]))
-    bs = tuple(np.zeros(b, dt) for b in sizes[1:])
-    x = rng.random((n, sizes[0])).astype(np.float32)
-    return (x, Ws, bs, np.array([ts.ACT_RELU, ts.ACT_IDENTITY], np.int64)), f"{n}x{sizes[0]} f32 -> {'-'.join(map(str, sizes[1:]))}"
+
+def _in_softmax_grad(rng, dt, size):
+    (x, t), shape = _in_softmax_forward(rng, dt, size)
+    return (x, t, np.empty_like(x)), shape
+
+
+def _in_affine_backward_into(rng, dt, size):
+    (dout, x, W), shape = _in_affine_backward(rng, dt, size)
+    return (dout, x, W, np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], dt)), shape
 
 
 def _in_conv_forward(rng, dt, size):
@@ -330,8 +325,18 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "adagrad_update": _with_hyper(_optim_inputs(1), 0.01, 1e-7),
     "rmsprop_update": _with_hyper(_optim_inputs(1), 0.01, 0.99, 1e-7),
     "adam_update": _with_hyper(_optim_inputs(2), 0.001, 0.9, 0.999, 1e-7),
-    "mlp_train_step": _in_mlp_train_step,
-    "mlp_predict": _in_mlp_predict,
+    "weight_decay_grad": _with_hyper(_optim_inputs(0), 0.01),
+    "bias_forward": _in_bias_act,
+    "affine_backward_into": _in_affine_backward_into,
+    "relu_bias_forward": _in_bias_act,
+    "relu_backward_into": _in_act_backward_into,
+    "sigmoid_bias_forward": _in_bias_act,
+    "sigmoid_backward_into": _in_act_backward_into,
+    "gelu_forward": _in_unary,
+    "gelu_backward": _in_sigmoid_backward,
+    "gelu_bias_forward": _in_bias_act,
+    "gelu_backward_into": _in_act_backward_into,
+    "softmax_loss_grad": _in_softmax_grad,
     "conv_forward": _in_conv_forward,
     "conv_backward": _in_conv_backward,
     "im2col": _in_im2col,

@@ -9,12 +9,13 @@ and restored with :meth:`Optimizer.load_state_dict` so a training resumes exactl
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from zerodl import kernels
+import zerodl.kernels as kernels
 
 #: The book's epsilon in AdaGrad, RMSprop and Adam.
 EPS = 1e-7
@@ -27,39 +28,105 @@ def _fraction(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class UpdateRule:
+    """How an optimizer's next update is computed, for callers that run it themselves.
+
+    ``op``: the kernel op (:mod:`zerodl.kernels.optim`) called as
+    ``kernels.get(op)(params, grads, *states, *scalars)`` over sequences of arrays; ``state_names``:
+    the optimizer's state tables, in the kernel's argument order (their arrays come from
+    :meth:`Optimizer.state_arrays`); ``scalars``: the hyper-parameters of this step (Adam's
+    bias-corrected rate already applied), as Python floats.
+    """
+
+    op: str
+    state_names: tuple[str, ...]
+    scalars: tuple[float, ...]
+
+
 class Optimizer:
-    """Base class. Subclasses name their state arrays in ``state_names`` and implement ``_step``."""
+    """Base class. A built-in optimizer names its kernel op in ``update_op``, its state tables in
+    ``state_names``, and its per-step hyper-parameters in :meth:`scalars`.
+
+    Subclasses that change the maths override ``_step(param, grad, *state)`` (called once per
+    parameter, with ``iter`` already counting this step); such an optimizer has no
+    :meth:`update_rule`, and fused steps hand it their gradients through :meth:`update`.
+    """
 
     state_names: tuple[str, ...] = ()
+    #: The kernel op of the update (``None``: the subclass implements ``_step`` itself).
+    update_op: str | None = None
 
     def __init__(self, lr: float) -> None:
-        if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
         self.lr = float(lr)
         self.iter = 0
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in self.state_names}
 
-    # -- the book's API ---------------------------------------------------------------------
-    def update(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
-        """Apply one step to every array in ``params`` using ``grads[name]``; ``params`` change in place."""
-        where = f"{type(self).__name__}.update"
-        for key, param in params.items():
-            if key not in grads:
-                raise KeyError(f"{where}: no gradient for parameter {key!r}; grads has {sorted(grads)}")
-            grad = grads[key]
-            if np.shape(grad) != param.shape:
-                raise ValueError(
-                    f"{where}: gradient for {key!r} has shape {np.shape(grad)}, parameter has {param.shape}"
-                )
-            if not param.flags.c_contiguous or param.dtype.kind != "f":
-                raise ValueError(f"{where}: parameter {key!r} must be a C-contiguous float array")
-        self.iter += 1
-        for key, param in params.items():
-            state = [self._state_array(name, key, param) for name in self.state_names]
-            self._step(param, np.asarray(grads[key]), *state)
+    # -- what one step computes ---------------------------------------------------------------
+    def scalars(self, iteration: int) -> tuple[float, ...]:
+        """The hyper-parameters the kernel takes at step ``iteration`` (1 for the first update)."""
+        return (self.lr,)
 
-    def _step(self, param: np.ndarray, grad: np.ndarray, *state: np.ndarray) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def update_rule(self) -> UpdateRule | None:
+        """The description of the next update (step ``iter + 1``), or ``None`` when a subclass
+        redefines the maths (``_step`` or ``update`` overridden) and only :meth:`update` knows it."""
+        cls = type(self)
+        if self.update_op is None or cls._step is not Optimizer._step or cls.update is not Optimizer.update:
+            return None
+        return UpdateRule(self.update_op, self.state_names, self.scalars(self.iter + 1))
+
+    def state_arrays(self, key: str, param: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The state arrays of parameter ``key`` in :attr:`state_names` order, created (zeros like
+        ``param``) on first use, as the book creates them on the first update."""
+        return tuple(self._state_array(name, key, param) for name in self.state_names)
+
+    # -- the book's API ---------------------------------------------------------------------
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        """Apply one step to every entry of ``params`` using ``grads[name]``.
+
+        Arrays change in place; a plain number (the book's ``optimizer_compare_naive.py`` optimises
+        ``{'x': -7.0, 'y': 2.0}``) is replaced by its updated value, as ``params[key] -= ...`` does.
+        Everything is checked before anything changes.
+        """
+        where = f"{type(self).__name__}.update"
+        if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
+            raise TypeError(f"{where}: params and grads must be dicts of arrays, got "
+                            f"{type(params).__name__} and {type(grads).__name__}")
+        keys = list(params)
+        arrays: list[np.ndarray] = []
+        scalar_keys: list[str] = []
+        for key in keys:
+            value = params[key]
+            if isinstance(value, np.ndarray):
+                arrays.append(_checked_param(where, key, value))
+            else:
+                arrays.append(_scalar_param(where, key, value))
+                scalar_keys.append(key)
+        grad_arrays = [_checked_grad(where, key, grads, param) for key, param in zip(keys, arrays)]
+        self.iter += 1
+        if type(self)._step is Optimizer._step and self.update_op is not None:
+            # One kernel call for all parameters (what a fused step does too).
+            # One kernel call per dtype (a call takes arrays of one dtype): normally one call.
+            update, scalars = kernels.get(self.update_op), self.scalars(self.iter)
+            for dtype in dict.fromkeys(a.dtype for a in arrays):
+                idx = [i for i, a in enumerate(arrays) if a.dtype == dtype]
+                states = [self.state_arrays(keys[i], arrays[i]) for i in idx]
+                per_name = [[s[k] for s in states] for k in range(len(self.state_names))]
+                update([arrays[i] for i in idx], [grad_arrays[i] for i in idx], *per_name, *scalars)
+        else:
+            for key, param, grad in zip(keys, arrays, grad_arrays):
+                self._step(param, grad, *self.state_arrays(key, param))
+        for key in scalar_keys:
+            value = arrays[keys.index(key)][()]
+            params[key] = value.item() if isinstance(params[key], (int, float)) else value
+
+    def _step(self, param: np.ndarray, grad: np.ndarray, *state: np.ndarray) -> None:
+        """One parameter's update with the built-in kernel (``iter`` counts this step already)."""
+        if self.update_op is None:  # pragma: no cover - a subclass without a kernel must override
+            raise NotImplementedError(f"{type(self).__name__} defines neither update_op nor _step")
+        kernels.get(self.update_op)(param, grad, *state, *self.scalars(self.iter))
 
     def _state_array(self, name: str, key: str, param: np.ndarray) -> np.ndarray:
         table = self.state[name]
@@ -83,15 +150,31 @@ class Optimizer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (arrays are copied in)."""
+        """Restore what :meth:`state_dict` returned (arrays are copied in).
+
+        Every value is validated as the constructor validates it (a tampered negative learning rate
+        is refused) before anything changes.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
         if state.get("class") != type(self).__name__:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state is for {state.get('class')!r}")
-        for key, value in state.get("hyperparams", {}).items():
-            setattr(self, key, float(value))
-        self.iter = int(state["iter"])
-        missing = set(self.state_names) - set(state["state"])
+            raise ValueError(f"{where}: state is for {state.get('class')!r}")
+        hyper = dict(state.get("hyperparams", {}))
+        unknown = set(hyper) - set(self.hyperparams())
+        if unknown:
+            raise ValueError(f"{where}: unknown hyper-parameters {sorted(unknown)}")
+        try:
+            type(self)(**{**self.hyperparams(), **hyper})  # the constructor's checks
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        it = state.get("iter")
+        if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 0:
+            raise ValueError(f"{where}: iter must be a non-negative integer, got {it!r}")
+        missing = set(self.state_names) - set(state.get("state", {}))
         if missing:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state lacks {sorted(missing)}")
+            raise ValueError(f"{where}: state lacks {sorted(missing)}")
+        for key, value in hyper.items():
+            setattr(self, key, float(value))
+        self.iter = int(it)
         self.state = {
             name: {k: np.array(v, copy=True) for k, v in state["state"][name].items()}
             for name in self.state_names
@@ -102,20 +185,53 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
+def _checked_param(where: str, key: str, param: np.ndarray) -> np.ndarray:
+    if param.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{where}: parameter {key!r} must be a float32 or float64 array, got dtype {param.dtype}")
+    if not param.flags.c_contiguous:
+        raise ValueError(f"{where}: parameter {key!r} must be a C-contiguous array")
+    if not param.flags.writeable:
+        raise ValueError(f"{where}: parameter {key!r} is read-only; an optimizer updates parameters in place")
+    return param
+
+
+def _scalar_param(where: str, key: str, value: Any) -> np.ndarray:
+    # The book's toy problems optimise plain numbers; a 0-d array of their precision is updated
+    # and the new value written back into the dict.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"{where}: parameter {key!r} must be a NumPy array or a real number, got {type(value).__name__}"
+        )
+    dtype = value.dtype if isinstance(value, np.floating) and value.dtype in (np.float32, np.float64) else np.float64
+    return np.array(value, dtype=dtype)
+
+
+def _checked_grad(where: str, key: str, grads: Mapping[str, Any], param: np.ndarray) -> np.ndarray:
+    if key not in grads:
+        raise KeyError(f"{where}: no gradient for parameter {key!r}; grads has {sorted(grads)}")
+    grad = grads[key]
+    if np.shape(grad) != param.shape:
+        raise ValueError(f"{where}: gradient for {key!r} has shape {np.shape(grad)}, parameter has {param.shape}")
+    grad = np.asarray(grad)
+    if grad.dtype.kind not in "fiu" or grad.dtype.kind == "b":
+        raise TypeError(f"{where}: gradient for {key!r} must be real numbers, got dtype {grad.dtype}")
+    return np.require(grad, dtype=param.dtype, requirements="C")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent: ``W -= lr * dW``."""
 
+    update_op = "sgd_update"
+
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
-
-    def _step(self, param: np.ndarray, grad: np.ndarray) -> None:
-        kernels.get("sgd_update")(param, grad, self.lr)
 
 
 class Momentum(Optimizer):
     """``v = momentum v - lr dW``; ``W += v``."""
 
     state_names = ("v",)
+    update_op = "momentum_update"
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
@@ -124,33 +240,35 @@ class Momentum(Optimizer):
     def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "momentum": self.momentum}
 
-    def _step(self, param: np.ndarray, grad: np.ndarray, v: np.ndarray) -> None:
-        kernels.get("momentum_update")(param, grad, v, self.lr, self.momentum)
+    def scalars(self, iteration: int) -> tuple[float, ...]:
+        return (self.lr, self.momentum)
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient, the book repository's corrected form."""
+    """Nesterov's accelerated gradient as the book repository has it now (its 2021 fix):
+    ``W += momentum² v``; ``W -= (1 + momentum) lr dW``; then ``v = momentum v - lr dW``."""
 
-    def _step(self, param: np.ndarray, grad: np.ndarray, v: np.ndarray) -> None:
-        kernels.get("nesterov_update")(param, grad, v, self.lr, self.momentum)
+    update_op = "nesterov_update"
 
 
 class AdaGrad(Optimizer):
     """``h += dW²``; ``W -= lr dW / (sqrt(h) + 1e-7)``."""
 
     state_names = ("h",)
+    update_op = "adagrad_update"
 
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
-    def _step(self, param: np.ndarray, grad: np.ndarray, h: np.ndarray) -> None:
-        kernels.get("adagrad_update")(param, grad, h, self.lr, EPS)
+    def scalars(self, iteration: int) -> tuple[float, ...]:
+        return (self.lr, EPS)
 
 
 class RMSprop(Optimizer):
     """``h = decay h + (1 - decay) dW²``; ``W -= lr dW / (sqrt(h) + 1e-7)``."""
 
     state_names = ("h",)
+    update_op = "rmsprop_update"
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
@@ -159,14 +277,15 @@ class RMSprop(Optimizer):
     def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "decay_rate": self.decay_rate}
 
-    def _step(self, param: np.ndarray, grad: np.ndarray, h: np.ndarray) -> None:
-        kernels.get("rmsprop_update")(param, grad, h, self.lr, self.decay_rate, EPS)
+    def scalars(self, iteration: int) -> tuple[float, ...]:
+        return (self.lr, self.decay_rate, EPS)
 
 
 class Adam(Optimizer):
     """Adam with the book's bias-corrected rate ``lr_t = lr sqrt(1 - β2^t) / (1 - β1^t)``."""
 
     state_names = ("m", "v")
+    update_op = "adam_update"
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
@@ -176,9 +295,9 @@ class Adam(Optimizer):
     def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
 
-    def _step(self, param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        kernels.get("adam_update")(param, grad, m, v, lr_t, self.beta1, self.beta2, EPS)
+    def scalars(self, iteration: int) -> tuple[float, ...]:
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**iteration) / (1.0 - self.beta1**iteration)
+        return (lr_t, self.beta1, self.beta2, EPS)
 
 
 #: Name → class, for the Trainer and the CLI (``optimizer="adam"`` is case-insensitive).

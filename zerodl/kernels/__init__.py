@@ -12,18 +12,24 @@ on disk, see ``_jit.py``).
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from zerodl.backend import BACKENDS, get_backend
-from zerodl.kernels import affine, batchnorm, dropout, optim, relu, sigmoid, softmax_loss
-from zerodl.kernels import convolution, im2col, pooling
-from zerodl.kernels import train_step
+
+
+def _kernel_modules() -> tuple[ModuleType, ...]:
+    # Every public module of this package is a kernel file: a new op file registers itself by
+    # existing (no list to forget); private ones (``_jit``) are helpers. Sorted: a stable order.
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return tuple(importlib.import_module(f"{__name__}.{name}") for name in names)
+
 
 #: Kernel modules; each contributes the ops listed in its ``OPS``.
-MODULES: tuple[ModuleType, ...] = (affine, relu, sigmoid, softmax_loss, optim, dropout, batchnorm,
-                                   im2col, pooling, convolution, train_step)
+MODULES: tuple[ModuleType, ...] = _kernel_modules()
 
 REGISTRY: dict[tuple[str, str], Callable[..., Any]] = {}
 

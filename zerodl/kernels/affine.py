@@ -7,6 +7,9 @@ is fused into the product's output buffer and the bias gradient is a single pass
 
 Contract (both twins): ``x (N, D)``, ``W (D, H)``, ``b (H,)``, ``dout (N, H)``, all C-contiguous and
 of one floating dtype; outputs are new arrays of that dtype; inputs are never written.
+
+The fused training step's pieces (``bias_forward``, ``affine_backward_into``) write into buffers the
+caller owns instead of allocating; their docstrings say which arguments they write.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from zerodl.kernels._jit import jit
 
-OPS = ("affine_forward", "affine_backward")
+OPS = ("affine_forward", "affine_backward", "bias_forward", "affine_backward_into")
 
 
 def affine_forward_numpy(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,3 +75,69 @@ def affine_backward_numba(
     db = np.empty(dout.shape[1], dtype=dout.dtype)
     _column_sums(dout, db)
     return dx, dW, db
+
+
+# ----------------------------------------------------------------------------- fused-step pieces
+def _as3d(a: np.ndarray) -> np.ndarray:
+    # (N, C, ...) -> (N, C, S) view; (N, C) -> (N, C, 1). Callers pass C-contiguous arrays.
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def bias_forward_numpy(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """Reference: ``z += b`` along axis 1, then ``out[...] = z`` (the identity "activation").
+
+    ``z (N, C, ...)`` C-contiguous, **updated in place** (it holds the pre-activation afterwards);
+    ``b (C,)``; ``out`` of ``z``'s shape and dtype, may be ``z`` itself. The epilogue a fused step
+    runs after an Affine's or a Convolution's product when no activation follows; ``np.dot(x, W) +
+    b`` of the book's ``Affine.forward`` to the bit.
+    """
+    z3 = _as3d(z)
+    np.add(z3, b[:, None], out=z3)
+    if out is not z:
+        np.copyto(out, z)
+
+
+def affine_backward_into_numpy(
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray
+) -> None:
+    """Reference: :func:`affine_backward_numpy` written into preallocated ``dx (N, D)`` (or ``None``:
+    not computed), ``dW (D, H)`` and ``db (H,)`` — the same products and sum, so the same bits."""
+    if dx is not None:
+        np.dot(dout, W.T, out=dx)
+    np.dot(x.T, dout, out=dW)
+    np.sum(dout, axis=0, out=db)
+
+
+@jit
+def _bias_forward(z3, b, out3):
+    n, c, s = z3.shape
+    if s == 1:  # an Affine's (N, H): vectorise along H
+        for i in range(n):
+            for j in range(c):
+                v = z3[i, j, 0] + b[j]
+                z3[i, j, 0] = v
+                out3[i, j, 0] = v
+    else:
+        for i in range(n):
+            for j in range(c):
+                bj = b[j]
+                for k in range(s):
+                    v = z3[i, j, k] + bj
+                    z3[i, j, k] = v
+                    out3[i, j, k] = v
+
+
+def bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """Compiled twin of :func:`bias_forward_numpy`: one pass over ``z``."""
+    _bias_forward(_as3d(z), b, _as3d(out))
+
+
+def affine_backward_into_numba(
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray
+) -> None:
+    """Compiled twin of :func:`affine_backward_into_numpy`: NumPy's BLAS into the buffers, the bias
+    gradient in one compiled pass."""
+    if dx is not None:
+        np.dot(dout, W.T, out=dx)
+    np.dot(x.T, dout, out=dW)
+    _column_sums(dout, db)

@@ -1,16 +1,27 @@
 """Optimizer update loops, written into the parameter and state arrays **in place**.
 
 The contract of every twin ``<name>_update_{numpy,numba}(param, grad, *state, *hyper) -> None``:
-``param`` and the state arrays (velocity ``v``, accumulator ``h``, moments ``m``/``v``) are
-C-contiguous arrays of one floating dtype and are overwritten; ``grad`` has the same shape and dtype
-and is only read. Hyper-parameters are Python floats; the wrappers cast them to ``param``'s dtype
-first, which is what NumPy does with a Python scalar (NEP 50), so float32 stays float32.
+``param``, ``grad`` and each state (velocity ``v``, accumulator ``h``, moments ``m``/``v``) are
+either one array or a sequence of arrays (parameter ``k`` of the sequence pairs with ``grad[k]``,
+``state[k]``), C-contiguous, of one floating dtype, pairwise of one shape. ``param`` and the
+states are overwritten; ``grad`` is only read. One call updates every parameter of a network: that
+is how both :meth:`zerodl.optimizer.Optimizer.update` and the fused training step call it (one
+compiled call per step, not one per parameter). Hyper-parameters are Python floats; the wrappers
+cast them to ``param``'s dtype first, which is what NumPy does with a Python scalar (NEP 50), so
+float32 stays float32.
 
-The formulas are the book's ``common/optimizer.py`` (the repository's current, corrected Nesterov),
-with its ``1e-7`` epsilon passed in as ``eps``.
+The formulas are the book's ``common/optimizer.py`` as the repository has it now, including the
+2021 fix of ``Nesterov`` (parameters moved with the old velocity, then the velocity updated), with
+its ``1e-7`` epsilon passed in as ``eps``. Each formula is written once per backend, here; the
+scalar set-up (Adam's bias-corrected rate) lives in :meth:`zerodl.optimizer.Adam.update_rule`.
+
+``weight_decay_grad(grad, param, lam)``: ``grad += lam * param`` (the book's L2 term of
+``MultiLayerNet.gradient``), same sequence contract, ``grad`` written.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,55 +34,68 @@ OPS = (
     "adagrad_update",
     "rmsprop_update",
     "adam_update",
+    "weight_decay_grad",
 )
+
+ArrayOrArrays = np.ndarray | Sequence[np.ndarray]
+
+
+def _seq(a: ArrayOrArrays) -> Sequence[np.ndarray]:
+    return (a,) if isinstance(a, np.ndarray) else a
 
 
 # ----------------------------------------------------------------------------- NumPy references
-def sgd_update_numpy(param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+def sgd_update_numpy(param: ArrayOrArrays, grad: ArrayOrArrays, lr: float) -> None:
     """``param -= lr * grad``."""
-    param -= lr * grad
+    for p, g in zip(_seq(param), _seq(grad)):
+        p -= lr * g
 
 
 def momentum_update_numpy(
-    param: np.ndarray, grad: np.ndarray, v: np.ndarray, lr: float, momentum: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, v: ArrayOrArrays, lr: float, momentum: float
 ) -> None:
     """``v = momentum * v - lr * grad``; ``param += v``."""
-    v[...] = momentum * v - lr * grad
-    param += v
+    for p, g, vk in zip(_seq(param), _seq(grad), _seq(v)):
+        vk[...] = momentum * vk - lr * g
+        p += vk
 
 
 def nesterov_update_numpy(
-    param: np.ndarray, grad: np.ndarray, v: np.ndarray, lr: float, momentum: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, v: ArrayOrArrays, lr: float, momentum: float
 ) -> None:
-    """``v = momentum * v - lr * grad``; ``param += momentum² v - (1 + momentum) lr grad``."""
-    v *= momentum
-    v -= lr * grad
-    param += momentum * momentum * v
-    param -= (1 + momentum) * lr * grad
+    """The book's current form: ``param += momentum² v``; ``param -= (1 + momentum) lr grad``;
+    then ``v *= momentum``; ``v -= lr grad`` (``v`` is the velocity before this step's update)."""
+    for p, g, vk in zip(_seq(param), _seq(grad), _seq(v)):
+        p += momentum * momentum * vk
+        p -= (1 + momentum) * lr * g
+        vk *= momentum
+        vk -= lr * g
 
 
 def adagrad_update_numpy(
-    param: np.ndarray, grad: np.ndarray, h: np.ndarray, lr: float, eps: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, h: ArrayOrArrays, lr: float, eps: float
 ) -> None:
     """``h += grad²``; ``param -= lr * grad / (sqrt(h) + eps)``."""
-    h += grad * grad
-    param -= lr * grad / (np.sqrt(h) + eps)
+    for p, g, hk in zip(_seq(param), _seq(grad), _seq(h)):
+        hk += g * g
+        p -= lr * g / (np.sqrt(hk) + eps)
 
 
 def rmsprop_update_numpy(
-    param: np.ndarray, grad: np.ndarray, h: np.ndarray, lr: float, decay_rate: float, eps: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, h: ArrayOrArrays, lr: float, decay_rate: float, eps: float
 ) -> None:
     """``h = decay h + (1 - decay) grad²``; ``param -= lr * grad / (sqrt(h) + eps)``."""
-    h *= decay_rate
-    h += (1 - decay_rate) * grad * grad
-    param -= lr * grad / (np.sqrt(h) + eps)
+    for p, g, hk in zip(_seq(param), _seq(grad), _seq(h)):
+        hk *= decay_rate
+        hk += (1 - decay_rate) * g * g
+        p -= lr * g / (np.sqrt(hk) + eps)
 
 
 def adam_update_numpy(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
+    param: ArrayOrArrays,
+    grad: ArrayOrArrays,
+    m: ArrayOrArrays,
+    v: ArrayOrArrays,
     lr_t: float,
     beta1: float,
     beta2: float,
@@ -81,125 +105,165 @@ def adam_update_numpy(
 
     ``lr_t`` is the bias-corrected rate ``lr sqrt(1 - β2^t) / (1 - β1^t)`` computed by the caller.
     """
-    m += (1 - beta1) * (grad - m)
-    v += (1 - beta2) * (grad**2 - v)
-    param -= lr_t * m / (np.sqrt(v) + eps)
+    for p, g, mk, vk in zip(_seq(param), _seq(grad), _seq(m), _seq(v)):
+        mk += (1 - beta1) * (g - mk)
+        vk += (1 - beta2) * (g**2 - vk)
+        p -= lr_t * mk / (np.sqrt(vk) + eps)
+
+
+def weight_decay_grad_numpy(grad: ArrayOrArrays, param: ArrayOrArrays, lam: float) -> None:
+    """``grad += lam * param``: the book's ``dW + λ W``, written into ``grad``."""
+    for g, p in zip(_seq(grad), _seq(param)):
+        g += lam * p
 
 
 # ----------------------------------------------------------------------------- compiled loops
+# Each takes tuples of flat views (one per parameter) and loops over them: one dispatch per step.
 @jit
-def _sgd(p, g, lr):
-    for i in range(p.size):
-        p[i] -= lr * g[i]
-
-
-@jit
-def _momentum(p, g, v, lr, momentum):
-    for i in range(p.size):
-        v[i] = momentum * v[i] - lr * g[i]
-        p[i] += v[i]
+def _sgd(ps, gs, lr):
+    for k in range(len(ps)):
+        p, g = ps[k], gs[k]
+        for i in range(p.size):
+            p[i] -= lr * g[i]
 
 
 @jit
-def _nesterov(p, g, v, lr, momentum, momentum_sq, lr_plus):
-    for i in range(p.size):
-        v[i] = v[i] * momentum
-        v[i] -= lr * g[i]
-        p[i] += momentum_sq * v[i]
-        p[i] -= lr_plus * g[i]
+def _momentum(ps, gs, vs, lr, momentum):
+    for k in range(len(ps)):
+        p, g, v = ps[k], gs[k], vs[k]
+        for i in range(p.size):
+            v[i] = momentum * v[i] - lr * g[i]
+            p[i] += v[i]
 
 
 @jit
-def _adagrad(p, g, h, lr, eps):
-    for i in range(p.size):
-        h[i] += g[i] * g[i]
-        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+def _nesterov(ps, gs, vs, lr, momentum, momentum_sq, lr_plus):
+    for k in range(len(ps)):
+        p, g, v = ps[k], gs[k], vs[k]
+        for i in range(p.size):
+            p[i] += momentum_sq * v[i]
+            p[i] -= lr_plus * g[i]
+            v[i] = v[i] * momentum
+            v[i] -= lr * g[i]
 
 
 @jit
-def _rmsprop(p, g, h, lr, decay_rate, keep, eps):
-    for i in range(p.size):
-        h[i] = h[i] * decay_rate
-        h[i] += keep * g[i] * g[i]
-        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+def _adagrad(ps, gs, hs, lr, eps):
+    for k in range(len(ps)):
+        p, g, h = ps[k], gs[k], hs[k]
+        for i in range(p.size):
+            h[i] += g[i] * g[i]
+            p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
 
 
 @jit
-def _adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps):
-    for i in range(p.size):
-        m[i] += one_minus_b1 * (g[i] - m[i])
-        v[i] += one_minus_b2 * (g[i] * g[i] - v[i])
-        p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+def _rmsprop(ps, gs, hs, lr, decay_rate, keep, eps):
+    for k in range(len(ps)):
+        p, g, h = ps[k], gs[k], hs[k]
+        for i in range(p.size):
+            h[i] = h[i] * decay_rate
+            h[i] += keep * g[i] * g[i]
+            p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    # reshape(-1) of a C-contiguous array is a view, so writes reach the caller's array.
-    return a.reshape(-1)
+@jit
+def _adam(ps, gs, ms, vs, lr_t, one_minus_b1, one_minus_b2, eps):
+    for k in range(len(ps)):
+        p, g, m, v = ps[k], gs[k], ms[k], vs[k]
+        for i in range(p.size):
+            m[i] += one_minus_b1 * (g[i] - m[i])
+            v[i] += one_minus_b2 * (g[i] * g[i] - v[i])
+            p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
 
 
-def _flat_read(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+@jit
+def _weight_decay(gs, ps, lam):
+    for k in range(len(gs)):
+        g, p = gs[k], ps[k]
+        for i in range(g.size):
+            g[i] = g[i] + lam * p[i]
 
 
-def sgd_update_numba(param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+def _flat(a: ArrayOrArrays) -> tuple[np.ndarray, ...]:
+    # reshape(-1) of a C-contiguous array is a view, so writes reach the caller's arrays.
+    return tuple(x.reshape(-1) for x in _seq(a))
+
+
+def _flat_read(a: ArrayOrArrays, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    # Read-only arrays are another numba type: one of them would make the tuple heterogeneous.
+    flat = []
+    for x in _seq(a):
+        x = np.ascontiguousarray(x, dtype=dtype)
+        flat.append((x if x.flags.writeable else x.copy()).reshape(-1))
+    return tuple(flat)
+
+
+def _dtype(param: ArrayOrArrays) -> np.dtype:
+    return _seq(param)[0].dtype
+
+
+def sgd_update_numba(param: ArrayOrArrays, grad: ArrayOrArrays, lr: float) -> None:
     """Compiled twin of :func:`sgd_update_numpy`."""
-    t = param.dtype.type
-    _sgd(_flat(param), _flat_read(grad, param.dtype), t(lr))
+    dt = _dtype(param)
+    _sgd(_flat(param), _flat_read(grad, dt), dt.type(lr))
 
 
 def momentum_update_numba(
-    param: np.ndarray, grad: np.ndarray, v: np.ndarray, lr: float, momentum: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, v: ArrayOrArrays, lr: float, momentum: float
 ) -> None:
     """Compiled twin of :func:`momentum_update_numpy`."""
-    t = param.dtype.type
-    _momentum(_flat(param), _flat_read(grad, param.dtype), _flat(v), t(lr), t(momentum))
+    dt = _dtype(param)
+    t = dt.type
+    _momentum(_flat(param), _flat_read(grad, dt), _flat(v), t(lr), t(momentum))
 
 
 def nesterov_update_numba(
-    param: np.ndarray, grad: np.ndarray, v: np.ndarray, lr: float, momentum: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, v: ArrayOrArrays, lr: float, momentum: float
 ) -> None:
     """Compiled twin of :func:`nesterov_update_numpy`."""
-    t = param.dtype.type
+    dt = _dtype(param)
+    t = dt.type
     # Python computes the scalar products exactly as the reference's left-to-right evaluation.
     momentum_sq = t(momentum * momentum)
     lr_plus = t((1 + momentum) * lr)
-    _nesterov(
-        _flat(param), _flat_read(grad, param.dtype), _flat(v), t(lr), t(momentum), momentum_sq, lr_plus
-    )
+    _nesterov(_flat(param), _flat_read(grad, dt), _flat(v), t(lr), t(momentum), momentum_sq, lr_plus)
 
 
 def adagrad_update_numba(
-    param: np.ndarray, grad: np.ndarray, h: np.ndarray, lr: float, eps: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, h: ArrayOrArrays, lr: float, eps: float
 ) -> None:
     """Compiled twin of :func:`adagrad_update_numpy`."""
-    t = param.dtype.type
-    _adagrad(_flat(param), _flat_read(grad, param.dtype), _flat(h), t(lr), t(eps))
+    dt = _dtype(param)
+    t = dt.type
+    _adagrad(_flat(param), _flat_read(grad, dt), _flat(h), t(lr), t(eps))
 
 
 def rmsprop_update_numba(
-    param: np.ndarray, grad: np.ndarray, h: np.ndarray, lr: float, decay_rate: float, eps: float
+    param: ArrayOrArrays, grad: ArrayOrArrays, h: ArrayOrArrays, lr: float, decay_rate: float, eps: float
 ) -> None:
     """Compiled twin of :func:`rmsprop_update_numpy`."""
-    t = param.dtype.type
-    _rmsprop(
-        _flat(param), _flat_read(grad, param.dtype), _flat(h), t(lr), t(decay_rate),
-        t(1 - decay_rate), t(eps),
-    )
+    dt = _dtype(param)
+    t = dt.type
+    _rmsprop(_flat(param), _flat_read(grad, dt), _flat(h), t(lr), t(decay_rate), t(1 - decay_rate), t(eps))
 
 
 def adam_update_numba(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
+    param: ArrayOrArrays,
+    grad: ArrayOrArrays,
+    m: ArrayOrArrays,
+    v: ArrayOrArrays,
     lr_t: float,
     beta1: float,
     beta2: float,
     eps: float,
 ) -> None:
     """Compiled twin of :func:`adam_update_numpy`."""
-    t = param.dtype.type
-    _adam(
-        _flat(param), _flat_read(grad, param.dtype), _flat(m), _flat(v), t(lr_t), t(1 - beta1),
-        t(1 - beta2), t(eps),
-    )
+    dt = _dtype(param)
+    t = dt.type
+    _adam(_flat(param), _flat_read(grad, dt), _flat(m), _flat(v), t(lr_t), t(1 - beta1), t(1 - beta2), t(eps))
+
+
+def weight_decay_grad_numba(grad: ArrayOrArrays, param: ArrayOrArrays, lam: float) -> None:
+    """Compiled twin of :func:`weight_decay_grad_numpy`."""
+    dt = _dtype(grad)
+    _weight_decay(_flat(grad), _flat_read(param, dt), dt.type(lam))

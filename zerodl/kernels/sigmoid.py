@@ -2,6 +2,9 @@
 
 Twins: ``sigmoid_forward_{numpy,numba}(x) -> out`` and
 ``sigmoid_backward_{numpy,numba}(dout, out) -> dx``. Any shape, output dtype = input dtype.
+
+The fused training step's pieces: ``sigmoid_bias_forward(z, b, out)`` and
+``sigmoid_backward_into(dout, out, dx)`` (see :mod:`zerodl.layers.fused`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import numpy as np
 
 from zerodl.kernels._jit import jit
 
-OPS = ("sigmoid_forward", "sigmoid_backward")
+OPS = ("sigmoid_forward", "sigmoid_backward", "sigmoid_bias_forward", "sigmoid_backward_into")
 
 
 def sigmoid_forward_numpy(x: np.ndarray) -> np.ndarray:
@@ -153,3 +156,60 @@ def sigmoid_backward_numba(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     dx = np.empty_like(dout)
     _sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
+
+
+# ----------------------------------------------------------------------------- fused-step pieces
+def _as3d(a: np.ndarray) -> np.ndarray:
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def sigmoid_bias_forward_numpy(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """Reference: ``z += b`` along axis 1 (``z (N, C, ...)`` **updated in place**, ``b (C,)``), then
+    ``out = sigmoid(z)`` as :func:`sigmoid_forward_numpy` computes it; ``out`` may be ``z``."""
+    z3 = _as3d(z)
+    np.add(z3, b[:, None], out=z3)
+    np.copyto(out, sigmoid_forward_numpy(z))
+
+
+def sigmoid_backward_into_numpy(dout: np.ndarray, out: np.ndarray, dx: np.ndarray) -> None:
+    """Reference: :func:`sigmoid_backward_numpy` from the forward's ``out``, written into ``dx``
+    (which may be ``dout``)."""
+    np.copyto(dx, sigmoid_backward_numpy(dout, out))
+
+
+@jit
+def _add_bias3(z3, b):
+    n, c, s = z3.shape
+    if s == 1:
+        for i in range(n):
+            for j in range(c):
+                z3[i, j, 0] += b[j]
+    else:
+        for i in range(n):
+            for j in range(c):
+                bj = b[j]
+                for k in range(s):
+                    z3[i, j, k] += bj
+
+
+@jit
+def _sigmoid_bias_forward(z3, b, out):
+    _add_bias3(z3, b)
+    _sigmoid_into(z3.reshape(-1), out)
+
+
+@jit
+def _sigmoid_bias_forward_float32(z3, b, out):
+    _add_bias3(z3, b)
+    _sigmoid_into_float32(z3.reshape(-1), out)
+
+
+def sigmoid_bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """Compiled twin of :func:`sigmoid_bias_forward_numpy`: bias and sigmoid in one call."""
+    fused = _sigmoid_bias_forward_float32 if z.dtype == np.float32 else _sigmoid_bias_forward
+    fused(_as3d(z), b, out.reshape(-1))
+
+
+def sigmoid_backward_into_numba(dout: np.ndarray, out: np.ndarray, dx: np.ndarray) -> None:
+    """Compiled twin of :func:`sigmoid_backward_into_numpy`."""
+    _sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))

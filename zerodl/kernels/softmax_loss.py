@@ -9,6 +9,9 @@ Twins:
 * ``softmax_loss_backward_{numpy,numba}(y, t, dout) -> dx``: ``(y - t) / N * dout`` (for labels,
   ``t`` is the implied one-hot), shape ``(N, C)``.
 
+* ``softmax_loss_grad_{numpy,numba}(x, t, dx) -> loss``: both at once with ``dout = 1``, the
+  gradient written into the caller's ``dx`` (a fused training step's loss layer).
+
 Softmax subtracts each row's maximum first, so scores of ±1e4 stay finite. Labels must already be
 validated (in range, right length) by the caller: kernels do no checking.
 """
@@ -19,7 +22,7 @@ import numpy as np
 
 from zerodl.kernels._jit import jit
 
-OPS = ("softmax_loss_forward", "softmax_loss_backward")
+OPS = ("softmax_loss_forward", "softmax_loss_backward", "softmax_loss_grad")
 
 #: Added inside the log, as the book's ``cross_entropy_error`` does (log(0) would be -inf).
 CROSS_ENTROPY_DELTA = 1e-7
@@ -136,3 +139,39 @@ def softmax_loss_backward_numba(y: np.ndarray, t: np.ndarray, dout: float = 1.0)
     else:
         _backward_labels(y, np.ascontiguousarray(t, dtype=np.intp), scale, dx)
     return dx
+
+
+# ----------------------------------------------------------------------------- fused-step piece
+def softmax_loss_grad_numpy(x: np.ndarray, t: np.ndarray, dx: np.ndarray) -> np.generic:
+    """Reference: :func:`softmax_loss_forward_numpy` then :func:`softmax_loss_backward_numpy` with
+    ``dout = 1``, the gradient written into ``dx (N, C)`` (preallocated, may not be ``x``); returns
+    the loss. What a fused training step's loss layer does in one call."""
+    y, loss = softmax_loss_forward_numpy(x, t)
+    np.copyto(dx, softmax_loss_backward_numpy(y, t, 1.0))
+    return loss
+
+
+@jit
+def _softmax_loss_grad_labels(x, labels, dx, delta):
+    # The three passes of the forward and backward twins in one call (one dispatch per step).
+    _softmax_rows(x, dx)
+    loss = _cross_entropy_labels(dx, labels, delta)
+    _backward_labels(dx, labels, dx.dtype.type(1), dx)
+    return loss
+
+
+def softmax_loss_grad_numba(x: np.ndarray, t: np.ndarray, dx: np.ndarray) -> np.generic:
+    """Compiled twin of :func:`softmax_loss_grad_numpy`: the probabilities are computed into ``dx``
+    and turned into the gradient in place (the same helpers as the two twins above)."""
+    x = np.ascontiguousarray(x)
+    if _is_one_hot(dx, t):
+        _softmax_rows(x, dx)
+        t = np.ascontiguousarray(t, dtype=dx.dtype)
+        labels = np.empty(dx.shape[0], dtype=np.intp)
+        _argmax_rows(t, labels)
+        loss = _cross_entropy_labels(dx, labels, dx.dtype.type(CROSS_ENTROPY_DELTA))
+        _backward_one_hot(dx, t, dx.dtype.type(1), dx)
+    else:
+        labels = np.ascontiguousarray(t, dtype=np.intp)
+        loss = _softmax_loss_grad_labels(x, labels, dx, dx.dtype.type(CROSS_ENTROPY_DELTA))
+    return x.dtype.type(loss)

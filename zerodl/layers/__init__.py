@@ -5,10 +5,10 @@
 
 from zerodl.layers.base import Layer
 from zerodl.layers.conv import Convolution, Pooling
-from zerodl.layers.core import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from zerodl.layers.core import GELU, Affine, Relu, Sigmoid, SoftmaxWithLoss
 from zerodl.layers.graph import AddLayer, MulLayer
 from zerodl.layers.normalization import BatchNormalization
 from zerodl.layers.regularization import Dropout
 
-__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MulLayer", "AddLayer", "Dropout",
+__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "GELU", "SoftmaxWithLoss", "MulLayer", "AddLayer", "Dropout",
            "BatchNormalization", "Convolution", "Pooling"]

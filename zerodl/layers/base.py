@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from zerodl.layers.fused import ActivationPiece, ActivationSpec, Piece
+
 
 class Layer:
     """Base class: ``forward(x)`` → output, ``backward(dout)`` → ``dx``.
@@ -21,6 +23,21 @@ class Layer:
     #: attribute names, collected by ``Sequential.buffers()``; updated in place by the layer.
     buffer_names: tuple[str, ...] = ()
     takes_train_flg: bool = False
+    #: An elementwise activation's part in a fused step (its two kernel ops and what it keeps);
+    #: ``None`` for other layers. See :mod:`zerodl.layers.fused`.
+    fused_activation: ActivationSpec | None = None
+
+    def fused_piece(self) -> Piece | None:
+        """This layer's part of a fused training step, or ``None`` if it cannot join one.
+
+        The default: an activation with :attr:`fused_activation` joins as an elementwise piece
+        (or is absorbed by the Affine/Convolution before it); any other layer does not, and a
+        network holding it takes the generic ``gradient`` + ``update`` path (``net.step_path``
+        says so). Layers that can join override this (see :mod:`zerodl.layers.fused`).
+        """
+        if self.fused_activation is None:
+            return None
+        return ActivationPiece(self, self.fused_activation)
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

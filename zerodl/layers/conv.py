@@ -22,9 +22,10 @@ import numbers
 
 import numpy as np
 
-from zerodl import kernels
+import zerodl.kernels as kernels
 from zerodl._validate import as_float_array, check_ndim, check_nonempty, check_same_shape
 from zerodl.layers.base import Layer
+from zerodl.layers.fused import ActivationSpec, Epilogue, Piece
 from zerodl.util import conv_output_size
 
 
@@ -122,6 +123,10 @@ class Convolution(Layer):
         check_same_shape(dout, (self.x.shape[0], *self.output_shape(self.x.shape[1:])), where, "dout")
         return dout
 
+    def fused_piece(self) -> ConvolutionPiece:
+        """Joins a fused step as a :class:`ConvolutionPiece` (absorbing a following activation)."""
+        return ConvolutionPiece(self)
+
     def __repr__(self) -> str:
         return f"Convolution(W={self.W.shape}, stride={self.stride}, pad={self.pad})"
 
@@ -179,5 +184,88 @@ class Pooling(Layer):
             dout, self.arg_max, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad
         )
 
+    def fused_piece(self) -> PoolingPiece:
+        """Joins a fused step as a :class:`PoolingPiece`."""
+        return PoolingPiece(self)
+
     def __repr__(self) -> str:
         return f"Pooling(pool_h={self.pool_h}, pool_w={self.pool_w}, stride={self.stride}, pad={self.pad})"
+
+
+def _image_shape(in_shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
+    if len(in_shape) != 4:
+        raise ValueError(f"{where}: x must have shape (N, C, H, W), got shape {in_shape}")
+    return in_shape[1], in_shape[2], in_shape[3]
+
+
+class ConvolutionPiece(Piece):
+    """Convolution's part of a fused step: the conv kernels without per-call validation; a
+    following activation is absorbed (the bias is added with it, in one pass over the output)."""
+
+    def __init__(self, layer: Convolution) -> None:
+        super().__init__(layer)
+        self.epilogue = Epilogue()
+        self.zero_bias = np.zeros_like(layer.b)
+        self.x: np.ndarray | None = None
+        self.keep: object = None
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
+
+    def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        return (in_shape[0], *self.layer.output_shape(_image_shape(in_shape, where)))
+
+    def absorb(self, activation: ActivationSpec, name: str) -> bool:
+        return self.epilogue.absorb(activation, name)
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        layer = self.layer
+        # With an absorbed activation the bias is the epilogue's: the product gets a zero bias
+        # (x + 0 is exact, so the output is the layer path's to the bit).
+        bias = self.zero_bias if self.epilogue.activation is not None else layer.b
+        out, self.keep = kernels.get("conv_forward")(x, layer.W, bias, layer.stride, layer.pad)
+        self.x = x
+        if self.epilogue.activation is None:
+            return out
+        return self.epilogue.forward(out, layer.b, self.buffers)
+
+    def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        dout = self.epilogue.backward(dout)
+        layer = self.layer
+        dx, self.dW, self.db = kernels.get("conv_backward")(
+            dout, self.x, layer.W, self.keep, layer.stride, layer.pad, need_dx
+        )
+        return dx
+
+    def grad_arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.dW, self.db)
+
+    def describe(self) -> str:
+        layer = self.layer
+        return f"Convolution{layer.W.shape}/s{layer.stride}p{layer.pad}{self.epilogue.describe()}"
+
+
+class PoolingPiece(Piece):
+    """Pooling's part of a fused step: the pooling kernels without per-call validation."""
+
+    def __init__(self, layer: Pooling) -> None:
+        super().__init__(layer)
+        self.x_shape: tuple[int, ...] = ()
+        self.arg_max: np.ndarray | None = None
+
+    def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        return (in_shape[0], *self.layer.output_shape(_image_shape(in_shape, where)))
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        layer = self.layer
+        out, self.arg_max = kernels.get("max_pool_forward")(x, layer.pool_h, layer.pool_w, layer.stride, layer.pad)
+        self.x_shape = x.shape
+        return out
+
+    def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        layer = self.layer
+        return kernels.get("max_pool_backward")(
+            dout, self.arg_max, self.x_shape, layer.pool_h, layer.pool_w, layer.stride, layer.pad
+        )
+
+    def describe(self) -> str:
+        return f"Pooling({self.layer.pool_h}x{self.layer.pool_w}/s{self.layer.stride})"

@@ -1,4 +1,4 @@
-"""The book's chapter 5 layers: Affine, Relu, Sigmoid, SoftmaxWithLoss.
+"""The book's chapter 5 layers: Affine, Relu, Sigmoid, SoftmaxWithLoss (and GELU, not the book's).
 
 Each layer validates its inputs (clear errors naming the layer) and hands the arithmetic to the
 kernels of the active backend (:func:`zerodl.kernels.get`). Departures from the book, on purpose:
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zerodl import kernels
+import zerodl.kernels as kernels
 from zerodl._validate import (
     as_float_array,
     check_labels,
@@ -19,6 +19,7 @@ from zerodl._validate import (
     check_same_shape,
 )
 from zerodl.layers.base import Layer
+from zerodl.layers.fused import ActivationSpec, Epilogue, LossPiece, Piece
 
 
 class Affine(Layer):
@@ -77,6 +78,10 @@ class Affine(Layer):
         """Sets ``dW``, ``db`` as :meth:`backward` does, without computing ``dx``."""
         _, self.dW, self.db = kernels.get("affine_backward")(self._checked_dout(dout), self.x, self.W, False)
 
+    def fused_piece(self) -> AffinePiece:
+        """Joins a fused step as an :class:`AffinePiece` (absorbing a following activation)."""
+        return AffinePiece(self)
+
     def _checked_dout(self, dout: np.ndarray) -> np.ndarray:
         where = self._where("backward")
         self._require_forward(self.x)
@@ -85,8 +90,61 @@ class Affine(Layer):
         return dout
 
 
+class AffinePiece(Piece):
+    """Affine's part of a fused step: ``np.dot(x, W)`` into a reused buffer, then one compiled
+    epilogue (bias, and the absorbed activation if any); backward writes ``dx``, ``dW``, ``db``
+    into reused buffers (``dx`` skipped for the first layer)."""
+
+    def __init__(self, layer: Affine) -> None:
+        super().__init__(layer)
+        self.epilogue = Epilogue()
+        self.x: np.ndarray | None = None
+        self.x_shape: tuple[int, ...] = ()
+        self.dW = np.empty_like(layer.W)
+        self.db = np.empty_like(layer.b)
+
+    def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        D, H = self.layer.W.shape
+        if len(in_shape) < 2:
+            raise ValueError(f"{where}: x must be a batch of shape (N, {D}), got shape {in_shape}")
+        features = int(np.prod(in_shape[1:]))
+        if features != D:
+            raise ValueError(
+                f"{where}: x has {features} features per sample (shape {in_shape}) but the "
+                f"{self.name} layer expects {D}"
+            )
+        return (in_shape[0], H)
+
+    def absorb(self, activation: ActivationSpec, name: str) -> bool:
+        return self.epilogue.absorb(activation, name)
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        W = self.layer.W
+        n = x.shape[0]
+        self.x_shape = x.shape
+        self.x = x.reshape(n, W.shape[0])
+        z = self.buffers.get("z", (n, W.shape[1]), W.dtype)
+        np.dot(self.x, W, out=z)
+        return self.epilogue.forward(z, self.layer.b, self.buffers)
+
+    def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        dout = self.epilogue.backward(dout)
+        W = self.layer.W
+        dx = self.buffers.get("dx", self.x.shape, W.dtype) if need_dx else None
+        kernels.get("affine_backward_into")(dout, self.x, W, dx, self.dW, self.db)
+        return None if dx is None else dx.reshape(self.x_shape)
+
+    def grad_arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.dW, self.db)
+
+    def describe(self) -> str:
+        return f"Affine{self.layer.W.shape}{self.epilogue.describe()}"
+
+
 class Relu(Layer):
     """``out = max(x, 0)``; ``backward`` passes ``dout`` where ``x > 0`` (any shape)."""
+
+    fused_activation = ActivationSpec("relu_bias_forward", "relu_backward_into", keeps="output")
 
     def __init__(self) -> None:
         self.mask: np.ndarray | None = None
@@ -109,6 +167,8 @@ class Relu(Layer):
 class Sigmoid(Layer):
     """``out = 1 / (1 + exp(-x))``; ``dx = dout (1 - out) out`` (any shape)."""
 
+    fused_activation = ActivationSpec("sigmoid_bias_forward", "sigmoid_backward_into", keeps="output")
+
     def __init__(self) -> None:
         self.out: np.ndarray | None = None
 
@@ -125,6 +185,41 @@ class Sigmoid(Layer):
         dout = as_float_array(dout, where, "dout", dtype=self.out.dtype)
         check_same_shape(dout, self.out.shape, where, "dout")
         return kernels.get("sigmoid_backward")(dout, self.out)
+
+
+class GELU(Layer):
+    """GELU, tanh form: ``out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³)))`` (any shape).
+
+    Not in the book (a modern activation; Hendrycks & Gimpel 2016). Its derivative needs the
+    *input*, so it keeps ``x`` for ``backward`` (and its fused piece keeps the pre-activation).
+    """
+
+    fused_activation = ActivationSpec("gelu_bias_forward", "gelu_backward_into", keeps="input")
+
+    def __init__(self) -> None:
+        self.x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Any shape → same shape and dtype."""
+        self.x = as_float_array(x, self._where("forward"), "x")
+        return kernels.get("gelu_forward")(self.x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout`` of the forward shape → ``dx``."""
+        where = self._where("backward")
+        self._require_forward(self.x)
+        dout = as_float_array(dout, where, "dout", dtype=self.x.dtype)
+        check_same_shape(dout, self.x.shape, where, "dout")
+        return kernels.get("gelu_backward")(dout, self.x)
+
+
+class SoftmaxLossPiece(LossPiece):
+    """SoftmaxWithLoss in a fused step: one kernel call, the gradient into a reused buffer."""
+
+    def loss_and_grad(self, scores: np.ndarray, t: np.ndarray) -> tuple[np.generic, np.ndarray]:
+        dscores = self.buffers.get("dscores", scores.shape, scores.dtype)
+        loss = kernels.get("softmax_loss_grad")(scores, t, dscores)
+        return loss, dscores
 
 
 class SoftmaxWithLoss(Layer):
@@ -149,6 +244,10 @@ class SoftmaxWithLoss(Layer):
         self.t = check_labels(t, x.shape[0], x.shape[1], where, x.dtype)
         self.y, self.loss = kernels.get("softmax_loss_forward")(x, self.t)
         return self.loss
+
+    def fused_piece(self) -> SoftmaxLossPiece:
+        """Joins a fused step as its loss (:class:`SoftmaxLossPiece`)."""
+        return SoftmaxLossPiece(self)
 
     def backward(self, dout: float = 1) -> np.ndarray:
         """→ ``dx (N, C)``, the gradient of the loss times ``dout``."""

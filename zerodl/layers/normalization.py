@@ -13,9 +13,10 @@ import numbers
 
 import numpy as np
 
-from zerodl import kernels
+import zerodl.kernels as kernels
 from zerodl._validate import as_float_array, check_nonempty, check_same_shape
 from zerodl.layers.base import Layer
+from zerodl.layers.fused import Piece
 
 
 class BatchNormalization(Layer):
@@ -145,5 +146,58 @@ class BatchNormalization(Layer):
         )
         return dx.reshape(self.input_shape)
 
+    def fused_piece(self) -> BatchNormPiece:
+        """Joins a fused step as a :class:`BatchNormPiece`."""
+        return BatchNormPiece(self)
+
     def _describe(self) -> str:
         return f"{self.gamma.shape[0]}, momentum={self.momentum}"
+
+
+class BatchNormPiece(Piece):
+    """BatchNormalization's part of a fused step: its kernels without per-call validation; the
+    running statistics are updated in place exactly as the layer's training forward does."""
+
+    def __init__(self, layer: BatchNormalization) -> None:
+        super().__init__(layer)
+        self.shape: tuple[int, ...] = ()
+        self.cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.dgamma: np.ndarray | None = None
+        self.dbeta: np.ndarray | None = None
+
+    def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        d = self.layer.gamma.shape[0]
+        if len(in_shape) not in (2, 4) or int(np.prod(in_shape[1:])) != d:
+            raise ValueError(
+                f"{where}: BatchNormalization expects (N, {d}) or (N, C, H, W) with C·H·W = {d}, "
+                f"got shape {in_shape}"
+            )
+        return in_shape
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        layer = self.layer
+        if layer.running_mean is None:  # lazily, as the layer does
+            layer.running_mean = np.zeros(layer.gamma.shape, dtype=layer.gamma.dtype)
+            layer.running_var = np.zeros(layer.gamma.shape, dtype=layer.gamma.dtype)
+        self.shape = x.shape
+        x2 = x.reshape(x.shape[0], -1)
+        if train:
+            out, xc, xn, std = kernels.get("batchnorm_forward_train")(
+                x2, layer.gamma, layer.beta, layer.running_mean, layer.running_var, layer.momentum
+            )
+            self.cache = (xc, xn, std)
+        else:
+            out = kernels.get("batchnorm_forward_test")(
+                x2, layer.gamma, layer.beta, layer.running_mean, layer.running_var
+            )
+        return out.reshape(self.shape)
+
+    def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        xc, xn, std = self.cache
+        dx, self.dgamma, self.dbeta = kernels.get("batchnorm_backward")(
+            dout.reshape(dout.shape[0], -1), self.layer.gamma, xc, xn, std
+        )
+        return dx.reshape(self.shape)
+
+    def grad_arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.dgamma, self.dbeta)

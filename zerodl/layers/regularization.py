@@ -11,9 +11,10 @@ import numbers
 
 import numpy as np
 
-from zerodl import kernels
+import zerodl.kernels as kernels
 from zerodl._validate import as_float_array, check_same_shape
 from zerodl.layers.base import Layer
+from zerodl.layers.fused import LayerCallPiece
 
 SeedLike = int | np.random.Generator | None
 
@@ -105,6 +106,11 @@ class Dropout(Layer):
     def unfreeze_mask(self) -> None:
         """Go back to drawing a fresh mask on every training forward."""
         self.frozen_mask = None
+
+    def fused_piece(self) -> LayerCallPiece:
+        """Joins a fused step through its own ``forward``/``backward``, so its masks come from the
+        same random source in the same order as on the layer path."""
+        return LayerCallPiece(self)
 
     def _describe(self) -> str:
         return f"dropout_ratio={self.dropout_ratio}"

@@ -11,6 +11,7 @@ import numpy as np
 from zerodl.gradient import numerical_gradient as _numerical_gradient
 from zerodl.layers.base import Layer
 from zerodl.layers.core import SoftmaxWithLoss
+from zerodl.networks.fused import generic_step, plan_for, step_path
 
 
 class ParamDict(dict):
@@ -138,12 +139,12 @@ class Sequential:
         return correct / float(n)
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
-        # Affine/activation stacks: one inference kernel (no layer caches, chunked casts); the
-        # same scores as predict(x) to rounding. Everything else: predict.
-        from zerodl.kernels.train_step import sequential_scores
-
-        y = sequential_scores(self, x)
-        return self.predict(x, train_flg=False) if y is None else y
+        # Networks on the fused path: their pieces in inference mode, chunk by chunk into reused
+        # buffers (no layer caches touched); predict()'s scores to rounding. Others: predict.
+        plan = plan_for(self, Sequential)
+        if plan is None:
+            return self.predict(x, train_flg=False)
+        return plan.scores(x, f"{type(self).__name__}.accuracy")
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode)."""
@@ -176,14 +177,23 @@ class Sequential:
 
         Returns the loss of the forward pass on this batch **before** the update (weight decay
         included), and leaves in :attr:`params` what ``optimizer.update(net.params,
-        net.gradient(x, t))`` would, to rounding. Affine/ReLU/Sigmoid stacks ending in
-        SoftmaxWithLoss run fused (on the numba backend one compiled call between two matrix
-        products, buffers reused across steps); other networks run ``gradient`` + ``update``. See
-        :func:`zerodl.kernels.train_step.sequential_train_step`.
+        net.gradient(x, t))`` would (bit for bit on the NumPy backend, to rounding on Numba). A
+        network whose layers all declare a fused piece runs the fused step composed from them
+        (:mod:`zerodl.networks.fused`: buffers reused across steps, activations fused into the
+        Affine/Convolution before them, one update call); others run ``gradient`` + ``update``.
+        :attr:`step_path` says which, and why. The step is atomic: a refused batch or an error
+        leaves parameters and optimizer untouched.
         """
-        from zerodl.kernels.train_step import sequential_train_step
+        plan = plan_for(self, Sequential)
+        if plan is None:
+            return generic_step(self, x, t, optimizer)
+        return plan.run(x, t, optimizer)
 
-        return sequential_train_step(self, x, t, optimizer)
+    @property
+    def step_path(self) -> str:
+        """``"fused"``, or ``"generic (<reason>)"`` when a layer (or the loss, or a redefined
+        method) keeps this network off the fused path of :meth:`train_step`."""
+        return step_path(self, Sequential)
 
     # -- non-trainable state (running statistics) ----------------------------------------------
     def _buffer_index(self) -> list[tuple[str, Layer, str]]:
@@ -268,5 +278,6 @@ class Sequential:
         lines.append(f"  (loss): {self.last_layer!r}")
         if self.weight_decay_lambda:
             lines.append(f"  weight_decay_lambda={self.weight_decay_lambda}")
+        lines.append(f"  step_path={self.step_path}")
         lines.append(")")
         return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The kernels a fused step is made of: numpy vs numba, both dtypes, and against the layer ops.
+
+``<act>_bias_forward(z, b, out)`` and ``<act>_backward_into(dout, kept, dx)`` for every activation,
+``bias_forward``, ``affine_backward_into``, ``softmax_loss_grad``, ``weight_decay_grad`` and the
+optimizer updates over sequences of arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import assert_backends_agree, assert_close
+from zerodl import kernels
+
+ACTIVATIONS = {  # op prefix -> (layer forward op, how the layer's backward is called)
+    "relu": "relu_forward",
+    "sigmoid": "sigmoid_forward",
+    "gelu": "gelu_forward",
+}
+SHAPES = [(7, 5), (3, 4, 2, 3)]
+
+
+def _bias_view(b, ndim):
+    return b.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", [None, *ACTIVATIONS])
+def test_bias_forward_twins_and_layer_path(act, shape, dtype):
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal(shape).astype(dtype)
+    z.flat[::7] = 0.0  # ReLU's boundary
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    op = "bias_forward" if act is None else f"{act}_bias_forward"
+    assert_backends_agree(op, z, b, np.empty_like(z), inplace=[0, 2])
+    pre = z + _bias_view(b, len(shape))
+    for backend_name in ("numpy", "numba"):
+        zz, out = z.copy(), np.empty_like(z)
+        kernels.get(op, backend_name)(zz, b, out)
+        np.testing.assert_array_equal(zz, pre)
+        expected = pre if act is None else kernels.get(ACTIVATIONS[act], backend_name)(pre)
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        if backend_name == "numpy":
+            np.testing.assert_array_equal(out, expected)  # the layer path, bit for bit
+        else:
+            assert_close(out, expected, dtype, op)
+        assert out.dtype == dtype
+        if act != "gelu":  # in place (out is z) for activations that keep their output
+            zz = z.copy()
+            kernels.get(op, backend_name)(zz, b, zz)
+            assert_close(zz, out, dtype, f"{op} in place")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+def test_backward_into_matches_the_layer_backward(act, shape, dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::5] = 0.0
+    dout = rng.standard_normal(shape).astype(dtype)
+    fwd = kernels.get(ACTIVATIONS[act], "numpy")(x)
+    out, layer_dx = (fwd[0], kernels.get("relu_backward", "numpy")(dout, fwd[1])) if act == "relu" else \
+        (fwd, kernels.get("sigmoid_backward", "numpy")(dout, fwd))
+    op = f"{act}_backward_into"
+    assert_backends_agree(op, dout, out, np.empty_like(dout), inplace=[2])
+    dx = np.empty_like(dout)
+    kernels.get(op, "numpy")(dout, out, dx)
+    np.testing.assert_array_equal(dx, layer_dx)
+    aliased = dout.copy()
+    kernels.get(op, "numba")(aliased, out, aliased)
+    assert_close(aliased, layer_dx, dtype, "dx is dout")
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_loss_grad_is_forward_then_backward(one_hot, dtype):
+    rng = np.random.default_rng(5)
+    x = (4 * rng.standard_normal((6, 4))).astype(dtype)
+    labels = rng.integers(0, 4, 6)
+    t = np.eye(4, dtype=dtype)[labels] if one_hot else labels.astype(np.intp)
+    loss_np, loss_nb = assert_backends_agree("softmax_loss_grad", x, t, np.empty_like(x), inplace=[2])
+    assert loss_np.dtype == loss_nb.dtype == dtype
+    y, loss = kernels.get("softmax_loss_forward", "numpy")(x, t)
+    dx = np.empty_like(x)
+    assert kernels.get("softmax_loss_grad", "numpy")(x, t, dx) == loss
+    np.testing.assert_array_equal(dx, kernels.get("softmax_loss_backward", "numpy")(y, t, 1.0))
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_affine_backward_into_is_affine_backward(need_dx, dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    W = rng.standard_normal((4, 3)).astype(dtype)
+    dout = rng.standard_normal((5, 3)).astype(dtype)
+    bufs = [np.empty_like(x) if need_dx else None, np.empty_like(W), np.empty(3, dtype)]
+    assert_backends_agree("affine_backward_into", dout, x, W, *bufs, inplace=[3, 4, 5])
+    dx, dW, db = (np.empty_like(x) if need_dx else None), np.empty_like(W), np.empty(3, dtype)
+    kernels.get("affine_backward_into", "numpy")(dout, x, W, dx, dW, db)
+    ref = kernels.get("affine_backward", "numpy")(dout, x, W, need_dx)
+    for got, want in zip((dx, dW, db), ref):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_weight_decay_grad_is_the_books_dw_plus_lambda_w(dtype):
+    rng = np.random.default_rng(7)
+    grads = [rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal(5).astype(dtype)]
+    params = [rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal(5).astype(dtype)]
+    for backend_name in ("numpy", "numba"):
+        gs = [g.copy() for g in grads]
+        kernels.get("weight_decay_grad", backend_name)(gs, params, 0.25)
+        for g, g0, p in zip(gs, grads, params):
+            assert_close(g, g0 + 0.25 * p, dtype, "dW + λW")
+
+
+@pytest.mark.parametrize("op,n_state,hyper", [
+    ("sgd_update", 0, (0.1,)), ("momentum_update", 1, (0.01, 0.9)), ("nesterov_update", 1, (0.01, 0.9)),
+    ("adagrad_update", 1, (0.01, 1e-7)), ("rmsprop_update", 1, (0.01, 0.99, 1e-7)),
+    ("adam_update", 2, (0.002, 0.9, 0.999, 1e-7)),
+])
+def test_one_call_over_many_parameters_equals_one_call_each(op, n_state, hyper, backend, dtype):
+    rng = np.random.default_rng(8)
+    shapes = [(3, 4), (4,), (2, 2, 3)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    states = [[np.abs(rng.standard_normal(s)).astype(dtype) for s in shapes] for _ in range(n_state)]
+    one_p = [p.copy() for p in params]
+    one_s = [[a.copy() for a in group] for group in states]
+    kernels.get(op)(params, grads, *states, *hyper)
+    for k in range(len(shapes)):
+        kernels.get(op)(one_p[k], grads[k], *[group[k] for group in one_s], *hyper)
+        np.testing.assert_array_equal(params[k], one_p[k])
+        for group, one in zip(states, one_s):
+            np.testing.assert_array_equal(group[k], one[k])
