@@ -18,8 +18,14 @@ def _blas_threads() -> dict[str, int]:
 def test_context_limits_every_blas_and_numba_then_restores():
     before_blas = (threads._load_scipy_blas(), _blas_threads())[1]
     before_numba = numba.get_num_threads()
-    # Both OpenBLAS copies must be seen: NumPy's (the layers) and SciPy's (numba's np.dot).
-    assert any("numpy" in path for path in before_blas) and any("scipy" in path for path in before_blas)
+    # NumPy's OpenBLAS (the products of both backends) must be seen, and SciPy's when installed.
+    assert any("numpy" in path for path in before_blas)
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert any("scipy" in path for path in before_blas)
     with zerodl.num_threads(1) as limits:
         assert set(_blas_threads().values()) == {1}
         assert numba.get_num_threads() == 1
@@ -70,3 +76,40 @@ def test_bad_thread_counts_are_refused(bad):
             pass
     with pytest.raises(ValueError, match="positive integer"):
         threads.set_num_threads(bad)
+
+
+def test_overlapping_limits_in_two_threads_never_leave_blas_at_one():
+    # A kernel-style limit (1 thread) held in one thread while num_threads(2) enters and leaves in
+    # another, in the order that broke two uncoordinated owners: enter A, enter B, leave A, leave B.
+    import threading
+
+    from zerodl.kernels import _threads
+
+    threads._load_scipy_blas()  # every BLAS loaded first (num_threads loads SciPy's when installed)
+    before = _blas_threads()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def kernel_like():
+        with _threads.limited(1):
+            a_in.set()
+            b_in.wait(5)
+            seen["inside_both"] = set(_blas_threads().values())
+        a_out.set()
+
+    def user_block():
+        a_in.wait(5)
+        with zerodl.num_threads(2):
+            b_in.set()
+            a_out.wait(5)
+            seen["after_kernel_left"] = set(_blas_threads().values())
+
+    threads_ = [threading.Thread(target=kernel_like), threading.Thread(target=user_block)]
+    for th in threads_:
+        th.start()
+    for th in threads_:
+        th.join(10)
+    assert seen["inside_both"] == {1}  # the smallest active limit wins
+    assert seen["after_kernel_left"] == {min(2, max(before.values()))}
+    assert _blas_threads() == before, "the limits before the first block must be restored"
+    assert _threads.active_limits() == ()

@@ -576,8 +576,12 @@ def _time_case(fn: Callable[[], Any], number: int, repeats: int) -> list[float]:
 
 
 def _blas_cases(config: BenchConfig) -> dict[str, Callable[[], Any]]:
-    """Large square products through NumPy's and SciPy's OpenBLAS (the rate for the BLAS bound)."""
-    from scipy.linalg import blas as sblas
+    """Large square products through NumPy's OpenBLAS (the rate for the BLAS bound), and SciPy's
+    when it is installed (an optional comparison: zerodl does not use SciPy)."""
+    try:
+        from scipy.linalg import blas as sblas
+    except ImportError:
+        sblas = None
 
     n = 1024 if config.size == "full" else 64
     cases = {}
@@ -586,9 +590,10 @@ def _blas_cases(config: BenchConfig) -> dict[str, Callable[[], Any]]:
     for dt in sorted(dts):
         a, b = rng.random((n, n)).astype(dt), rng.random((n, n)).astype(dt)
         c = np.empty((n, n), dt)
-        gemm = sblas.dgemm if dt == "float64" else sblas.sgemm
         cases[f"blas/numpy/{dt}"] = lambda a=a, b=b, c=c: np.matmul(a, b, out=c)
-        cases[f"blas/scipy/{dt}"] = lambda a=a, b=b, g=gemm: g(1.0, a, b)
+        if sblas is not None:
+            gemm = sblas.dgemm if dt == "float64" else sblas.sgemm
+            cases[f"blas/scipy/{dt}"] = lambda a=a, b=b, g=gemm: g(1.0, a, b)
     return cases
 
 

@@ -120,7 +120,8 @@ class Optimizer:
                 self._step(param, grad, *self.state_arrays(key, param))
         for key in scalar_keys:
             value = arrays[keys.index(key)][()]
-            params[key] = value.item() if isinstance(params[key], (int, float)) else value
+            # A NumPy scalar stays a NumPy scalar (np.float64 is a float too: test it first).
+            params[key] = value if isinstance(params[key], np.generic) else value.item()
 
     def _step(self, param: np.ndarray, grad: np.ndarray, *state: np.ndarray) -> None:
         """One parameter's update with the built-in kernel (``iter`` counts this step already)."""

@@ -1,10 +1,10 @@
 """How many threads zerodl computes with: the BLAS libraries and numba's parallel kernels.
 
-A zerodl process can hold several thread pools at once: NumPy's OpenBLAS (the products of the NumPy
-backend, of the layers and of the fused training step), SciPy's OpenBLAS (a different library:
-``np.dot`` inside any numba-compiled function calls it), numba's own pool (``parallel=True`` kernels) and, when PyTorch is
-imported, its OpenMP pool. On a small machine pools that busy-wait for work fight over the cores
-and a step can become many times slower, so :func:`num_threads` limits them all together:
+A zerodl process can hold several thread pools at once: NumPy's OpenBLAS (the products of both
+backends), numba's own pool (``parallel=True`` kernels), SciPy's OpenBLAS when SciPy is loaded
+(zerodl itself no longer needs it: no kernel calls ``np.dot`` inside compiled code) and, when
+PyTorch is imported, its OpenMP pool. On a small machine pools that busy-wait for work fight over
+the cores and a step can become many times slower, so :func:`num_threads` limits them all together:
 
 >>> import zerodl
 >>> with zerodl.num_threads(1):      # doctest: +SKIP
@@ -13,6 +13,12 @@ and a step can become many times slower, so :func:`num_threads` limits them all 
 :func:`set_num_threads` does the same for the rest of the process. Both use threadpoolctl for the
 BLAS/OpenMP libraries (loading SciPy's BLAS first, so that numba's is limited too) and
 ``numba.set_num_threads`` for numba, whose setting is per calling thread (numba's rule).
+
+One owner: the BLAS limit is process-wide, so every temporary limit — this module's and the
+kernels' own (a kernel may run its BLAS calls on one thread) — goes through one lock and one count
+(:mod:`zerodl.kernels._threads`): overlapping blocks in different threads combine, and the limits
+in force before the first block are restored when the last one ends; BLAS is never left at the
+temporary value.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
+
+from zerodl.kernels import _threads
 
 
 def _check(n: Any) -> int:
@@ -29,9 +37,17 @@ def _check(n: Any) -> int:
 
 
 def _load_scipy_blas() -> None:
-    # threadpoolctl only sees libraries already loaded; numba's np.dot loads SciPy's OpenBLAS on
-    # its first call, which may come after the limit was set. Load it now so it is limited too.
-    import scipy.linalg.cython_blas
+    # threadpoolctl only sees libraries already loaded. SciPy is optional (zerodl does not use it);
+    # when installed, load its OpenBLAS now so that a user's SciPy code is limited too.
+    import sys
+
+    if "scipy.linalg.cython_blas" in sys.modules:
+        return
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        return
+    _threads.refresh()
 
 
 def _numba_limit(n: int) -> int:
@@ -64,11 +80,10 @@ def set_num_threads(n: int) -> dict[str, int]:
     which restores them. Raises ValueError unless ``n`` is a positive integer.
     """
     import numba
-    from threadpoolctl import threadpool_limits
 
     n = _check(n)
     before = get_num_threads()
-    threadpool_limits(limits=n)
+    _threads.set_baseline(n)
     numba.set_num_threads(_numba_limit(n))
     return before
 
@@ -80,15 +95,13 @@ def num_threads(n: int) -> Iterator[dict[str, int]]:
     The previous limits are restored on exit, also when the block raises. Yields the limits in force.
     """
     import numba
-    from threadpoolctl import threadpool_limits
 
     n = _check(n)
     _load_scipy_blas()
     old_numba = numba.get_num_threads()
-    limiter = threadpool_limits(limits=n)
-    try:
-        numba.set_num_threads(_numba_limit(n))
-        yield get_num_threads()
-    finally:
-        numba.set_num_threads(old_numba)
-        limiter.restore_original_limits()
+    with _threads.limited(n):
+        try:
+            numba.set_num_threads(_numba_limit(n))
+            yield get_num_threads()
+        finally:
+            numba.set_num_threads(old_numba)
