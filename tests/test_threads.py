@@ -80,7 +80,8 @@ def test_bad_thread_counts_are_refused(bad):
 
 def test_overlapping_limits_in_two_threads_never_leave_blas_at_one():
     # A kernel-style limit (1 thread) held in one thread while num_threads(2) enters and leaves in
-    # another, in the order that broke two uncoordinated owners: enter A, enter B, leave A, leave B.
+    # another, in the order that broke two uncoordinated owners: enter A, enter B, leave A, leave B
+    # (B used to record A's 1 as "the original" and restore it).
     import threading
 
     from zerodl.kernels import _threads
@@ -94,7 +95,7 @@ def test_overlapping_limits_in_two_threads_never_leave_blas_at_one():
         with _threads.limited(1):
             a_in.set()
             b_in.wait(5)
-            seen["inside_both"] = set(_blas_threads().values())
+            seen["during"] = _threads.active_limits()
         a_out.set()
 
     def user_block():
@@ -102,14 +103,30 @@ def test_overlapping_limits_in_two_threads_never_leave_blas_at_one():
         with zerodl.num_threads(2):
             b_in.set()
             a_out.wait(5)
-            seen["after_kernel_left"] = set(_blas_threads().values())
+            seen["after_kernel_left"] = _threads.active_limits()
 
-    threads_ = [threading.Thread(target=kernel_like), threading.Thread(target=user_block)]
-    for th in threads_:
+    workers = [threading.Thread(target=kernel_like), threading.Thread(target=user_block)]
+    for th in workers:
         th.start()
-    for th in threads_:
+    for th in workers:
         th.join(10)
-    assert seen["inside_both"] == {1}  # the smallest active limit wins
-    assert seen["after_kernel_left"] == {min(2, max(before.values()))}
-    assert _blas_threads() == before, "the limits before the first block must be restored"
+    assert seen == {"during": (1, 2), "after_kernel_left": (2,)}
     assert _threads.active_limits() == ()
+    assert _blas_threads() == before, "the limits before the first block must be restored"
+
+
+def test_interleaved_limits_cap_at_the_smallest_and_restore_the_baseline():
+    import contextlib
+
+    from zerodl.kernels import _threads
+
+    threads._load_scipy_blas()
+    before = _blas_threads()
+    a, b = _threads.limited(1), zerodl.num_threads(2)
+    with contextlib.ExitStack() as outer:
+        a.__enter__()
+        outer.enter_context(b)
+        assert set(_blas_threads().values()) == {1}  # the smallest active limit wins
+        a.__exit__(None, None, None)
+        assert set(_blas_threads().values()) == {min(2, v) for v in before.values()}
+    assert _blas_threads() == before
