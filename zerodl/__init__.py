@@ -17,7 +17,7 @@ from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from zerodl.threads import get_num_threads, num_threads, set_num_threads
 from zerodl.allocator import tune_malloc
 
-__version__ = "0.1.0"
+from zerodl._version import __version__
 
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
