@@ -3,12 +3,12 @@
 ``from common.layers import Affine`` in the book becomes ``from zerodl.layers import Affine``.
 """
 
-from zerodl.layers.base import Layer
+from zerodl.layers.base import ACTIVATIONS, Layer
 from zerodl.layers.conv import Convolution, Pooling
 from zerodl.layers.core import GELU, Affine, Relu, Sigmoid, SoftmaxWithLoss
 from zerodl.layers.graph import AddLayer, MulLayer
 from zerodl.layers.normalization import BatchNormalization
 from zerodl.layers.regularization import Dropout
 
-__all__ = ["Layer", "Affine", "Relu", "Sigmoid", "GELU", "SoftmaxWithLoss", "MulLayer", "AddLayer", "Dropout",
+__all__ = ["ACTIVATIONS", "Layer", "Affine", "Relu", "Sigmoid", "GELU", "SoftmaxWithLoss", "MulLayer", "AddLayer", "Dropout",
            "BatchNormalization", "Convolution", "Pooling"]

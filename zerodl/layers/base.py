@@ -9,6 +9,11 @@ import numpy as np
 from zerodl.layers.fused import ActivationPiece, ActivationSpec, Piece
 
 
+#: Activation layers by name (``"relu"``, ``"sigmoid"``, ``"gelu"``), filled by the classes that set
+#: ``activation_name``: a new activation is chosen everywhere by defining it.
+ACTIVATIONS: dict[str, type] = {}
+
+
 class Layer:
     """Base class: ``forward(x)`` → output, ``backward(dout)`` → ``dx``.
 
@@ -26,6 +31,15 @@ class Layer:
     #: An elementwise activation's part in a fused step (its two kernel ops and what it keeps);
     #: ``None`` for other layers. See :mod:`zerodl.layers.fused`.
     fused_activation: ActivationSpec | None = None
+    #: The name an elementwise activation is chosen by (``MultiLayerNet(activation=...)``, the
+    #: CLI's ``--activation``); setting it registers the class in :data:`ACTIVATIONS`.
+    activation_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("activation_name")
+        if name is not None:
+            ACTIVATIONS[name] = cls
 
     def fused_piece(self) -> Piece | None:
         """This layer's part of a fused training step, or ``None`` if it cannot join one.

@@ -144,6 +144,7 @@ class AffinePiece(Piece):
 class Relu(Layer):
     """``out = max(x, 0)``; ``backward`` passes ``dout`` where ``x > 0`` (any shape)."""
 
+    activation_name = "relu"
     fused_activation = ActivationSpec("relu_bias_forward", "relu_backward_into", keeps="output")
 
     def __init__(self) -> None:
@@ -167,6 +168,7 @@ class Relu(Layer):
 class Sigmoid(Layer):
     """``out = 1 / (1 + exp(-x))``; ``dx = dout (1 - out) out`` (any shape)."""
 
+    activation_name = "sigmoid"
     fused_activation = ActivationSpec("sigmoid_bias_forward", "sigmoid_backward_into", keeps="output")
 
     def __init__(self) -> None:
@@ -194,6 +196,7 @@ class GELU(Layer):
     *input*, so it keeps ``x`` for ``backward`` (and its fused piece keeps the pre-activation).
     """
 
+    activation_name = "gelu"
     fused_activation = ActivationSpec("gelu_bias_forward", "gelu_backward_into", keeps="input")
 
     def __init__(self) -> None:
