@@ -59,8 +59,16 @@ def test_step_rows_compare_the_paths(bench_run):
     assert two["speedup"] == pytest.approx(two["numpy_book"] / two["numba_fused"])
     assert two["x_bound"] == pytest.approx(two["numba_fused"] / two["blas_bound"])
     assert two["torch"] is None and two["vs_torch"] is None  # --no-torch
-    assert steps["SimpleConvNet tiny SGD"]["fused_path"] is False
-    assert steps["SimpleConvNet tiny SGD"]["blas_bound"] is None
+    assert two["gemm_fraction"] == pytest.approx(two["blas_bound"] / two["numba_fused"])
+    for name in ("SimpleConvNet tiny SGD", "DeepConvNet tiny Adam"):  # conv nets: the fused path too
+        conv = steps[name]
+        assert conv["fused_path"] is True and conv["blas_bound"] > 0 and conv["numba_fused"] > 0
+        assert conv["numpy_book"] > 0 and conv["numba_layers"] > 0
+    infer = steps["DeepConvNet tiny inference"]
+    assert infer["numpy_fused"] > 0 and infer["numba_fused"] > 0 and infer["numpy_book"] is None
+    assert infer["speedup"] == pytest.approx(infer["numpy_fused"] / infer["numba_fused"])
+    # The peak resident-set growth of a step is measured (Linux), for the fused step of each row.
+    assert all(r["rss_numba"] is None or r["rss_numba"] >= 0 for r in steps.values())
 
 
 def test_ch5_rows(bench_run):
@@ -99,6 +107,25 @@ def test_matmul_flops_counts_forward_dw_and_dx_except_first():
     assert spec.matmul_flops() == expected
 
 
+def test_deep_conv_flops_are_the_books_net():
+    specs = {s.key: s for s in bench.step_specs("full")}
+    forward = bench._weight_layer_flops(specs["deep_conv_float32"])
+    assert len(forward) == 8  # six convolutions, two affines
+    assert 17.0e6 < sum(forward) < 18.0e6  # 17.5 MFLOP per image forward
+    train = specs["deep_conv_float32"].matmul_flops()
+    assert train == pytest.approx(100 * (2 * forward[0] + 3 * sum(forward[1:])))
+    assert specs["deep_conv_infer_float64"].matmul_flops() == pytest.approx(10000 * sum(forward))
+
+
+def test_steps_draw_a_random_batch_from_the_pool_each_call():
+    spec = next(s for s in bench.step_specs("tiny") if s.key == "two_layer")
+    cases = bench._zerodl_step_cases(spec, "numpy", 0)
+    losses = {float(cases["fused"]()) for _ in range(6)}
+    assert len(losses) > 1  # not one batch reused: the losses of different batches differ
+    x, _ = bench._pool_data(spec, 0)
+    assert x.shape[0] == spec.pool > spec.batch
+
+
 def test_input_builders_match_the_kernels():
     rng = np.random.default_rng(0)
     for op, build in bench.KERNEL_INPUTS.items():
@@ -114,9 +141,12 @@ def test_torch_step_runs_when_torch_is_installed():
     spec = bench.step_specs("tiny")[0]
     step = bench._torch_step_case(spec, 0)
     first = float(step().detach())
-    for _ in range(20):
+    for _ in range(40):
         last = float(step().detach())
     assert np.isfinite(first) and last < first  # it trains
+    for spec in bench.step_specs("tiny")[2:]:  # the conv nets' torch twins build and run
+        out = bench._torch_step_case(spec, 0)()
+        assert np.isfinite(float(out.detach() if hasattr(out, "detach") else out))
 
 
 @pytest.mark.parametrize("kwargs,match", [

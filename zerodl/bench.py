@@ -354,75 +354,133 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
 
 
 # ----------------------------------------------------------------------------- training steps
+#: Samples in the pool each step draws its batch from: larger than the caches (10,000 MNIST-shaped
+#: images are 31 MB in float32), as a training run's data set is. One batch reused every step stays
+#: in cache and reads 25-35 % faster than training runs.
+POOL_FULL = 10000
+
+
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
-    """One training-step row: a network, an optimizer, a batch."""
+    """One training-step (or inference) row: a network, an optimizer, a batch, a dtype.
+
+    ``kind``: ``"mlp"``, ``"simple_conv"``, ``"deep_conv"`` (train steps) or ``"deep_conv_infer"``
+    (inference: the accuracy over the whole pool, ``no_grad``/eval mode for PyTorch).
+    """
 
     key: str
     title: str
-    kind: str  # "mlp" or "simple_conv"
+    kind: str
     sizes: tuple[int, ...]  # MLP widths (input, hidden..., output)
     activation: str
     optimizer: str
     lr: float
     batch: int
     dtype: str
+    pool: int = POOL_FULL
+
+    @property
+    def inference(self) -> bool:
+        return self.kind.endswith("_infer")
 
     def matmul_flops(self) -> float:
-        """Floating-point operations of the step's matrix products (MLPs; 0 otherwise)."""
-        if self.kind != "mlp":
-            return 0.0
-        n, flops = self.batch, 0.0
-        for k, (d, h) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            products = 2 if k == 0 else 3  # forward, dW, and dx except for the first layer
-            flops += products * 2.0 * n * d * h
-        return flops
+        """Floating-point operations of the step's matrix products: for a training step, forward,
+        ``dW`` and ``dx`` except the first layer's; for inference, the forward over the pool."""
+        layers = _weight_layer_flops(self)
+        if self.inference:
+            return float(sum(f for f in layers) * self.pool)
+        return float(sum((2 if k == 0 else 3) * f for k, f in enumerate(layers)) * self.batch)
+
+
+def _weight_layer_flops(spec: StepSpec) -> list[float]:
+    """Forward FLOPs per sample of each weight layer (convolutions and affines), in order."""
+    if spec.kind == "mlp":
+        return [2.0 * d * h for d, h in zip(spec.sizes[:-1], spec.sizes[1:])]
+    net = _zerodl_net(spec, 0)
+    shape: tuple[int, ...] = _sample_shape(spec)
+    flops = []
+    for layer in net.layers.values():
+        if hasattr(layer, "output_shape"):
+            out = layer.output_shape(shape)
+            if getattr(layer, "W", None) is not None:
+                flops.append(2.0 * np.prod(out) * np.prod(layer.W.shape[1:]))
+            shape = out
+        elif getattr(layer, "W", None) is not None:
+            flops.append(2.0 * layer.W.shape[0] * layer.W.shape[1])
+            shape = (layer.W.shape[1],)
+    return flops
 
 
 def step_specs(size: str) -> list[StepSpec]:
-    """The training steps of the table (the issue's targets, then the chapter 7 convnet)."""
+    """The training steps of the table: the MLPs, then the book's chapter 7-8 conv nets."""
     if size == "tiny":
         return [
-            StepSpec("two_layer", "TwoLayerNet 6-5-3 SGD", "mlp", (6, 5, 3), "relu", "sgd", 0.1, 4, "float64"),
+            StepSpec("two_layer", "TwoLayerNet 6-5-3 SGD", "mlp", (6, 5, 3), "relu", "sgd", 0.1, 4, "float64", 40),
             StepSpec("mlp_adam", "MultiLayerNet 6-5x2-3 Adam", "mlp", (6, 5, 5, 3), "relu", "adam", 0.001, 4,
-                     "float32"),
+                     "float32", 40),
             StepSpec("simple_conv", "SimpleConvNet tiny SGD", "simple_conv", (), "relu", "sgd", 0.1, 2,
-                     "float64"),
+                     "float64", 10),
+            StepSpec("deep_conv", "DeepConvNet tiny Adam", "deep_conv", (), "relu", "adam", 0.001, 2, "float32", 10),
+            StepSpec("deep_conv_infer", "DeepConvNet tiny inference", "deep_conv_infer", (), "relu", "", 0.0, 5,
+                     "float64", 10),
         ]
-    return [
+    specs = [
         StepSpec("two_layer", "TwoLayerNet 784-50-10, SGD", "mlp", (784, 50, 10), "relu", "sgd", 0.1, 100,
                  "float64"),
         StepSpec("mlp_adam", "MultiLayerNet 784-100x5-10, Adam", "mlp", (784, 100, 100, 100, 100, 100, 10),
                  "relu", "adam", 0.001, 100, "float32"),
         StepSpec("mlp_big", "MLP 784-1000-1000-10, SGD", "mlp", (784, 1000, 1000, 10), "relu", "sgd", 0.01,
                  256, "float32"),
-        # Adam, as the chapter 7 training (and the convolution issue's target) uses it.
-        StepSpec("simple_conv", "SimpleConvNet (ch. 7), Adam", "simple_conv", (), "relu", "adam", 0.001, 100,
-                 "float64"),
     ]
+    for dt in ("float32", "float64"):  # Adam, as the book's chapter 7 and 8 trainings use it
+        specs.append(StepSpec(f"simple_conv_{dt}", "SimpleConvNet (ch. 7), Adam", "simple_conv", (), "relu",
+                              "adam", 0.001, 100, dt))
+    for dt in ("float32", "float64"):
+        specs.append(StepSpec(f"deep_conv_{dt}", "DeepConvNet (ch. 8), Adam", "deep_conv", (), "relu", "adam",
+                              0.001, 100, dt))
+    for dt in ("float32", "float64"):
+        specs.append(StepSpec(f"deep_conv_infer_{dt}", "DeepConvNet inference, 10,000 images", "deep_conv_infer",
+                              (), "relu", "", 0.0, 1000, dt))
+    return specs
+
+
+def _tiny(spec: StepSpec) -> bool:
+    return spec.pool < 100
+
+
+def _sample_shape(spec: StepSpec) -> tuple[int, ...]:
+    if spec.kind == "mlp":
+        return (spec.sizes[0],)
+    if spec.kind == "simple_conv":
+        return (1, 6, 6) if _tiny(spec) else (1, 28, 28)
+    return (1, 12, 12) if _tiny(spec) else (1, 28, 28)
+
+
+def _classes(spec: StepSpec) -> int:
+    return spec.sizes[-1] if spec.kind == "mlp" else (3 if _tiny(spec) else 10)
 
 
 def _zerodl_net(spec: StepSpec, seed: int):
-    from zerodl.networks import MultiLayerNet, SimpleConvNet
+    from zerodl.networks import DeepConvNet, MultiLayerNet, SimpleConvNet
 
     if spec.kind == "simple_conv":
-        if spec.batch <= 2:  # tiny
+        if _tiny(spec):
             return SimpleConvNet((1, 6, 6), {"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
                                  hidden_size=4, output_size=3, dtype=spec.dtype, seed=seed)
         return SimpleConvNet(dtype=spec.dtype, seed=seed)
+    if spec.kind.startswith("deep_conv"):
+        if _tiny(spec):
+            return DeepConvNet((1, 12, 12), hidden_size=6, output_size=3, dtype=spec.dtype, seed=seed)
+        return DeepConvNet(dtype=spec.dtype, seed=seed)
     return MultiLayerNet(spec.sizes[0], list(spec.sizes[1:-1]), spec.sizes[-1], activation=spec.activation,
                          weight_init_std=spec.activation, dtype=spec.dtype, seed=seed)
 
 
-def _step_batch(spec: StepSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    if spec.kind == "simple_conv":
-        side = 6 if spec.batch <= 2 else 28
-        x = rng.random((spec.batch, 1, side, side)).astype(spec.dtype)
-        classes = 3 if spec.batch <= 2 else 10
-    else:
-        x = rng.random((spec.batch, spec.sizes[0])).astype(spec.dtype)
-        classes = spec.sizes[-1]
-    return x, rng.integers(0, classes, spec.batch), classes
+def _pool_data(spec: StepSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The samples the steps draw from: ``(x (pool, *sample), labels (pool,))`` of the row's dtype."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((spec.pool, *_sample_shape(spec))).astype(spec.dtype)
+    return x, rng.integers(0, _classes(spec), spec.pool)
 
 
 def _zerodl_optimizer(spec: StepSpec):
@@ -433,61 +491,116 @@ def _zerodl_optimizer(spec: StepSpec):
 
 def _zerodl_step_cases(spec: StepSpec, contender: str, seed: int) -> dict[str, Callable[[], Any]]:
     """``{variant: step()}``: the layer-by-layer step (``book`` on NumPy, ``layers`` on Numba) and
-    the fused ``train_step`` (``fused``)."""
-    rng = np.random.default_rng(seed)
-    x, t, _ = _step_batch(spec, rng)
+    the fused ``train_step`` (``fused``); every call draws a random batch from the pool and gathers it,
+    as the Trainer does. Inference rows: ``fused`` = ``net.accuracy`` over the whole pool."""
+    x, t = _pool_data(spec, seed)
+    if spec.inference:
+        net = _zerodl_net(spec, seed)
+        return {"fused": lambda: net.accuracy(x, t, batch_size=spec.batch)}
+    rng = np.random.default_rng(seed + 1)
     layer_net, fused_net = _zerodl_net(spec, seed), _zerodl_net(spec, seed)
     layer_opt, fused_opt = _zerodl_optimizer(spec), _zerodl_optimizer(spec)
 
     def layer_step():
-        layer_opt.update(layer_net.params, layer_net.gradient(x, t))
+        idx = rng.choice(spec.pool, spec.batch)
+        layer_opt.update(layer_net.params, layer_net.gradient(x[idx], t[idx]))
 
     def fused_step():
-        return fused_net.train_step(x, t, fused_opt)
+        idx = rng.choice(spec.pool, spec.batch)
+        return fused_net.train_step(x[idx], t[idx], fused_opt)
 
     return {("book" if contender == "numpy" else "layers"): layer_step, "fused": fused_step}
 
 
-def _torch_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
-    """The same step in PyTorch eager: ``zero_grad``, forward, ``cross_entropy``, ``backward``, ``step``."""
-    import torch
-    import torch.nn.functional as F
+def _torch_model(spec: StepSpec) -> Any:
+    """The row's network in PyTorch, layer for layer the book's."""
     from torch import nn
 
-    torch.manual_seed(seed)
-    dtype = getattr(torch, spec.dtype)
-    rng = np.random.default_rng(seed)
-    x_np, t_np, classes = _step_batch(spec, rng)
+    classes = _classes(spec)
+    tiny = _tiny(spec)
     if spec.kind == "simple_conv":
-        tiny = spec.batch <= 2
         fn, fs, hidden = (2, 3, 4) if tiny else (30, 5, 100)
-        side = x_np.shape[-1]
+        side = _sample_shape(spec)[-1]
         pooled = ((side - fs + 1) // 2) ** 2 * fn
-        model = nn.Sequential(nn.Conv2d(1, fn, fs), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
-                              nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, classes))
-    else:
-        layers: list[Any] = []
-        for k, (d, h) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
-            layers.append(nn.Linear(d, h))
-            if k < len(spec.sizes) - 2:
-                layers.append(nn.ReLU() if spec.activation == "relu" else nn.Sigmoid())
-        model = nn.Sequential(*layers)
-    model = model.to(dtype)
+        return nn.Sequential(nn.Conv2d(1, fn, fs), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
+                             nn.Linear(pooled, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+    if spec.kind.startswith("deep_conv"):
+        hidden = 6 if tiny else 50
+        side = _sample_shape(spec)[-1]
+        flat = 64 * ((((side // 2) + 2) // 2) // 2) ** 2
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, classes),
+            nn.Dropout(0.5))
+    layers: list[Any] = []
+    for k, (d, h) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
+        layers.append(nn.Linear(d, h))
+        if k < len(spec.sizes) - 2:
+            layers.append(nn.ReLU() if spec.activation == "relu" else nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+def _torch_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
+    """The same step in PyTorch eager: a random batch gathered from the pool, ``zero_grad``, forward,
+    ``cross_entropy``, ``backward``, ``step``; inference rows: the accuracy over the pool under
+    ``no_grad`` in eval mode, ``spec.batch`` samples at a time."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = _torch_model(spec).to(getattr(torch, spec.dtype))
+    x_np, t_np = _pool_data(spec, seed)
+    x = torch.from_numpy(x_np)
+    t = torch.from_numpy(t_np.astype(np.int64))
+    if spec.inference:
+        model.eval()
+
+        def infer():
+            correct = 0
+            with torch.no_grad():
+                for start in range(0, spec.pool, spec.batch):
+                    scores = model(x[start : start + spec.batch])
+                    correct += int((scores.argmax(dim=1) == t[start : start + spec.batch]).sum())
+            return correct / spec.pool
+
+        return infer
     if spec.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=spec.lr, eps=1e-7)  # the book's epsilon
     else:
         opt = torch.optim.SGD(model.parameters(), lr=spec.lr)
-    x = torch.from_numpy(x_np)
-    t = torch.from_numpy(t_np.astype(np.int64))
+    rng = np.random.default_rng(seed + 1)
 
     def step():
+        idx = torch.from_numpy(rng.choice(spec.pool, spec.batch))
         opt.zero_grad()
-        loss = F.cross_entropy(model(x), t)
+        loss = F.cross_entropy(model(x[idx]), t[idx])
         loss.backward()
         opt.step()
         return loss
 
     return step
+
+
+def _rss_increase(fn: Callable[[], Any], calls: int = 3) -> int | None:
+    """Bytes by which the process's resident set grows at its peak over ``calls`` calls of ``fn``
+    (Linux: the peak is reset through /proc/self/clear_refs first); ``None`` elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        for _ in range(calls):
+            fn()
+        return (_status_kib("VmHWM") - before) * 1024
+    except OSError:
+        return None
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
 
 
 # ----------------------------------------------------------------------------- the chapter 5 run
@@ -611,7 +724,8 @@ def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callab
         meta["torch"] = torch.__version__
         if config.steps:
             for spec in step_specs(config.size):
-                cases[f"step/{spec.key}/torch"] = _torch_step_case(spec, config.seed)
+                fn = cases[f"step/{spec.key}/torch"] = _torch_step_case(spec, config.seed)
+                meta.setdefault("rss", {})[f"step/{spec.key}/torch"] = _rss_increase(fn)
         return cases, meta
 
     import zerodl
@@ -638,6 +752,8 @@ def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callab
         for spec in step_specs(config.size):
             for variant, fn in _zerodl_step_cases(spec, contender, config.seed).items():
                 cases[f"step/{spec.key}/{variant}"] = fn
+                if variant == "fused":
+                    meta.setdefault("rss", {})[f"step/{spec.key}/fused"] = _rss_increase(fn)
         if contender == "numba":
             cases.update(_blas_cases(config))
     return cases, meta
@@ -791,6 +907,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
         "runs": runs,
         "skipped_ops": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("skipped_ops", {}),
         "shapes": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("shapes", {}),
+        "rss": {k: v for m in metas.values() for k, v in m["meta"].get("rss", {}).items()},
         "ch5_data": next((m["meta"]["ch5"] for m in metas.values() if m["meta"].get("ch5")), None),
     }
     results["rows"] = _rows(results, config)
@@ -818,6 +935,7 @@ def _rows(results: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
         if best:
             blas_rate[dt] = max(best)
     results["blas_gflops"] = {dt: r / 1e9 for dt, r in blas_rate.items()}
+    rss = results.get("rss", {})
     for spec in step_specs(config.size):
         key = f"step/{spec.key}"
         if not any(f"{key}/{v}" in m for m in (np_med, nb_med, th_med) for v in ("book", "fused", "layers", "torch")):
@@ -825,13 +943,17 @@ def _rows(results: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
         book, np_fused = np_med.get(f"{key}/book"), np_med.get(f"{key}/fused")
         nb_layers, nb_fused = nb_med.get(f"{key}/layers"), nb_med.get(f"{key}/fused")
         torch_t = th_med.get(f"{key}/torch")
-        bound = spec.matmul_flops() / blas_rate[spec.dtype] if spec.matmul_flops() and spec.dtype in blas_rate else None
+        flops = spec.matmul_flops()
+        bound = flops / blas_rate[spec.dtype] if flops and spec.dtype in blas_rate else None
         rows.append({
-            "section": "step", "name": spec.title, "dtype": spec.dtype, "shape": f"batch {spec.batch}",
+            "section": "step", "name": spec.title, "dtype": spec.dtype,
+            "shape": f"{'eval batch' if spec.inference else 'batch'} {spec.batch}",
             "numpy_book": book, "numpy_fused": np_fused, "numba_layers": nb_layers, "numba_fused": nb_fused,
-            "torch": torch_t, "speedup": _ratio(book, nb_fused), "vs_torch": _ratio(torch_t, nb_fused),
+            "torch": torch_t, "speedup": _ratio(book or np_fused, nb_fused), "vs_torch": _ratio(torch_t, nb_fused),
             "blas_bound": bound, "x_bound": _ratio(nb_fused, bound),
-            "fused_path": spec.kind == "mlp",
+            "gemm_fraction": _ratio(bound, nb_fused), "torch_gemm_fraction": _ratio(bound, torch_t),
+            "rss_numba": rss.get(f"{key}/fused"), "rss_torch": rss.get(f"{key}/torch"),
+            "fused_path": True,
         })
     run_rows = results["runs"]
     if any(run_rows.get(c) for c in ("numpy", "numba")):
@@ -856,6 +978,14 @@ def _ms(v: float | None) -> str:
 
 def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def _mb(v: float | None) -> str:
+    return "-" if v is None else f"{v / 2**20:.0f}"
 
 
 def _table(header: Sequence[str], body: list[Sequence[str]]) -> list[str]:
@@ -888,17 +1018,20 @@ def format_table(results: dict[str, Any]) -> str:
     step_rows = [r for r in rows if r["section"] == "step"]
     if step_rows:
         rates = ", ".join(f"{dt} {g:.0f} GFLOP/s" for dt, g in sorted(results.get("blas_gflops", {}).items()))
-        out += ["", "Training steps (numpy book = gradient + update on the NumPy backend; fused = net.train_step)"]
+        out += ["", "Training steps and inference (each step draws a random batch from 10,000 samples and "
+                    "gathers it, as training does; numpy book = gradient + update on the NumPy backend; "
+                    "fused = net.train_step; inference = accuracy over 10,000 images)"]
         out += _table(
             ["network", "dtype", "batch", "numpy book", "numpy fused", "numba layers", "numba fused", "torch",
-             "speedup", "vs torch", "BLAS bound", "x bound"],
-            [[r["name"] + ("" if r["fused_path"] else " (generic path)"), r["dtype"], r["shape"].split()[-1],
+             "speedup", "vs torch", "GEMM %", "torch GEMM %", "RSS MB", "torch RSS MB"],
+            [[r["name"], r["dtype"], r["shape"].split()[-1],
               _ms(r["numpy_book"]), _ms(r["numpy_fused"]), _ms(r["numba_layers"]), _ms(r["numba_fused"]),
-              _ms(r["torch"]), _x(r["speedup"]), _x(r["vs_torch"]), _ms(r["blas_bound"]), _x(r["x_bound"])]
+              _ms(r["torch"]), _x(r["speedup"]), _x(r["vs_torch"]), _pct(r.get("gemm_fraction")),
+              _pct(r.get("torch_gemm_fraction")), _mb(r.get("rss_numba")), _mb(r.get("rss_torch"))]
              for r in step_rows])
-        out.append("speedup = numpy book / numba fused; vs torch = torch eager / numba fused; "
-                   f"BLAS bound = the step's matrix products at the large-matrix rate ({rates}); "
-                   "x bound = numba fused / BLAS bound")
+        out.append("speedup = numpy book / numba fused; vs torch = torch eager / numba fused (> 1: zerodl faster); "
+                   f"GEMM % = the step's matrix-product FLOPs at the large-matrix rate ({rates}) / the time; "
+                   "RSS MB = peak resident-set growth over the first 3 steps")
     run_rows = [r for r in rows if r["section"] == "run"]
     if run_rows:
         out += ["", f"The book's chapter 5 run (TwoLayerNet 784-50-10, batch 100, lr 0.1; data: {run_rows[0]['data']})"]
