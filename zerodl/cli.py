@@ -486,7 +486,7 @@ def _add_threads_argument(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``zerodl`` argument parser, plug-in subcommands included."""
-    from zerodl import __version__
+    from zerodl._version import __version__
     from zerodl.backend import get_backend
     from zerodl.optimizer import OPTIMIZERS
 

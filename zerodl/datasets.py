@@ -652,7 +652,7 @@ def fetch_file(
 
     from tqdm.auto import tqdm
 
-    from zerodl import __version__
+    from zerodl._version import __version__
 
     directory = Path(directory)
     dest = directory / filename
