@@ -19,6 +19,7 @@ from zerodl._random import SeedLike, make_rng, uniform
 from zerodl._validate import as_float_array, check_same_shape
 from zerodl.layers.base import Layer
 
+
 class Dropout(Layer):
     """Randomly zero activations during training (the book's ``Dropout``).
 
