@@ -193,7 +193,7 @@ def run(script_path: Path, env: dict[str, str], timeout: float) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, script_path.name], cwd=script_path.parent, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
         code, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         code = "timeout"

@@ -14,7 +14,12 @@ import zerodl
 from zerodl import _random
 from zerodl.layers import Convolution, Dropout, SoftmaxWithLoss
 from zerodl.networks import (
-    DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet, TwoLayerNetCh4,
+    DeepConvNet,
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    SimpleConvNet,
+    TwoLayerNet,
+    TwoLayerNetCh4,
 )
 from zerodl.util import shuffle_dataset
 

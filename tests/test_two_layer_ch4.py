@@ -140,7 +140,7 @@ def test_numerical_gradient_is_the_books_and_agrees_with_backprop():
 
 def test_training_loop_of_ch04_train_neuralnet_matches(backend):
     net, book = _pair(weight_init_std=0.01)
-    x, labels, onehot = _data(n=30)
+    x, _, onehot = _data(n=30)
     for i in range(20):
         batch = np.arange(i, i + 10) % 30
         g, bg = net.gradient(x[batch], onehot[batch]), book.gradient(x[batch], onehot[batch])

@@ -7,7 +7,7 @@ import numpy as np
 from zerodl._random import SeedLike, make_rng, normal
 
 # One seeded-generator helper for the whole package (layers use it too): see zerodl._random.
-__all__ = ["SeedLike", "make_rng", "check_dtype", "init_scale", "gaussian"]
+__all__ = ["SeedLike", "check_dtype", "gaussian", "init_scale", "make_rng"]
 
 
 def check_dtype(dtype: object) -> np.dtype:
