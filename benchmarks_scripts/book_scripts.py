@@ -107,15 +107,21 @@ SEED_LINES = "import numpy as np\nnp.random.seed(0)\n"
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
 
-def rewrite(script: str, text: str) -> str:
-    """The script with only its import lines rewritten by :data:`IMPORT_MAP`."""
+def rewrite(script: str, text: str, keep: tuple[str, ...] = ()) -> str:
+    """The script with only its import lines rewritten by :data:`IMPORT_MAP`.
+
+    ``keep``: book modules whose import lines stay (a diagnostic, e.g. ``("common.trainer",)`` runs
+    zerodl's networks under the book's own Trainer to show which differences are the Trainer's).
+    """
     chapter = script.split("/")[0]
     lines = []
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
         end = line[len(body):]
         new = body
-        if re.match(r"^from two_layer_net import TwoLayerNet\s*$", body):
+        if any(body.startswith(f"from {module} import") for module in keep):
+            pass
+        elif re.match(r"^from two_layer_net import TwoLayerNet\s*$", body):
             new = TWO_LAYER[chapter]
         else:
             for pattern, repl in IMPORT_MAP:
@@ -234,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default="numpy,numba", help="zerodl backends to run, comma-separated")
     p.add_argument("--only", nargs="*", help="run only these scripts (e.g. ch05/train_neuralnet.py)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    p.add_argument("--keep-book", nargs="*", default=[], metavar="MODULE",
+                   help="diagnostic: leave these book imports as they are in the zerodl copy "
+                        "(e.g. common.trainer: zerodl's networks under the book's Trainer)")
     args = p.parse_args(argv)
     book, out = args.book.resolve(), args.out.resolve()
     if not (book / "common" / "layers.py").is_file():
@@ -254,13 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     for script in SCRIPTS:
         original = (book / script).read_text(encoding="utf-8")
         (copies["book"] / script).write_text(edit(script, original), encoding="utf-8")
-        (copies["zerodl"] / script).write_text(edit(script, rewrite(script, original)), encoding="utf-8")
+        (copies["zerodl"] / script).write_text(edit(script, rewrite(script, original, tuple(args.keep_book))),
+                                              encoding="utf-8")
     notes = check_same_data(copies["book"], args.mnist_dir)
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("ZERODL_")}
     base.update(MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     book_env = dict(base)
     book_env.pop("PYTHONPATH", None)
+    # The zerodl copy's chapter folder is first on sys.path, so a kept book import still resolves
+    # (``sys.path.append(os.pardir)`` stays in the scripts).
     zerodl_env = dict(base, PYTHONPATH=str(PROJECT), ZERODL_DATA_DIR=str(args.mnist_dir))
     if "NUMBA_CACHE_DIR" not in zerodl_env:
         zerodl_env["NUMBA_CACHE_DIR"] = str(out / "numba_cache")
