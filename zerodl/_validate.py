@@ -56,10 +56,16 @@ def check_labels(t: Any, n_samples: int, n_classes: int, where: str, dtype: np.d
 
     Accepts integer labels ``(N,)`` in ``[0, C)`` (returned as ``intp``) or one-hot rows ``(N, C)``
     of zeros and a single one (returned in the scores' ``dtype``), the two forms the book accepts.
+    Integer labels as a column ``(N, 1)`` (the book's ``ch07/gradient_check.py`` passes ``(1, 1)``)
+    are read as ``(N,)``; with ``C == 1`` that shape is one-hot and checked as such.
     """
     t = np.asarray(t)
     if t.dtype == object or t.dtype.kind not in "iubf":
         raise TypeError(f"{where}: t must be integer labels or one-hot rows, got dtype {t.dtype}")
+    if t.ndim == 2 and t.shape == (n_samples, 1) and n_classes != 1:
+        # A column of labels. The book indexes with it as it is, which is right for N == 1 and
+        # broadcasts into an (N, N) block for N > 1; zerodl reads it as the label vector it is.
+        t = t.reshape(n_samples)
     if t.ndim == 2 and t.shape == (n_samples, n_classes):
         if not np.all((t == 0) | (t == 1)) or not np.all(t.sum(axis=1) == 1):
             bad = int(np.flatnonzero(~(((t == 0) | (t == 1)).all(axis=1) & (t.sum(axis=1) == 1)))[0])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zerodl._fileio import atomic_write
+from zerodl.util import smooth_curve  # the book's (Kaiser window); re-exported here for old imports
 
 PathLike = str | os.PathLike[str]
 
@@ -38,22 +39,6 @@ def _save_png(fig: Any, path: PathLike) -> Path:
     with atomic_write(path, "wb") as f:
         f.write(buf.getbuffer())
     return path
-
-
-def smooth_curve(x: Sequence[float] | np.ndarray, window: int = 11) -> np.ndarray:
-    """A centred moving average of ``x`` (the same length; the ends average fewer points).
-
-    Like the book's ``common/util.smooth_curve`` it is for display only; it uses a plain box window
-    so the curve never runs ahead of the data at the ends.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0 or window <= 1:
-        return x.copy()
-    window = min(int(window), x.size)
-    kernel = np.ones(window)
-    total = np.convolve(x, kernel, mode="same")
-    count = np.convolve(np.ones_like(x), kernel, mode="same")
-    return total / count
 
 
 def plot_learning_curves(
@@ -94,7 +79,7 @@ def plot_learning_curves(
     steps = np.arange(1, loss.size + 1) / scale
     if loss.size:
         ax_loss.plot(steps, loss, color="tab:blue", alpha=0.3, linewidth=0.8, label="per iteration")
-        ax_loss.plot(steps, smooth_curve(loss, max(3, loss.size // 50)), color="tab:blue",
+        ax_loss.plot(steps, smooth_curve(loss), color="tab:blue",
                      linewidth=1.8, label="smoothed")
         ax_loss.legend(loc="upper right")
     ax_loss.set_xlabel("epoch" if iter_per_epoch else "iteration")

@@ -16,6 +16,7 @@ import numpy as np
 
 from zerodl._fileio import atomic_write
 from zerodl.backend import use_backend
+from zerodl.util import smooth_curve  # noqa: F401  (the book's; the experiments import it from here)
 
 #: Datasets the experiments can run on offline.
 DATASETS = ("digits", "mnist")
@@ -64,17 +65,6 @@ def load_data(dataset: str = "digits", seed: int = 0, data_dir: str | os.PathLik
         x_test.astype(np.float64), t_test.astype(np.intp),
         name=dataset, description=split.description,
     )
-
-
-def smooth_curve(values: Sequence[float], window: int = 11) -> np.ndarray:
-    """Moving average with a Kaiser window, as the book's ``smooth_curve`` (edges reflected)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < window:
-        return x
-    pad = window // 2
-    s = np.r_[x[pad:0:-1], x, x[-2:-pad - 2:-1]]
-    w = np.kaiser(window, 2)
-    return np.convolve(w / w.sum(), s, mode="valid")
 
 
 # ----------------------------------------------------------------------------- training

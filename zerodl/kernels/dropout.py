@@ -1,8 +1,9 @@
 """Dropout: apply a keep-mask in training, scale by the keep probability at test time.
 
-The random numbers never come from here: the :class:`~zerodl.layers.Dropout` layer draws them with
-its own seedable :class:`numpy.random.Generator` in Python, so both backends see the very same
-numbers and therefore the very same masks. The kernels only apply (and, in the fused op, build) the
+The random numbers never come from here: the :class:`~zerodl.layers.Dropout` layer draws them in
+Python (the book's ``np.random.rand(*x.shape)`` on NumPy's global state, or its own seeded
+:class:`numpy.random.Generator`), so both backends see the very same numbers and therefore the very
+same masks. The kernels only apply (and, in the fused op, build) the
 mask.
 
 Twins (``<op>_numpy`` / ``<op>_numba``), any shape, ``x``/``dout`` float32 or float64:

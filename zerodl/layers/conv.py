@@ -51,7 +51,8 @@ class Convolution(Layer):
     Args:
         W: filters ``(FN, C, FH, FW)``, float32 or float64; held by reference (optimizers update it
             in place).
-        b: bias ``(FN,)`` of ``W``'s dtype.
+        b: bias ``(FN,)`` of ``W``'s dtype, or one number (int or float, as the book's
+            ``Convolution(w, 0)``) for every filter, stored as ``(FN,)`` of ``W``'s dtype.
         stride: positive step of the window.
         pad: zero padding on every side (``>= 0``).
 
@@ -66,6 +67,11 @@ class Convolution(Layer):
         W = as_float_array(W, "Convolution", "W")
         check_ndim(W, "Convolution", "W", (4,), "(FN, C, FH, FW)")
         check_nonempty(W, "Convolution", "W")
+        scalar = isinstance(b, numbers.Real) and not isinstance(b, bool)
+        if scalar or (isinstance(b, np.ndarray) and b.ndim == 0 and b.dtype.kind in "iuf"):
+            # The book's ch07/apply_filter.py passes the number 0: one bias for every filter, as
+            # the book's ``+ self.b`` broadcasts it.
+            b = np.full(W.shape[0], float(b), dtype=W.dtype)
         b = as_float_array(b, "Convolution", "b", dtype=W.dtype)
         if b.shape != (W.shape[0],):
             raise ValueError(

@@ -1,8 +1,11 @@
 """The book's chapter 6 regularisation layer: Dropout.
 
-Departures from the book, on purpose: the masks come from the layer's own seedable
-:class:`numpy.random.Generator` (the book uses the global ``np.random``), so the same seed gives the
-same masks in both backends and in every run; ``backward`` never writes into ``dout``.
+Masks: without ``seed=`` they are the book's ``np.random.rand(*x.shape) > dropout_ratio`` on NumPy's
+global state (``np.random.seed`` reproduces the book's masks); with ``seed=`` (int or Generator) they
+come from the layer's own :class:`numpy.random.Generator`, independent of the global state. Either
+way the numbers are drawn here, in Python, so both backends see the same masks.
+
+Departure from the book, on purpose: ``backward`` never writes into ``dout``.
 """
 
 from __future__ import annotations
@@ -12,21 +15,10 @@ import numbers
 import numpy as np
 
 import zerodl.kernels as kernels
+from zerodl._random import SeedLike, make_rng, uniform
 from zerodl._validate import as_float_array, check_same_shape
 from zerodl.layers.base import Layer
 from zerodl.layers.fused import LayerCallPiece
-
-SeedLike = int | np.random.Generator | None
-
-
-def make_rng(seed: SeedLike, where: str) -> np.random.Generator:
-    """A Generator from an int seed, a Generator (used as is, shared) or ``None`` (fresh entropy)."""
-    # Kept here rather than imported from zerodl.networks, which imports this package (a cycle).
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"{where}: seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
-    return np.random.default_rng(seed)
 
 
 class Dropout(Layer):
@@ -34,13 +26,15 @@ class Dropout(Layer):
 
     Args:
         dropout_ratio: probability of dropping each activation, in ``[0, 1]``.
-        seed: int, :class:`numpy.random.Generator` (used as is, shared) or ``None`` (fresh entropy).
+        seed: int, :class:`numpy.random.Generator` (used as is, shared) or ``None`` (default):
+            NumPy's global random state, drawn with the book's ``np.random.rand(*x.shape)``.
+            :attr:`rng` is the Generator, or ``None`` for the global state.
 
     ``forward(x, train_flg=True)`` (any shape, float32/float64, dtype kept):
 
     * training: draws ``u ~ U[0, 1)`` of ``x``'s shape (float64, so the masks do not depend on the
-      dtype), keeps ``mask = u > dropout_ratio`` and returns ``x * mask`` — **not** rescaled by
-      ``1 / (1 - ratio)``, exactly as the book;
+      dtype; ``np.random.rand(*x.shape)`` without a seed), keeps ``mask = u > dropout_ratio`` and
+      returns ``x * mask`` — **not** rescaled by ``1 / (1 - ratio)``, exactly as the book;
     * inference (``train_flg=False``): returns ``x * (1 - dropout_ratio)``.
 
     ``backward(dout)`` → ``dout * mask`` (the mask of the last training forward).
@@ -60,7 +54,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: dropout_ratio must be a number in [0, 1], got {dropout_ratio!r}")
         # A Python float, so ``x * (1 - ratio)`` keeps float32 inputs float32 (NEP 50 weak scalar).
         self.dropout_ratio = float(dropout_ratio)
-        self.rng = make_rng(seed, "Dropout")
+        self.rng: np.random.Generator | None = make_rng(seed, "Dropout")
         self.mask: np.ndarray | None = None
         self.frozen_mask: np.ndarray | None = None
 
@@ -74,7 +68,7 @@ class Dropout(Layer):
             check_same_shape(self.frozen_mask, x.shape, where, "frozen mask (x's shape changed?)")
             self.mask = self.frozen_mask
             return kernels.get("dropout_forward")(x, self.mask)
-        u = self.rng.random(x.shape)
+        u = uniform(self.rng, x.shape)
         out, self.mask = kernels.get("dropout_mask_forward")(x, u, self.dropout_ratio)
         return out
 

@@ -4,6 +4,7 @@ from zerodl.networks.conv import DeepConvNet, SimpleConvNet
 from zerodl.networks.mlp import MultiLayerNet, TwoLayerNet
 from zerodl.networks.mlp_extend import MultiLayerNetExtend
 from zerodl.networks.sequential import ParamDict, Sequential
+from zerodl.networks.two_layer_ch4 import TwoLayerNetCh4
 
 __all__ = ["Sequential", "ParamDict", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
-           "SimpleConvNet", "DeepConvNet"]
+           "SimpleConvNet", "DeepConvNet", "TwoLayerNetCh4"]

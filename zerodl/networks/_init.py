@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-SeedLike = int | np.random.Generator | None
+from zerodl._random import SeedLike, make_rng, normal
 
-
-def make_rng(seed: SeedLike) -> np.random.Generator:
-    """A Generator from an int seed, an existing Generator (used as is) or ``None`` (fresh entropy)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
-    return np.random.default_rng(seed)
+# One seeded-generator helper for the whole package (layers use it too): see zerodl._random.
+__all__ = ["SeedLike", "check_dtype", "gaussian", "init_scale", "make_rng"]
 
 
 def check_dtype(dtype: object) -> np.dtype:
@@ -42,6 +36,13 @@ def init_scale(weight_init_std: float | str, fan_in: int) -> float:
     return float(weight_init_std)
 
 
-def gaussian(rng: np.random.Generator, shape: tuple[int, ...], scale: float, dtype: np.dtype) -> np.ndarray:
-    """``scale * N(0, 1)`` of ``shape``, drawn in float64 (same seed, same weights in both dtypes)."""
-    return (scale * rng.standard_normal(shape)).astype(dtype)
+def gaussian(
+    rng: np.random.Generator | None, shape: tuple[int, ...], scale: float, dtype: np.dtype
+) -> np.ndarray:
+    """``scale * N(0, 1)`` of ``shape``, drawn in float64 and then cast to ``dtype`` (same seed, same
+    weights in both dtypes).
+
+    ``rng=None`` draws ``scale * np.random.randn(*shape)`` from NumPy's global state, the book's
+    very expression, so ``np.random.seed(0)`` gives the book's weights bit for bit.
+    """
+    return (scale * normal(rng, shape)).astype(dtype)

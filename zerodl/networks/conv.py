@@ -8,8 +8,10 @@ first convolution and so on in layer order.
 Departures from the book, on purpose:
 
 * no mutable default arguments: ``conv_param=None`` means the book's default dict;
-* ``dtype=`` (float64 default, float32) and ``seed=`` (int or Generator) make the weights
-  reproducible; Dropout masks come from generators seeded from the same ``seed``;
+* ``dtype=`` (float64 default, float32); ``seed=`` (int or Generator) gives weights and Dropout
+  masks of zerodl's own generators, independent of ``np.random.seed``. Without ``seed=`` the
+  weights and masks come from NumPy's global state with the book's calls, in the book's order, so
+  ``np.random.seed(0)`` gives the book's numbers;
 * sizes are computed from the actual shapes (the book assumes square inputs in ``SimpleConvNet`` and
   hard-codes ``64*4*4`` and the ``pre_node_nums`` in ``DeepConvNet``); with the default arguments the
   shapes and initial scales are exactly the book's;
@@ -81,10 +83,12 @@ def _conv_param(where: str, name: str, param: Mapping[str, Any] | None, default:
     }
 
 
-def _child_seed(rng: np.random.Generator) -> int:
+def _child_seed(rng: np.random.Generator | None) -> int | None:
     # Dropout layers get generators of their own, seeded from the network's stream, so a seeded
-    # network replays the same masks without sharing one generator between layers.
-    return int(rng.integers(0, 2**63 - 1))
+    # network replays the same masks without sharing one generator between layers. Without a seed
+    # (rng None) they draw from NumPy's global state at forward time, as the book's Dropout does,
+    # and nothing is drawn here (the book draws only the weights in __init__).
+    return None if rng is None else int(rng.integers(0, 2**63 - 1))
 
 
 class SimpleConvNet(Sequential):
@@ -100,6 +104,8 @@ class SimpleConvNet(Sequential):
             ``'xavier'``/``'sigmoid'`` for fan-in scaling); biases start at 0.
         dtype: ``float64`` (default, the book's) or ``float32``.
         seed: int or :class:`numpy.random.Generator`; the same seed gives the same weights.
+            ``None`` (default): ``weight_init_std * np.random.randn(...)`` for ``W1``, ``W2``,
+            ``W3`` in that order, as the book (``np.random.seed`` reproduces its weights).
 
     Parameters: ``W1 (FN, C, FS, FS)``, ``b1 (FN,)``, ``W2 (FN·PH·PW, hidden)``, ``b2``,
     ``W3 (hidden, output)``, ``b3``. Input: ``x (N, C, H, W)``.
@@ -124,7 +130,7 @@ class SimpleConvNet(Sequential):
         hidden = _positive(f"{where}: hidden_size", hidden_size)
         output = _positive(f"{where}: output_size", output_size)
         dt = check_dtype(dtype)
-        rng = make_rng(seed)
+        rng = make_rng(seed, "SimpleConvNet")
         fn, fs = cp["filter_num"], cp["filter_size"]
 
         W1 = gaussian(rng, (fn, dims[0], fs, fs), init_scale(weight_init_std, dims[0] * fs * fs), dt)
@@ -166,7 +172,9 @@ class DeepConvNet(Sequential):
         conv_param_1 … conv_param_6: dicts like the book's (``None`` → the book's default for that
             position; missing keys are filled from it).
         hidden_size, output_size: widths of the two affine layers.
-        dtype, seed: as for :class:`SimpleConvNet`; ``seed`` also seeds the Dropout masks.
+        dtype, seed: as for :class:`SimpleConvNet`; ``seed`` also seeds the Dropout masks. Without
+            ``seed`` the eight weights come from ``np.random.randn`` in the book's order and the
+            Dropout masks from ``np.random.rand`` at each training forward, as the book's.
 
     Parameters ``W1``…``W6``/``b1``…``b6`` (convolutions), ``W7``/``b7``, ``W8``/``b8`` (affines).
     """
@@ -197,7 +205,7 @@ class DeepConvNet(Sequential):
         hidden = _positive(f"{where}: hidden_size", hidden_size)
         output = _positive(f"{where}: output_size", output_size)
         dt = check_dtype(dtype)
-        rng = make_rng(seed)
+        rng = make_rng(seed, "DeepConvNet")
 
         layers: OrderedDict[str, Layer] = OrderedDict()
         shape: tuple[int, ...] = dims

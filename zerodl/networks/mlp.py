@@ -29,7 +29,11 @@ class TwoLayerNet(Sequential):
             ``W2 (hidden, output)``).
         weight_init_std: standard deviation of the Gaussian weights (biases start at 0).
         dtype: ``float64`` (the book's, default) or ``float32``.
-        seed: int or :class:`numpy.random.Generator`; the same seed gives the same weights.
+        seed: int or :class:`numpy.random.Generator`; the same seed gives the same weights,
+            independent of ``np.random.seed``. ``None`` (default): ``W1`` then ``W2`` are
+            ``weight_init_std * np.random.randn(...)`` on NumPy's global state, the book's calls,
+            so ``np.random.seed(0)`` gives the book's weights bit for bit (float32: the same draws,
+            cast).
     """
 
     def __init__(
@@ -45,7 +49,7 @@ class TwoLayerNet(Sequential):
         sizes = [_check_size(n, v) for n, v in
                  (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size))]
         dt = check_dtype(dtype)
-        rng = make_rng(seed)
+        rng = make_rng(seed, "TwoLayerNet")
         W1 = gaussian(rng, (sizes[0], sizes[1]), weight_init_std, dt)
         W2 = gaussian(rng, (sizes[1], sizes[2]), weight_init_std, dt)
         layers = {
@@ -91,7 +95,7 @@ class MultiLayerNet(Sequential):
         if act is None:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         dt = check_dtype(dtype)
-        rng = make_rng(seed)
+        rng = make_rng(seed, "MultiLayerNet")
         layers: dict[str, Layer] = {}
         for idx in range(1, len(sizes)):
             scale = init_scale(weight_init_std, sizes[idx - 1])

@@ -54,7 +54,9 @@ class MultiLayerNetExtend(Sequential):
         dtype: ``float64`` (the book's, default) or ``float32``.
         seed: int or :class:`numpy.random.Generator`. The same seed gives the same weights (the
             same as :class:`MultiLayerNet` with the same seed) and the same dropout masks; all
-            Dropout layers draw from one generator, in forward order.
+            Dropout layers draw from one generator, in forward order. ``None`` (default): weights
+            from ``np.random.randn`` and masks from ``np.random.rand`` on NumPy's global state, the
+            book's calls in the book's order (``np.random.seed`` reproduces the book's numbers).
 
     Running statistics: :meth:`buffers` returns the live ``{'running_mean1': ..., 'running_var1':
     ..., ...}`` arrays of the BatchNorm layers (created as zeros here, so they exist from the
@@ -89,7 +91,7 @@ class MultiLayerNetExtend(Sequential):
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         ratio = _resolve_dropout_ratio(dropout_ration, dropout_ratio)
         dt = check_dtype(dtype)
-        rng = make_rng(seed)
+        rng = make_rng(seed, "MultiLayerNetExtend")
         # All weights first, in the book's order, so the same seed gives MultiLayerNet's weights.
         weights = [
             gaussian(rng, (sizes[i - 1], sizes[i]), init_scale(weight_init_std, sizes[i - 1]), dt)
