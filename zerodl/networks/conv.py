@@ -180,6 +180,8 @@ class DeepConvNet(Sequential):
     """
 
     accuracy_batch_size = 100
+    #: As the book's ``DeepConvNet.loss``: its Dropout layers run in training mode (masks drawn).
+    loss_train_flg = True
 
     def __init__(
         self,

@@ -113,9 +113,16 @@ class Sequential:
                 decay += 0.5 * self.weight_decay_lambda * np.sum(self.params[name] ** 2)
         return decay
 
-    def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool = False) -> Any:
-        """Mean loss of batch ``x`` against ``t`` (labels ``(N,)`` or one-hot), plus weight decay."""
-        y = self.predict(x, train_flg)
+    #: ``train_flg`` of :meth:`loss` when not given: ``False`` (the book's ``MultiLayerNetExtend``);
+    #: the book's ``DeepConvNet.loss`` always runs its Dropout layers in training mode (``True``).
+    loss_train_flg: bool = False
+
+    def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool | None = None) -> Any:
+        """Mean loss of batch ``x`` against ``t`` (labels ``(N,)`` or one-hot), plus weight decay.
+
+        ``train_flg`` drives Dropout / BatchNorm; default :attr:`loss_train_flg`.
+        """
+        y = self.predict(x, self.loss_train_flg if train_flg is None else train_flg)
         return self.last_layer.forward(y, t) + self.weight_decay()
 
     def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int | None = None) -> float:
