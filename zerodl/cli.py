@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from zerodl.layers.base import ACTIVATIONS
+
 #: Modules that may contribute subcommands (owned elsewhere; skipped when not installed).
 PLUGINS: tuple[str, ...] = ("zerodl.experiments.cli", "zerodl.bench")
 
@@ -508,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="; ".join(f"{k}: {v.help}" for k, v in NET_BUILDERS.items()) + " (default mlp)")
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=[100, 100], metavar="N",
                    help="hidden layer sizes (default 100 100)")
-    p.add_argument("--activation", choices=("relu", "sigmoid"), default=None, help="default relu")
+    p.add_argument("--activation", choices=tuple(ACTIVATIONS), default=None, help="default relu")
     p.add_argument("--optimizer", type=str.lower, choices=tuple(OPTIMIZERS), default="adam",
                    help="optimizer (case-insensitive, default adam)")
     p.add_argument("--lr", type=_positive_float, default=None,

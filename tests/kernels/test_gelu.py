@@ -86,3 +86,20 @@ def test_layer_gradient_check(backend):
     layer.forward(x)
     dx = layer.backward(dout)
     check_layer_gradient(lambda v: GELU().forward(v), x, dout, dx)
+
+
+def test_gelu_is_an_activation_choice_of_the_networks_and_the_cli(backend):
+    import zerodl
+    from zerodl.cli import build_parser
+    from zerodl.layers import ACTIVATIONS, GELU
+
+    assert ACTIVATIONS["gelu"] is GELU
+    assert build_parser().parse_args(["train", "--activation", "gelu"]).activation == "gelu"
+    net = zerodl.MultiLayerNetExtend(6, [5, 4], 3, activation="gelu", weight_init_std="gelu",
+                                     use_batchnorm=True, seed=0)
+    assert isinstance(net.layers["Activation_function1"], GELU) and net.step_path == "fused"
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((4, 6)), rng.integers(0, 3, 4)
+    grads, num = net.gradient(x, t), net.numerical_gradient(x, t)
+    for key in net.params:
+        np.testing.assert_allclose(grads[key], num[key], rtol=1e-5, atol=1e-7, err_msg=key)

@@ -34,6 +34,9 @@ class Layer:
     #: The name an elementwise activation is chosen by (``MultiLayerNet(activation=...)``, the
     #: CLI's ``--activation``); setting it registers the class in :data:`ACTIVATIONS`.
     activation_name: str | None = None
+    #: An activation's weight initialisation when a network is built with ``weight_init_std`` set
+    #: to its name: ``"he"`` (√(2/n), ReLU-like) or ``"xavier"`` (√(1/n), the book's for Sigmoid).
+    weight_init: str = "he"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -169,6 +169,7 @@ class Sigmoid(Layer):
     """``out = 1 / (1 + exp(-x))``; ``dx = dout (1 - out) out`` (any shape)."""
 
     activation_name = "sigmoid"
+    weight_init = "xavier"
     fused_activation = ActivationSpec("sigmoid_bias_forward", "sigmoid_backward_into", keeps="output")
 
     def __init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from zerodl._random import SeedLike, make_rng, normal
+from zerodl.layers.base import ACTIVATIONS
 
 # One seeded-generator helper for the whole package (layers use it too): see zerodl._random.
 __all__ = ["SeedLike", "check_dtype", "gaussian", "init_scale", "make_rng"]
@@ -23,16 +24,18 @@ def check_dtype(dtype: object) -> np.dtype:
 
 def init_scale(weight_init_std: float | str, fan_in: int) -> float:
     """The book's choices: ``'relu'``/``'he'`` → √(2/fan_in), ``'sigmoid'``/``'xavier'`` → √(1/fan_in),
-    a number → itself."""
+    a number → itself; another activation's name → the scale its layer declares (``weight_init``)."""
     key = str(weight_init_std).lower()
+    activation = ACTIVATIONS.get(key)
+    if activation is not None:
+        key = activation.weight_init
     if key in ("relu", "he"):
         return float(np.sqrt(2.0 / fan_in))
     if key in ("sigmoid", "xavier"):
         return float(np.sqrt(1.0 / fan_in))
     if isinstance(weight_init_std, str):
-        raise ValueError(
-            f"weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' or a number, got {weight_init_std!r}"
-        )
+        names = ", ".join(repr(n) for n in ("he", "xavier", *ACTIVATIONS))
+        raise ValueError(f"weight_init_std must be {names} or a number, got {weight_init_std!r}")
     return float(weight_init_std)
 
 

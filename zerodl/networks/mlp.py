@@ -7,12 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from zerodl.layers import Affine, Relu, Sigmoid
+from zerodl.layers import Affine, Relu, Sigmoid  # noqa: F401  (the book's names, re-exported)
+from zerodl.layers.base import ACTIVATIONS as LAYER_ACTIVATIONS
 from zerodl.layers.base import Layer
 from zerodl.networks._init import SeedLike, check_dtype, gaussian, init_scale, make_rng
 from zerodl.networks.sequential import Sequential
 
-ACTIVATIONS: dict[str, type[Layer]] = {"relu": Relu, "sigmoid": Sigmoid}
+#: Activation layers by name: every layer class that sets ``activation_name`` (relu, sigmoid, gelu).
+ACTIVATIONS: dict[str, type[Layer]] = LAYER_ACTIVATIONS
 
 
 def _check_size(name: str, value: Any) -> int:
