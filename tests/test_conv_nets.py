@@ -13,6 +13,7 @@ import zerodl
 from tests.helpers import tolerance
 from zerodl import DeepConvNet, SimpleConvNet
 from zerodl.gradient import gradient_check
+from zerodl.layers import Dropout
 from zerodl.optimizer import Adam
 
 
@@ -156,7 +157,7 @@ def test_deep_convnet_book_architecture_and_he_scales():
         "Affine", "Relu", "Dropout", "Affine", "Dropout"]
     pads = [layer.pad for layer in net.layers.values() if type(layer).__name__ == "Convolution"]
     assert pads == [1, 1, 1, 2, 1, 1]
-    assert [d.dropout_ratio for d in net._dropout_layers()] == [0.5, 0.5]
+    assert [d.dropout_ratio for d in net.layers.values() if isinstance(d, Dropout)] == [0.5, 0.5]
 
 
 # ----------------------------------------------------------------------------- gradient checks

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-import zerodl.kernels as kernels
+import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 
 #: The book's epsilon in AdaGrad, RMSprop and Adam.
 EPS = 1e-7

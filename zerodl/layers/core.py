@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import zerodl.kernels as kernels
+import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 from zerodl._validate import (
     as_float_array,
     check_labels,

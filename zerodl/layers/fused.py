@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-import zerodl.kernels as kernels
+import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 
 #: A :class:`zerodl.layers.base.Layer` (not imported: that module imports this one).
 Layer = Any

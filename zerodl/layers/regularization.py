@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-import zerodl.kernels as kernels
+import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 from zerodl._random import SeedLike, make_rng, uniform
 from zerodl._validate import as_float_array, check_same_shape
 from zerodl.layers.base import Layer

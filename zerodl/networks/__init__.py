@@ -6,5 +6,13 @@ from zerodl.networks.mlp_extend import MultiLayerNetExtend
 from zerodl.networks.sequential import ParamDict, Sequential
 from zerodl.networks.two_layer_ch4 import TwoLayerNetCh4
 
-__all__ = ["Sequential", "ParamDict", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
-           "SimpleConvNet", "DeepConvNet", "TwoLayerNetCh4"]
+__all__ = [
+           "DeepConvNet",
+           "MultiLayerNet",
+           "MultiLayerNetExtend",
+           "ParamDict",
+           "Sequential",
+           "SimpleConvNet",
+           "TwoLayerNet",
+           "TwoLayerNetCh4",
+]

@@ -238,21 +238,3 @@ class DeepConvNet(Sequential):
             "hidden_size": hidden, "output_size": output, "dtype": dt.name,
         }
         json.dumps(self.config)
-
-    def _dropout_layers(self) -> list[Dropout]:
-        return [layer for layer in self.layers.values() if isinstance(layer, Dropout)]
-
-    def freeze_dropout(self) -> None:
-        """Make both Dropout layers reuse the mask of their last training forward.
-
-        For gradient checks: the loss must then be a deterministic function of the parameters
-        (``net.predict(x, train_flg=True); net.freeze_dropout(); gradient_check(net, x, t)``).
-        Raises RuntimeError if no training forward has run yet.
-        """
-        for layer in self._dropout_layers():
-            layer.freeze_mask()
-
-    def unfreeze_dropout(self) -> None:
-        """Undo :meth:`freeze_dropout`: fresh masks on every training forward again."""
-        for layer in self._dropout_layers():
-            layer.unfreeze_mask()

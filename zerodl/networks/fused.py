@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-import zerodl.kernels as kernels
+import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 from zerodl._validate import as_float_array, check_labels, check_nonempty
 from zerodl.layers.base import Layer
 from zerodl.layers.fused import LossPiece, Piece
@@ -242,4 +242,4 @@ def generic_step(net: Any, x: Any, t: Any, optimizer: Any) -> Any:
     return loss
 
 
-__all__: Sequence[str] = ("FusedStep", "NotFusable", "build_plan", "plan_for", "step_path", "generic_step")
+__all__: Sequence[str] = ("FusedStep", "NotFusable", "build_plan", "generic_step", "plan_for", "step_path")

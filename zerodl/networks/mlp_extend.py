@@ -124,19 +124,3 @@ class MultiLayerNetExtend(Sequential):
             "weight_decay_lambda": float(weight_decay_lambda), "use_dropout": self.use_dropout,
             "dropout_ration": ratio, "use_batchnorm": self.use_batchnorm, "dtype": dt.name,
         }
-
-    def _dropout_layers(self) -> list[Dropout]:
-        return [layer for layer in self.layers.values() if isinstance(layer, Dropout)]
-
-    def freeze_dropout(self) -> None:
-        """Make every Dropout layer reuse the mask of its last training forward (see the class doc).
-
-        Raises RuntimeError if a Dropout layer has not run a training forward yet.
-        """
-        for layer in self._dropout_layers():
-            layer.freeze_mask()
-
-    def unfreeze_dropout(self) -> None:
-        """Undo :meth:`freeze_dropout`: fresh masks on every training forward again."""
-        for layer in self._dropout_layers():
-            layer.unfreeze_mask()

@@ -202,6 +202,24 @@ class Sequential:
         method) keeps this network off the fused path of :meth:`train_step`."""
         return step_path(self, Sequential)
 
+    # -- dropout masks ---------------------------------------------------------------------------
+    def freeze_dropout(self) -> None:
+        """Make every layer with a ``freeze_mask`` (Dropout) reuse the mask of its last training
+        forward, so the loss is a deterministic function of the parameters — what a numerical gradient
+        check needs: ``net.predict(x, train_flg=True); net.freeze_dropout(); gradient_check(net, x, t)``.
+
+        Raises RuntimeError if such a layer has not run a training forward yet.
+        """
+        for layer in self.layers.values():
+            if hasattr(layer, "freeze_mask"):
+                layer.freeze_mask()
+
+    def unfreeze_dropout(self) -> None:
+        """Undo :meth:`freeze_dropout`: fresh masks on every training forward again."""
+        for layer in self.layers.values():
+            if hasattr(layer, "unfreeze_mask"):
+                layer.unfreeze_mask()
+
     # -- non-trainable state (running statistics) ----------------------------------------------
     def _buffer_index(self) -> list[tuple[str, Layer, str]]:
         # Named like params: attribute + index of the weight layer before it ('running_mean1').
