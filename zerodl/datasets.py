@@ -48,7 +48,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from zerodl._fileio import atomic_write
+from zerodl._fileio import NotARegularFileError, atomic_write, open_regular
 
 __all__ = [
     "DATASETS",
@@ -256,7 +256,8 @@ def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: naming the file and the problem — wrong magic number, unknown type code, bad
+        ValueError: naming the file and the problem — a FIFO, device or directory instead of a
+            regular file (refused before any read, never blocking), wrong magic number, unknown type code, bad
             number of dimensions, truncated header or data, trailing data, a declared size larger
             than the file can hold or than ``max_bytes``, or a corrupt gzip stream.
 
@@ -265,7 +266,12 @@ def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
     byte past the declared size (gzip).
     """
     where = f"read_idx: {os.fspath(path)}"
-    with open(path, "rb") as raw:
+    try:
+        # Regular files only, opened non-blocking: a FIFO would block forever, a device never end.
+        raw_file = open_regular(path, "IDX file")
+    except NotARegularFileError as exc:
+        raise ValueError(f"read_idx: {exc}") from None
+    with raw_file as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
         file_size = os.fstat(raw.fileno()).st_size
