@@ -184,7 +184,9 @@ def check_output_path(label: str, path: PathLike) -> str:
     except OSError as exc:  # a symlink loop, a component that is a file, permission denied above it
         if exc.errno == errno.ENOTDIR:
             raise fail("a folder on its path is a file") from None
-        raise fail(exc.strerror or str(exc)) from None
+        if exc.errno != errno.ENAMETOOLONG:  # too long: the checks below say which part
+            raise fail(exc.strerror or str(exc)) from None
+        st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise fail(f"is {_kind(st.st_mode)}; expected a file name")
     if os.path.lexists(full):  # an existing file (or a dangling symlink, which the write replaces)

@@ -847,6 +847,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             NonFiniteError, OSError, ValueError, TypeError)
 
 
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser of the command that ``args`` came from, so its errors show its usage line."""
+    current = parser
+    for dest in ("command", "experiment"):
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not actions or name not in actions[0].choices:
+            break
+        current = actions[0].choices[name]
+    return current
+
+
 def _one_line(text: str) -> str:
     """A message on one line: loaders explain over several lines; the command says it in one."""
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
@@ -881,6 +893,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    seed = getattr(args, "seed", None)
+    if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+        # Plug-in commands (experiment) take --seed as a plain int: refuse it here, naming the option.
+        _subparser(parser, args).error(f"argument --seed: expected a non-negative integer below 2**63, "
+                                       f"got '{seed}'")
     command = " ".join(str(c) for c in (getattr(args, "command", None), getattr(args, "experiment", None)) if c)
     prefix = f"zerodl {command}: error:" if command else "zerodl: error:"
     old_format = warnings.formatwarning
