@@ -301,6 +301,25 @@ def test_metadata_nested_deeper_than_json_can_parse_is_refused(tmp_path):
         zerodl.load_network(tmp_path / "deep.npz")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_parameters_are_refused_and_the_network_left_untouched(tmp_path, bad):
+    net = zerodl.TwoLayerNet(4, 3, 2, seed=0)
+    net.params["b2"][1] = bad
+    zerodl.save_network(net, tmp_path / "nan.npz")
+    with pytest.raises(zio.ModelFormatError, match=r"nan.npz: parameter 'b2' holds 1 NaN or infinite value"):
+        zerodl.load_network(tmp_path / "nan.npz")
+    target = zerodl.TwoLayerNet(4, 3, 2, seed=1)
+    before = {k: v.copy() for k, v in target.params.items()}
+    with pytest.raises(zio.ModelFormatError, match="refusing to load a broken network"):
+        target.load_params(tmp_path / "nan.npz")
+    for key in before:
+        np.testing.assert_array_equal(target.params[key], before[key])
+    path = tmp_path / "nan.pkl"
+    path.write_bytes(pickle.dumps(dict(net.params)))
+    with pytest.raises(zio.ModelFormatError, match="NaN or infinite"):
+        zerodl.TwoLayerNet(4, 3, 2).load_params(path)
+
+
 def test_metadata_that_is_not_a_json_string_is_refused(tmp_path):
     net = zerodl.TwoLayerNet(4, 3, 2, seed=0)
     arrays = {"param/" + k: v for k, v in net.params.items()}

@@ -297,6 +297,9 @@ BAD = {
         (["{dir}"], ["directory"]),
         (["{pickle}"], ["book.pkl", "load_params"]),
         (["{edited}"], ["edited.npz", "'dataset'", "cifar"]),
+        (["{edited_seed}"], ["seed.npz", "'dataset_seed'", "-1"]),
+        (["{edited_size}"], ["size.npz", "'dataset_test_size'", "nan"]),
+        (["{edited_dir}"], ["dir.npz", "'data_dir'", "[1]"]),
         (["{model}", "--dataset", "mnist", "--data-dir", "{empty}", "--no-download"], ["MNIST file(s) not found"]),
         (["{model}", "--backend", "cuda"], ["--backend"]),
         (["{model}", "--threads", "-3"], ["--threads"]),
@@ -351,9 +354,13 @@ def files(tmp_path, model):
     with np.load(model) as data:
         arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays.pop("__zerodl__")[()]))
-    meta["metadata"]["dataset"] = "cifar"
-    np.savez(tmp_path / "edited.npz", __zerodl__=np.array(json.dumps(meta)), **arrays)
-    yield {"{model}": str(model), "{garbage}": str(garbage), "{fifo}": str(fifo), "{empty}": str(empty),
+    for name, key, value in (("edited", "dataset", "cifar"), ("seed", "dataset_seed", -1),
+                             ("size", "dataset_test_size", float("nan")), ("dir", "data_dir", [1])):
+        edited = json.loads(json.dumps(meta))
+        edited["metadata"][key] = value
+        np.savez(tmp_path / f"{name}.npz", __zerodl__=np.array(json.dumps(edited)), **arrays)
+    yield {"{edited_seed}": str(tmp_path / "seed.npz"), "{edited_size}": str(tmp_path / "size.npz"),
+           "{edited_dir}": str(tmp_path / "dir.npz"),"{model}": str(model), "{garbage}": str(garbage), "{fifo}": str(fifo), "{empty}": str(empty),
            "{dir}": str(tmp_path), "{missing}": str(tmp_path / "missing.npz"), "{pickle}": str(book),
            "{edited}": str(tmp_path / "edited.npz")}
 

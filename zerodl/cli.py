@@ -456,6 +456,17 @@ def _check_saved_metadata(meta: Any, model: str) -> dict[str, Any]:
                        f"{', '.join(DATASET_CHOICES)} (or pass --dataset)")
     if meta.get("input") is not None and meta["input"] not in ("flat", "image"):
         raise CLIError(f"{model}: metadata field 'input' is {meta['input']!r}, expected 'flat' or 'image'")
+    if meta.get("dataset_split") is not None and meta["dataset_split"] not in ("auto", "official", "t10k",
+                                                                               "stratified"):
+        raise CLIError(f"{model}: metadata field 'dataset_split' is {meta['dataset_split']!r}, expected "
+                       "official, t10k or stratified")
+    seed = meta.get("dataset_seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise CLIError(f"{model}: metadata field 'dataset_seed' is {seed!r}, expected a non-negative integer")
+    size = meta.get("dataset_test_size")
+    if size is not None and not (0 < size < 1 if isinstance(size, float) else 1 <= size <= 10**9):
+        raise CLIError(f"{model}: metadata field 'dataset_test_size' is {size!r}, expected a fraction in "
+                       "(0, 1) or a count")
     return meta
 
 

@@ -720,6 +720,12 @@ def _check_array(kind: str, name: str, target: Any, source: np.ndarray, path: Pa
             f"{path}: {kind} {name!r} has dtype {source.dtype} in the file, the network uses {target.dtype} "
             "(strict_dtype=True; pass strict_dtype=False to convert)"
         )
+    finite = np.isfinite(source)
+    if not finite.all():
+        # A trained network never holds NaN/inf (the Trainer's guard stops before); loading one would
+        # make every prediction class 0 and report a silently meaningless accuracy.
+        raise ModelFormatError(f"{path}: {kind} {name!r} holds {int(finite.size - finite.sum()):,} NaN or "
+                               f"infinite value(s) of {finite.size:,}; refusing to load a broken network")
 
 
 def _buffer_names(network: Any) -> list[str]:
