@@ -141,6 +141,35 @@ def test_object_array_state_with_a_short_list_is_refused_not_a_crash(tmp_path):
     assert "refused:" in result.stdout and "obj.pkl" in result.stdout and "O8" in result.stdout
 
 
+def test_deeply_nested_pickles_are_refused_not_a_crash(tmp_path):
+    """A tuple nested a million deep, used as a dict key (two bytes per level): CPython's own
+    unpickler overflows the C stack hashing it (a segfault). Refused from the opcodes, unrun; in a
+    child, so a regression fails this test instead of killing the session."""
+    depth = 1_000_000
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(b"\x80\x04}" + b")" + b"\x85" * depth + b"K\x01s.")
+    lists = tmp_path / "lists.pkl"  # lists and memo references: deep, unhashable, still refused
+    lists.write_bytes(b"\x80\x04}\x8c\x01k" + b"]" * 100 + b"a" * 99 + b"s.")
+    code = ("import sys; from zerodl import io\n"
+            "for p in sys.argv[1:]:\n"
+            "    try:\n        io.load_book_pickle(p)\n    except io.ModelFormatError as e:\n"
+            "        print(str(e)[:300])\n")
+    result = subprocess.run([sys.executable, "-c", code, str(path), str(lists)], capture_output=True, text=True,
+                            timeout=120, cwd=os.path.dirname(os.path.dirname(zerodl.__file__)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all("nests containers more than 64 deep" in line for line in lines), lines
+
+
+def test_wide_flat_pickles_are_not_mistaken_for_deep_ones(tmp_path):
+    """Batched APPENDS/SETITEMS (1,000 items each) add no depth: a 100,000-item list is depth 1."""
+    path = tmp_path / "wide.pkl"
+    path.write_bytes(pickle.dumps({"W1": np.ones(2), "x": list(range(100_000)),
+                                   "d": {str(i): i for i in range(5_000)}}, protocol=2))
+    with pytest.raises(zio.ModelFormatError, match="parameter 'x' is a list, not a numpy array"):
+        zio.load_book_pickle(path)
+
+
 @pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
 def test_genuine_pickles_of_every_protocol_still_load_exactly(tmp_path, rng, protocol):
     params = {"W1": rng.standard_normal((5, 3)), "b1": rng.standard_normal(3).astype(np.float32),

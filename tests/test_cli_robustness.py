@@ -466,3 +466,25 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_file(tmp_path, c
     assert err.strip().splitlines()[-1] == f"zerodl train: error: {ckpt}: cannot write: No space left on device"
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no checkpoint, no model, no temporary file
+
+
+def test_an_output_must_not_overwrite_the_dataset(tmp_path, capsys, no_work):
+    data = tmp_path / "data"
+    data.mkdir()
+    images = data / "t10k-images-idx3-ubyte.gz"
+    images.write_bytes(b"the data")
+    code, _, err = _main(["train", "--dataset", "mnist", "--data-dir", data, "--save", images], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, "--save", "same file as the MNIST file t10k-images-idx3-ubyte.gz")
+    assert images.read_bytes() == b"the data"
+
+
+def test_a_reader_that_stops_early_is_no_traceback(model):
+    """`zerodl evaluate m.npz | head -1`: the pipe closes under the command; no traceback, no noise."""
+    proc = subprocess.Popen([sys.executable, "-m", "zerodl", "evaluate", str(model), "--backend", "numpy"],
+                            env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # no reader left: the command's first print meets a broken pipe
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err.decode()
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
+

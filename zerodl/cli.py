@@ -23,6 +23,7 @@ and its ``add_subparsers(subparsers)`` adds subcommands whose parsers ``set_defa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
@@ -276,6 +277,12 @@ def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, Any]]
         outputs.append(("--out", getattr(args, "out", None) or f"zerodl-{args.experiment}.png"))
     for dest, option in getattr(args, "output_options", ()) or ():
         outputs.append((option, getattr(args, dest, None)))
+    if getattr(args, "dataset", None) == "mnist":  # an output must not overwrite the data either
+        from zerodl.datasets import MNIST_FILES, default_data_dir
+
+        data_dir = getattr(args, "data_dir", None)
+        directory = Path(data_dir).expanduser() if data_dir else default_data_dir("mnist")
+        inputs += [(f"the MNIST file {spec.name}", directory / spec.name) for spec in MNIST_FILES.values()]
     return outputs, inputs
 
 
@@ -933,6 +940,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nzerodl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout went to a reader that stopped (`zerodl evaluate m.npz | head`): not an error to
+        # report; point stdout at devnull so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except SystemExit:
         raise
     except Exception as exc:

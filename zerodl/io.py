@@ -47,7 +47,7 @@ import os
 import pickle
 import pickletools
 import re
-import stat
+import reprlib
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -478,7 +478,10 @@ class _DtypeStub(_Built):
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    """A bounded repr for messages: a hostile value may be huge or nested thousands deep."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 4, limit, limit
+    text = shortener.repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -594,6 +597,68 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refused to load: the pickle uses persistent ids")
 
 
+#: Deepest nesting of containers a parameter pickle may build (a dict of arrays needs about 5).
+MAX_PICKLE_DEPTH = 64
+
+#: Opcodes that modify the container below their arguments and leave it on the stack.
+_IN_PLACE_OPS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+
+
+def _check_pickle_opcodes(data: bytes, path: Path) -> None:
+    """Walk the opcodes without running any: declared lengths and nesting, before unpickling.
+
+    * A length-prefixed opcode (BINBYTES8, FRAME, ...) makes the C unpickler allocate the length it
+      declares before reading; ``pickletools.genops`` reads each argument and fails if the bytes are
+      not there, so every declared length is proven to be backed by bytes of the file.
+    * Nesting: a tuple nested a million deep (two bytes per level) crashes CPython itself when it
+      is hashed as a dict key (a C stack overflow, not an exception). The stack machine is simulated
+      here with the nesting depth of each stack item, and a pickle nesting deeper than
+      :data:`MAX_PICKLE_DEPTH` is refused.
+    """
+    stack: list[int] = []
+    marks: list[int] = []
+    memo: dict[Any, int] = {}
+    try:
+        for op, arg, _ in pickletools.genops(_io.BytesIO(data)):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):  # the top item stays where it is
+                memo[len(memo) if op.name == "MEMOIZE" else arg] = stack[-1] if stack else 0
+                continue
+            before, after = op.stack_before, op.stack_after
+            sliced: list[int] = []
+            if pickletools.markobject in before:
+                mark = marks.pop()
+                sliced, stack[mark:] = stack[mark:], []
+                n_plain = before.index(pickletools.markobject)  # items below the mark (APPENDS' list)
+            else:
+                n_plain = len(before)
+            if n_plain > len(stack):
+                raise ValueError(f"opcode {op.name} needs {n_plain} stack items, finds {len(stack)}")
+            plain = stack[len(stack) - n_plain:] if n_plain else []
+            del stack[len(stack) - n_plain:]
+            if op.name == "MARK":
+                marks.append(len(stack))
+                continue
+            if op.name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(arg, 0))
+                continue
+            if op.name == "DUP":
+                stack.append(stack[-1] if stack else 0)
+                continue
+            inner = max([*plain[1:], *sliced], default=-1) + 1 if op.name in _IN_PLACE_OPS else None
+            if inner is not None:
+                depth = max(plain[0] if plain else 0, inner)
+            else:
+                depth = max([*plain, *sliced], default=-1) + 1
+            if depth > MAX_PICKLE_DEPTH:
+                raise ModelFormatError(f"{path}: refused, the pickle nests containers more than "
+                                       f"{MAX_PICKLE_DEPTH} deep (a parameter file needs a handful)")
+            stack.extend([depth] * len(after))
+    except ModelFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means a broken file
+        raise ModelFormatError(f"{path}: not a readable pickle of parameters ({type(exc).__name__}: {exc})") from None
+
+
 #: Stands for ``numpy.ndarray`` inside the restricted unpickler: only ``_reconstruct`` accepts it,
 #: and calling it (which would allocate the shape it is given) is a TypeError.
 _NDARRAY = object()
@@ -615,15 +680,11 @@ def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
         ``{name: ndarray}`` with numeric (non-object) arrays.
     """
     path = Path(path)
-    data = read_regular_file(path, "model file", ModelFormatError)
-    # A length-prefixed opcode (BINBYTES8, FRAME, ...) makes the C unpickler allocate the length it
-    # declares before reading; walking the opcodes first (pickletools reads, never calls anything)
-    # proves every declared length is backed by bytes of the file.
     try:
-        for _ in pickletools.genops(_io.BytesIO(data)):
-            pass
-    except Exception as exc:
-        raise ModelFormatError(f"{path}: not a readable pickle of parameters ({type(exc).__name__}: {exc})") from None
+        data = read_regular_file(path, "model file", ModelFormatError)
+    except MemoryError:
+        raise ModelFormatError(f"{path}: too large to read into memory as a parameter pickle") from None
+    _check_pickle_opcodes(data, path)
     budget = _PickleBudget(path, len(data))
     try:
         obj = _RestrictedUnpickler(_io.BytesIO(data), budget, encoding="latin1").load()
