@@ -160,10 +160,16 @@ def test_permission_denied_and_read_only_file_systems(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", real_access)
 
     class ReadOnly:
-        f_flag = os.ST_RDONLY
+        f_flag, f_bavail, f_frsize = os.ST_RDONLY, 10**6, 4096
+
+    class Full:
+        f_flag, f_bavail, f_frsize = 0, 3, 4096
 
     monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly())
     with pytest.raises(OutputPathError, match="read-only file system"):
+        check_output_path("--save", tmp_path / "m.npz")
+    monkeypatch.setattr(os, "statvfs", lambda p: Full())
+    with pytest.raises(OutputPathError, match=r"is full \(12,288 bytes free\)"):
         check_output_path("--save", tmp_path / "m.npz")
 
 
@@ -234,6 +240,7 @@ def test_estimates_of_ordinary_runs_are_modest():
     (["train", "--net", "deep-conv", "--dataset", "mnist", "--conv-hidden", "1000000000"], ["--conv-hidden"]),
     (["gradcheck", "--hidden", "100000000"], ["--hidden 100000000", "two losses per parameter"]),
     (["gradcheck", "--samples", "100000000"], ["--samples 100000000", "training samples"]),
+    (["gradcheck", "--samples", "1000", "--hidden", "1000"], ["--samples 1000 with --hidden 1000", "(--samples 8 or less at this size)"]),
 ])
 def test_sizes_refused_before_allocating(capsys, no_work, argv, fragments):
     code, out, err = _main(argv, capsys)

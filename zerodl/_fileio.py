@@ -120,6 +120,11 @@ def read_regular_file(path: PathLike, what: str = "file",
 
 
 # -- outputs: checked before any work -------------------------------------------------------------
+#: An output refused up front when its file system has less free space than this (a full disk
+#: would otherwise be found only when the result of the whole run is written).
+MIN_FREE_BYTES = 1 << 16
+
+
 class OutputPathError(ValueError):
     """An output path that cannot be written, or that would overwrite an input or another output."""
 
@@ -209,9 +214,14 @@ def check_output_path(label: str, path: PathLike) -> str:
         raise fail(f"the path is longer than this file system takes ({_path_max(anchor)} bytes)")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise fail(f"permission denied: cannot create files in {anchor}")
-    with contextlib.suppress(OSError, AttributeError):
-        if os.statvfs(anchor).f_flag & os.ST_RDONLY:
-            raise fail(f"{anchor} is on a read-only file system")
+    try:
+        fs = os.statvfs(anchor)
+    except (OSError, AttributeError):  # no statvfs (Windows): the write itself will tell
+        fs = None
+    if fs is not None and fs.f_flag & os.ST_RDONLY:
+        raise fail(f"{anchor} is on a read-only file system")
+    if fs is not None and fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+        raise fail(f"the file system of {anchor} is full ({fs.f_bavail * fs.f_frsize:,} bytes free)")
     return full
 
 

@@ -422,6 +422,8 @@ def check_train_sizes(args: argparse.Namespace) -> None:
 
 #: ``zerodl gradcheck`` computes two losses per parameter: more parameters than this take minutes.
 GRADCHECK_MAX_PARAMS = 100_000
+#: ... and the whole check (2 * params losses of samples * params multiply-adds) at most this much.
+GRADCHECK_MAX_WORK = 10**11
 
 
 def check_gradcheck_sizes(args: argparse.Namespace) -> None:
@@ -438,8 +440,15 @@ def check_gradcheck_sizes(args: argparse.Namespace) -> None:
     if params > GRADCHECK_MAX_PARAMS:
         most = (GRADCHECK_MAX_PARAMS - classes) // (d + 1 + classes)
         raise CLIUsageError(f"--hidden {args.hidden}: {params:,} parameters; the numerical gradient takes two "
-                       f"losses per parameter, so the check is limited to {GRADCHECK_MAX_PARAMS:,} "
-                       f"(--hidden {most} or less on {args.dataset})")
+                            f"losses per parameter, so the check is limited to {GRADCHECK_MAX_PARAMS:,} "
+                            f"(--hidden {most} or less on {args.dataset})")
+    # Each of the 2 * params losses costs about samples * params multiply-adds.
+    work = 2 * params * params * args.samples
+    if work > GRADCHECK_MAX_WORK:
+        most = max(1, GRADCHECK_MAX_WORK // (2 * params * params))
+        raise CLIUsageError(f"--samples {args.samples} with --hidden {args.hidden}: the numerical gradient takes "
+                            f"two losses per parameter, about {work:.1e} multiply-adds in all; the check is "
+                            f"limited to {GRADCHECK_MAX_WORK:.0e} (--samples {most} or less at this size)")
 
 
 def _check_saved_metadata(meta: Any, model: str) -> dict[str, Any]:
