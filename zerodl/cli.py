@@ -1,7 +1,10 @@
 """The ``zerodl`` command: ``train``, ``evaluate``, ``gradcheck`` (and plug-in subcommands).
 
 Run ``zerodl --help`` or ``python -m zerodl --help``. Exit codes: 0 success, 1 a user-facing failure
-(missing dataset, unreadable model, failed gradient check), 2 bad arguments (argparse), 130 Ctrl-C.
+(missing dataset, unreadable model, full disk, failed gradient check), 2 bad usage (argparse's option
+checks, and output paths or sizes refused before any work), 130 Ctrl-C. Every error is one line on
+stderr, ``zerodl <command>: error: <what, naming the option, variable or file>`` (argparse prints its
+usage line first); see :func:`main`.
 
 Heavy modules (matplotlib, tqdm, scikit-learn, dask) are imported inside the commands, never at
 import time, so the command starts quickly.
@@ -259,8 +262,10 @@ def _non_negative_float(text: str) -> float:
 def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """``(outputs, inputs)`` as ``(option, path)`` pairs of the parsed command, plug-ins included.
 
-    A plug-in declares its own with ``parser.set_defaults(output_options=(("dest", "--option"), ...))``
-    (``zerodl bench`` does); ``zerodl experiment`` writes ``--out`` (default ``zerodl-NAME.png``).
+    A plug-in may declare its own with ``parser.set_defaults(output_options=(("dest", "--option"), ...))``;
+    ``zerodl experiment`` writes ``--out`` (default ``zerodl-NAME.png``); ``zerodl bench`` checks its
+    ``--json`` itself with the same function (it also runs standalone, ``python -m zerodl.bench``).
+    With ``--dataset mnist`` the dataset's files are inputs too.
     """
     command = getattr(args, "command", None)
     outputs: list[tuple[str, Any]] = []
