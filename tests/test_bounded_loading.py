@@ -465,3 +465,11 @@ def test_zlib_corruption_inside_a_deflated_entry_is_a_model_format_error(tmp_pat
     with pytest.raises(zio.ModelFormatError, match="z.npz"):
         zio.read_npz(path)
     assert zlib  # the error class the archive raises internally
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_dataset_split_seeds_are_checked_by_name(seed):
+    from zerodl.datasets import load_digits
+
+    with pytest.raises(ValueError, match=r"stratified_split: seed must be None or an integer >= 0"):
+        load_digits(seed=seed)

@@ -495,6 +495,9 @@ def stratified_split_indices(
     # Largest remainder: the classes closest to earning one more test sample get it (ties: order).
     order = np.argsort(-(ideal - per_class), kind="stable")
     per_class[order[:short]] += 1
+    if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence))
+            or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0)):
+        raise ValueError(f"{where}: seed must be None or an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     test_parts = []
     for k in range(classes.size):
