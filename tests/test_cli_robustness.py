@@ -243,7 +243,7 @@ def test_estimates_of_ordinary_runs_are_modest():
     (["gradcheck", "--samples", "1000", "--hidden", "1000"], ["--samples 1000 with --hidden 1000", "(--samples 8 or less at this size)"]),
 ])
 def test_sizes_refused_before_allocating(capsys, no_work, argv, fragments):
-    code, out, err = _main(argv, capsys)
+    code, _, err = _main(argv, capsys)
     assert code == 2
     assert_one_line_error(code, err, *fragments)
 
@@ -391,7 +391,7 @@ def test_every_subcommand_with_bad_values_gives_one_line(files, capsys, monkeypa
 
     monkeypatch.setattr(zerodl.bench, "run_bench", refuse)
     argv, fragments = BAD[command][index]
-    code, out, err = _main([command, *_fill(argv, files)], capsys)
+    code, _, err = _main([command, *_fill(argv, files)], capsys)
     assert_one_line_error(code, err, *_fill(fragments, files))
 
 
@@ -435,7 +435,7 @@ def test_bad_zerodl_backend_is_one_line_naming_the_variable():
     # A library user can still catch it, as a ValueError, and gets no hook output then.
     code = "import sys\ntry:\n    import zerodl\nexcept ValueError as e:\n    print(type(e).__name__)\n"
     caught = subprocess.run([sys.executable, "-c", code], env=_env(ZERODL_BACKEND="bogus"), cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert caught.stdout.strip() == "BackendEnvironmentError" and caught.stderr == ""
 
 
@@ -452,7 +452,7 @@ def test_a_write_that_hits_a_size_limit_is_one_line_naming_the_file_and_leaves_n
     model = out / "model.npz"
     result = subprocess.run([sys.executable, "-m", "zerodl", "train", "--epochs", "1", "--backend", "numpy",
                              "--save", str(model)], env=_env(), cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, preexec_fn=limit)
+                            timeout=300, preexec_fn=limit, check=False)
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last == f"zerodl train: error: {model}: cannot write: File too large", result.stderr

@@ -14,7 +14,13 @@ import pytest
 import zerodl
 from zerodl import io as zio
 from zerodl._version import __version__
-from zerodl.networks import MultiLayerNet, MultiLayerNetExtend, Sequential, SimpleConvNet, TwoLayerNet
+from zerodl.networks import (
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    Sequential,
+    SimpleConvNet,
+    TwoLayerNet,
+)
 
 
 # -- the book's pickle format ----------------------------------------------------------------------

@@ -14,7 +14,12 @@ import pytest
 
 import zerodl
 from zerodl import kernels
-from zerodl._validate import check_class_labels, check_distinct_layers, check_grad_array, check_param_array
+from zerodl._validate import (
+    check_class_labels,
+    check_distinct_layers,
+    check_grad_array,
+    check_param_array,
+)
 from zerodl.gradient import numerical_gradient
 from zerodl.layers import Affine, Relu, SoftmaxWithLoss
 from zerodl.networks import Sequential, TwoLayerNet

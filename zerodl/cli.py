@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import errno
 import importlib
+import itertools
 import os
 import sys
 import time
@@ -372,7 +373,7 @@ def estimate_training_bytes(args: argparse.Namespace) -> tuple[int, int, int]:
     batch = args.batch_size
     if args.net in ("mlp", "two-layer"):
         sizes = [c * h * w, *args.hidden, classes]
-        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        params = sum(a * b + b for a, b in itertools.pairwise(sizes))
         per_sample = sizes[0] + 3 * sum(sizes[1:])
         activations = (batch + n_eval) * per_sample
     elif args.net == "simple-conv":
