@@ -473,3 +473,31 @@ def test_dataset_split_seeds_are_checked_by_name(seed):
 
     with pytest.raises(ValueError, match=r"stratified_split: seed must be None or an integer >= 0"):
         load_digits(seed=seed)
+
+
+def test_a_config_whose_sizes_each_look_harmless_but_multiply_into_gigabytes(tmp_path):
+    """270x270 images and 7,000 hidden units: every consecutive pair of sizes is small, yet
+    SimpleConvNet's second weight matrix would be 3*134*134 x 7000 (3 GB). Refused before the draw."""
+    conv = {"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1}
+    net = zerodl.SimpleConvNet(input_dim=(1, 8, 8), conv_param=conv, hidden_size=5, output_size=3, seed=0)
+    zerodl.save_network(net, tmp_path / "base.npz")
+    with np.load(tmp_path / "base.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop("__zerodl__")[()]))
+    meta["config"].update(input_dim=[1, 270, 270], hidden_size=7000)
+    np.savez(tmp_path / "wide.npz", __zerodl__=np.array(json.dumps(meta)), **arrays)
+    run = _refused(zio.ModelFormatError, lambda: zerodl.load_network(tmp_path / "wide.npz"),
+                   "wide.npz", "refusing to build")
+    assert _peak(run) < 16 * MiB
+
+
+def test_rebuilt_networks_are_ordinary_after_loading(tmp_path):
+    """The budget is lifted once built: a loaded net with dropout trains (draws masks) normally."""
+    net = zerodl.MultiLayerNetExtend(6, [5], 3, use_dropout=True, use_batchnorm=True, seed=0)
+    net.predict(np.ones((2, 6)), train_flg=True)
+    zerodl.save_network(net, tmp_path / "d.npz")
+    loaded = zerodl.load_network(tmp_path / "d.npz")
+    for _ in range(3):
+        loaded.gradient(np.random.default_rng(0).random((500, 6)), np.arange(500) % 3)
+    for key in net.params:
+        np.testing.assert_array_equal(loaded.params[key], net.params[key])

@@ -40,6 +40,7 @@ Loading rules (both formats, :func:`load_params`)
 
 from __future__ import annotations
 
+import inspect
 import io as _io
 import json
 import math
@@ -922,6 +923,63 @@ def _check_config_scale(config: Mapping[str, Any], stored_elements: int, stored_
             )
 
 
+class _BudgetGenerator(np.random.Generator):
+    """The generator a network is rebuilt with: it refuses to draw more values than a budget.
+
+    Rebuilding runs the constructor, which draws its initial weights from ``seed`` (they are
+    replaced by the file's arrays right after). A genuine file stores every weight the constructor
+    draws, so drawing more than the file stores means the config asks for layers the file cannot
+    back: refused *before* that draw allocates (a config can name gigabytes of weights whose sizes
+    individually look harmless, e.g. 270x270 images and 7,000 hidden units). After construction the
+    budget is lifted (:meth:`disarm`) and it is an ordinary generator of fresh entropy (what the
+    network's dropout layers, if any, then draw their masks from).
+    """
+
+    def __init__(self, budget: int, path: Path) -> None:
+        super().__init__(np.random.PCG64())
+        self._left: int | None = budget
+        self._path = path
+
+    def disarm(self) -> None:
+        self._left = None
+
+    def _charge(self, size: Any) -> None:
+        if self._left is None:
+            return
+        n = 1
+        for dim in np.atleast_1d(np.asarray(1 if size is None else size, dtype=object)).ravel():
+            n *= int(dim)
+        if n > self._left:
+            raise ModelFormatError(
+                f"{self._path}: the saved config asks the network for weights of {n:,} values, more than "
+                f"the {self._left:,} values the file stores (beyond those already drawn); refusing to build it"
+            )
+        self._left -= max(n, 0)
+
+    def standard_normal(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        self._charge(size)
+        return super().standard_normal(size, *args, **kwargs)
+
+    def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:  # noqa: D102
+        self._charge(size)
+        return super().normal(loc, scale, size)
+
+    def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:  # noqa: D102
+        self._charge(size)
+        return super().uniform(low, high, size)
+
+    def random(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        self._charge(size)
+        return super().random(size, *args, **kwargs)
+
+
+def _takes_seed(cls: type) -> bool:
+    try:
+        return "seed" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def load_network(path: PathLike, classes: Mapping[str, type] | None = None) -> Any:
     """Rebuild the network saved in ``path`` (class + config) and load its parameters and buffers.
 
@@ -959,15 +1017,21 @@ def load_network(path: PathLike, classes: Mapping[str, type] | None = None) -> A
             f"{path}: unknown network class {name!r}; known: {', '.join(sorted(registry)) or 'none registered'} "
             "(pass classes={name: cls} for your own networks)"
         )
-    _check_config_scale(config, sum(a.size for a in (*params.values(), *buffers.values())),
-                        len(params) + len(buffers), path)
+    stored = sum(a.size for a in (*params.values(), *buffers.values()))
+    _check_config_scale(config, stored, len(params) + len(buffers), path)
+    guard = _BudgetGenerator(stored + 1024, path) if _takes_seed(cls) else None
     try:
-        network = cls(**config)
+        network = cls(**config) if guard is None else cls(**{**config, "seed": guard})
+    except ModelFormatError:
+        raise
     except MemoryError as exc:
         raise ModelFormatError(f"{path}: the saved config of {name} asks for more memory than there is") from exc
     except Exception as exc:  # noqa: BLE001 - any failure of the constructor means a config it refuses
         raise ModelFormatError(f"{path}: cannot rebuild {name} from its saved config "
                                f"{_short(config, 200)}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if guard is not None:
+            guard.disarm()
     copy_into(network, params, buffers, path=path, strict_dtype=True)
     network.metadata = dict(meta.get("metadata") or {})
     return network
