@@ -495,3 +495,24 @@ def test_a_reader_that_stops_early_is_no_traceback(model):
     assert proc.returncode == 1, err.decode()
     assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
 
+
+
+def test_an_output_does_not_replace_a_file_of_another_kind(tmp_path, model, capsys, no_work):
+    """A slip such as `--misclassified-png m.npz` would replace a model with a picture."""
+    png = tmp_path / "curves.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    (tmp_path / "notes.txt").write_text("anything")
+    with pytest.raises(OutputPathError, match=r"exists and holds a zip/\.npz archive .* PNG picture over it"):
+        check_output_paths([("--plot", model, "png")])
+    with pytest.raises(OutputPathError, match="holds a PNG picture"):
+        check_output_paths([("--save", png, "npz")])
+    with pytest.raises(OutputPathError, match="holds a zip"):
+        check_output_paths([("--json", model, "json")])
+    check_output_paths([("--save", model, "npz"), ("--plot", png, "png"), ("--x", tmp_path / "notes.txt", "png")])
+    before = model.read_bytes()
+    other = zerodl.save_network(zerodl.MultiLayerNet(64, [8], 10, seed=1), tmp_path / "other.npz",
+                                metadata={"dataset": "digits"})
+    code, _, err = _main(["evaluate", other, "--misclassified-png", model], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, "--misclassified-png", "would lose it")
+    assert model.read_bytes() == before

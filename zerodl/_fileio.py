@@ -236,19 +236,49 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def check_output_paths(outputs: Sequence[tuple[str, PathLike | None]],
+#: What an output holds, recognised from an existing file's first bytes (see :func:`file_kind`).
+FILE_KINDS: dict[str, str] = {"npz": "a zip/.npz archive (a model or checkpoint)", "png": "a PNG picture",
+                              "json": "a JSON document", "pickle": "a pickle"}
+
+
+def file_kind(path: PathLike) -> str | None:
+    """``"npz"``, ``"png"``, ``"json"`` or ``"pickle"`` from a regular file's first bytes, else ``None``.
+
+    Never blocks: a FIFO, device or unreadable file gives ``None``.
+    """
+    try:
+        with open_regular(path) as f:
+            head = f.read(16)
+    except (OSError, ValueError):
+        return None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "npz"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "pickle"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    return None
+
+
+def check_output_paths(outputs: Sequence[tuple[str, PathLike | None] | tuple[str, PathLike | None, str]],
                        inputs: Sequence[tuple[str, PathLike | None]] = ()) -> None:
     """Check every output of a command before any work: one :class:`OutputPathError` or nothing.
 
     Args:
-        outputs: ``(label, path)`` pairs, e.g. ``[("--save", "m.npz"), ("--plot", None)]``; ``None``
-            paths (an option not given) are skipped. Each is checked by :func:`check_output_path`.
+        outputs: ``(label, path)`` or ``(label, path, kind)`` tuples, e.g. ``[("--save", "m.npz",
+            "npz"), ("--plot", None, "png")]``; ``None`` paths (an option not given) are skipped.
+            Each is checked by :func:`check_output_path`. With a ``kind`` (a key of
+            :data:`FILE_KINDS`), an existing file of *another* recognised kind is not replaced: a
+            picture written over a model (``--misclassified-png m.npz``) is a slip that loses the
+            model. Replacing a file of the same kind, or of no recognised kind, is ordinary.
         inputs: ``(label, path)`` pairs of the files the command reads. No output may be the same
             file as an input (same path, same file through a symlink or a hard link) or as another
             output: ``zerodl evaluate m.npz --plot m.npz`` would replace the model with a picture.
     """
     seen: list[tuple[str, str]] = []
-    for label, path in outputs:
+    for label, path, *rest in outputs:
         if path is None:
             continue
         full = check_output_path(label, path)
@@ -260,4 +290,10 @@ def check_output_paths(outputs: Sequence[tuple[str, PathLike | None]],
             if _same(full, other):
                 raise OutputPathError(f"{label} {os.fspath(path)}: is the same file as {other_label}; "
                                       "each output needs its own file")
+        kind = rest[0] if rest else None
+        found = file_kind(full) if kind is not None and os.path.isfile(full) else None
+        if found is not None and found != kind:
+            raise OutputPathError(
+                f"{label} {os.fspath(path)}: exists and holds {FILE_KINDS[found]}; writing "
+                f"{FILE_KINDS.get(kind, kind)} over it would lose it (choose another name, or delete it first)")
         seen.append((label, full))

@@ -951,7 +951,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     try:
         # The output is checked before minutes of measuring (writable, not a directory, a valid name).
-        check_output_paths([("--json", args.json)])
+        check_output_paths([("--json", args.json, "json")])
         config = config_from_args(args)
         config.validate()
     except (ValueError, OutputPathError) as exc:

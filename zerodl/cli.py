@@ -260,8 +260,9 @@ def _non_negative_float(text: str) -> float:
 
 
 # -- up-front checks: outputs, sizes, memory ------------------------------------------------------
-def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-    """``(outputs, inputs)`` as ``(option, path)`` pairs of the parsed command, plug-ins included.
+def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[Any, ...]], list[tuple[str, Any]]]:
+    """``(outputs, inputs)`` of the parsed command, plug-ins included: outputs as ``(option, path,
+    kind)`` (see :func:`zerodl._fileio.check_output_paths`), inputs as ``(option, path)``.
 
     A plug-in may declare its own with ``parser.set_defaults(output_options=(("dest", "--option"), ...))``;
     ``zerodl experiment`` writes ``--out`` (default ``zerodl-NAME.png``); ``zerodl bench`` checks its
@@ -272,17 +273,17 @@ def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, Any]]
     outputs: list[tuple[str, Any]] = []
     inputs: list[tuple[str, Any]] = []
     if command == "train":
-        outputs += [("--save", args.save), ("--plot", args.plot)]
-        outputs += [("--filters-png", getattr(args, "filters_png", None)),
-                    ("--misclassified-png", getattr(args, "misclassified_png", None))]
-        outputs.append(("--checkpoint", args.checkpoint))
+        outputs += [("--save", args.save, "npz"), ("--plot", args.plot, "png")]
+        outputs += [("--filters-png", getattr(args, "filters_png", None), "png"),
+                    ("--misclassified-png", getattr(args, "misclassified_png", None), "png")]
+        outputs.append(("--checkpoint", args.checkpoint, "npz"))
     elif command == "evaluate":
         inputs.append(("MODEL", args.model))
-        outputs += [("--plot", args.plot), ("--misclassified-png", args.misclassified_png)]
+        outputs += [("--plot", args.plot, "png"), ("--misclassified-png", args.misclassified_png, "png")]
     elif command == "experiment" and getattr(args, "experiment", None):
-        outputs.append(("--out", getattr(args, "out", None) or f"zerodl-{args.experiment}.png"))
-    for dest, option in getattr(args, "output_options", ()) or ():
-        outputs.append((option, getattr(args, dest, None)))
+        outputs.append(("--out", getattr(args, "out", None) or f"zerodl-{args.experiment}.png", "png"))
+    for dest, option, *kind in getattr(args, "output_options", ()) or ():
+        outputs.append((option, getattr(args, dest, None), *kind))
     if getattr(args, "dataset", None) == "mnist":  # an output must not overwrite the data either
         from zerodl.datasets import MNIST_FILES, default_data_dir
 
