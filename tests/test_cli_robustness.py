@@ -516,3 +516,23 @@ def test_an_output_does_not_replace_a_file_of_another_kind(tmp_path, model, caps
     assert code == 2
     assert_one_line_error(code, err, "--misclassified-png", "would lose it")
     assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["directory", "fifo", "/dev/null"])
+def test_atomic_write_never_replaces_what_is_not_a_file(tmp_path, target):
+    """Library saves too (no CLI check in front): renaming over /dev/null as root would replace the
+    device with a regular file."""
+    from zerodl._fileio import NotARegularFileError
+
+    if target == "directory":
+        path = tmp_path / "d"
+        path.mkdir()
+    elif target == "fifo":
+        path = tmp_path / "p"
+        os.mkfifo(path)
+    else:
+        path = target
+    before = sorted(os.listdir(os.path.dirname(path)))
+    with pytest.raises(NotARegularFileError, match="refusing to replace it with a file"):
+        zerodl.save_network(zerodl.TwoLayerNet(4, 3, 2), path)
+    assert sorted(os.listdir(os.path.dirname(path))) == before

@@ -33,6 +33,14 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     ...     np.savez(f, **arrays)
     """
     path = Path(path)
+    try:
+        existing = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):
+        # The rename would replace a directory entry that is no file: a device (/dev/null as root),
+        # a FIFO, a socket. A directory fails the rename anyway; say so before writing anything.
+        raise NotARegularFileError(f"{path}: is {_kind(existing)}; refusing to replace it with a file")
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
