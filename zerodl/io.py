@@ -13,8 +13,17 @@ One ``.npz`` archive (read back with ``allow_pickle=False``, so loading it never
   dataset it trained on).
 
 :func:`load_network` rebuilds the network from the class name and config (``cls(**config)``,
-classes looked up in :func:`network_registry`), then copies the arrays in. Files are written with
-:func:`zerodl._fileio.atomic_write`: a crash mid-save never leaves a half-written file over a good one.
+classes looked up in :func:`network_registry`, which :mod:`zerodl.networks` fills: this module sits
+below the networks and imports neither them nor the package), then copies the arrays in. Files are
+written with :func:`zerodl._fileio.atomic_write`: a crash mid-save never leaves a half-written file
+over a good one.
+
+Untrusted files cost a small multiple of their size to verify, whatever they declare: a file must be a
+regular file (FIFOs, devices, directories refused before reading); every ``.npy`` header is checked
+against the bytes the archive really holds, and all entries together may expand to at most
+:data:`MAX_EXPANSION` times the file (:func:`scan_npz`); the metadata's types are checked before use;
+the config's sizes against the stored arrays before the network is built, which then draws no more
+weights than the file stores (:class:`_BudgetGenerator`); non-finite parameters are refused.
 
 The book's pickles
 ------------------
@@ -22,7 +31,10 @@ The book's ``save_params`` pickles a plain dict ``{"W1": ndarray, "b1": ndarray,
 ``ch03/sample_weight.pkl`` is the same kind of file). :func:`load_book_pickle` reads such files with
 a restricted unpickler that admits only NumPy arrays, dtypes, NumPy scalars and plain containers; a
 pickle that asks for any other callable (``os.system``, ``builtins.eval``, …) is refused with
-:class:`UnsafePickleError` *before* anything is called. zerodl never writes pickles.
+:class:`UnsafePickleError` *before* anything is called; even the admitted names resolve to checked
+stand-ins, so a pickle cannot make NumPy allocate what it merely declares (see
+:func:`load_book_pickle`). zerodl writes this format only when asked to: :func:`save_network` (and
+``net.save_params``) to a name ending in ``.pkl`` writes the book's plain pickled dict.
 
 Loading rules (both formats, :func:`load_params`)
 -------------------------------------------------
@@ -184,7 +196,10 @@ def save_network(network: Any, path: PathLike, metadata: Mapping[str, Any] | Non
         return save_book_pickle(params, path)
     arrays: dict[str, np.ndarray] = {}
     for name, value in params.items():
-        arrays[PARAM_PREFIX + name] = np.asarray(value)
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":  # an object array would need pickle to be read back
+            raise TypeError(f"save_network: parameter {name!r} must be a numeric array, got dtype {array.dtype}")
+        arrays[PARAM_PREFIX + name] = array
     for name, value in buffers.items():
         if value is None:
             raise ModelFormatError(f"save_network: buffer {name!r} is None (not initialised yet)")
