@@ -971,19 +971,19 @@ class _BudgetGenerator(np.random.Generator):
             )
         self._left -= max(n, 0)
 
-    def standard_normal(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def standard_normal(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:
         self._charge(size)
         return super().standard_normal(size, *args, **kwargs)
 
-    def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:  # noqa: D102
+    def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:
         self._charge(size)
         return super().normal(loc, scale, size)
 
-    def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:  # noqa: D102
+    def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:
         self._charge(size)
         return super().uniform(low, high, size)
 
-    def random(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def random(self, size: Any = None, *args: Any, **kwargs: Any) -> Any:
         self._charge(size)
         return super().random(size, *args, **kwargs)
 
