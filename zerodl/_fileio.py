@@ -259,7 +259,7 @@ def file_kind(path: PathLike) -> str | None:
             head = f.read(16)
     except (OSError, ValueError):
         return None
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "npz"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
