@@ -501,3 +501,20 @@ def test_rebuilt_networks_are_ordinary_after_loading(tmp_path):
         loaded.gradient(np.random.default_rng(0).random((500, 6)), np.arange(500) % 3)
     for key in net.params:
         np.testing.assert_array_equal(loaded.params[key], net.params[key])
+
+
+def test_gzip_idx_claiming_far_more_than_its_size_is_refused_before_decompressing(tmp_path):
+    import gzip
+
+    from zerodl.datasets import write_idx
+
+    path = tmp_path / "zeros.idx.gz"
+    write_idx(path, np.zeros((1000, 28, 28), np.uint8))  # 784,000 zero bytes: ~1,000x smaller
+    assert path.stat().st_size * 100 < 784_000
+    run = _refused(ValueError, lambda: read_idx(path), "zeros.idx.gz", "refused before decompressing")
+    assert _peak(run) < MiB
+    assert read_idx(path, max_ratio=None).shape == (1000, 28, 28)  # on request, as before
+    real = tmp_path / "real.idx.gz"  # ordinary data compresses a few times at most: unaffected
+    write_idx(real, np.random.default_rng(0).integers(0, 256, (100, 28, 28), dtype=np.uint8))
+    assert read_idx(real).shape == (100, 28, 28)
+    assert gzip.decompress(real.read_bytes())[:4] == b"\0\0\x08\x03"
