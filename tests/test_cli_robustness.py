@@ -502,13 +502,18 @@ def test_an_output_does_not_replace_a_file_of_another_kind(tmp_path, model, caps
     png = tmp_path / "curves.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
     (tmp_path / "notes.txt").write_text("anything")
-    with pytest.raises(OutputPathError, match=r"exists and holds a zip/\.npz archive .* PNG picture over it"):
+    with pytest.raises(OutputPathError, match=r"exists and holds a zerodl model; writing a PNG picture over it"):
         check_output_paths([("--plot", model, "png")])
     with pytest.raises(OutputPathError, match="holds a PNG picture"):
-        check_output_paths([("--save", png, "npz")])
-    with pytest.raises(OutputPathError, match="holds a zip"):
+        check_output_paths([("--save", png, "model")])
+    with pytest.raises(OutputPathError, match="holds a zerodl model"):
         check_output_paths([("--json", model, "json")])
-    check_output_paths([("--save", model, "npz"), ("--plot", png, "png"), ("--x", tmp_path / "notes.txt", "png")])
+    with pytest.raises(OutputPathError, match="--checkpoint .* holds a zerodl model; writing a zerodl checkpoint"):
+        check_output_paths([("--checkpoint", model, "checkpoint")])
+    np.savez(tmp_path / "data.npz", x=np.arange(3))
+    with pytest.raises(OutputPathError, match="holds a zip/.npz archive"):
+        check_output_paths([("--save", tmp_path / "data.npz", "model")])
+    check_output_paths([("--save", model, "model"), ("--plot", png, "png"), ("--x", tmp_path / "notes.txt", "png")])
     before = model.read_bytes()
     other = zerodl.save_network(zerodl.MultiLayerNet(64, [8], 10, seed=1), tmp_path / "other.npz",
                                 metadata={"dataset": "digits"})

@@ -245,22 +245,34 @@ def _same(a: str, b: str) -> bool:
 
 
 #: What an output holds, recognised from an existing file's first bytes (see :func:`file_kind`).
-FILE_KINDS: dict[str, str] = {"npz": "a zip/.npz archive (a model or checkpoint)", "png": "a PNG picture",
-                              "json": "a JSON document", "pickle": "a pickle"}
+FILE_KINDS: dict[str, str] = {"model": "a zerodl model", "checkpoint": "a zerodl checkpoint",
+                              "npz": "a zip/.npz archive", "png": "a PNG picture", "json": "a JSON document",
+                              "pickle": "a pickle"}
 
 
 def file_kind(path: PathLike) -> str | None:
-    """``"npz"``, ``"png"``, ``"json"`` or ``"pickle"`` from a regular file's first bytes, else ``None``.
+    """What a regular file holds, from its first bytes: a key of :data:`FILE_KINDS`, or ``None``.
 
-    Never blocks: a FIFO, device or unreadable file gives ``None``.
+    Zip archives are told apart by their entry names (``__zerodl__.npy``: a model,
+    ``__checkpoint__.npy``: a checkpoint; the central directory only is read). Never blocks: a
+    FIFO, device or unreadable file gives ``None``.
     """
     try:
         with open_regular(path) as f:
             head = f.read(16)
+            if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+                import zipfile
+
+                f.seek(0)
+                try:
+                    with zipfile.ZipFile(f) as archive:
+                        names = set(archive.namelist())
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+                    return "npz"
+                return ("model" if "__zerodl__.npy" in names else
+                        "checkpoint" if "__checkpoint__.npy" in names else "npz")
     except (OSError, ValueError):
         return None
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "npz"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:

@@ -273,10 +273,10 @@ def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[Any, ...]]
     outputs: list[tuple[str, Any]] = []
     inputs: list[tuple[str, Any]] = []
     if command == "train":
-        outputs += [("--save", args.save, "npz"), ("--plot", args.plot, "png")]
+        outputs += [("--save", args.save, "model"), ("--plot", args.plot, "png")]
         outputs += [("--filters-png", getattr(args, "filters_png", None), "png"),
                     ("--misclassified-png", getattr(args, "misclassified_png", None), "png")]
-        outputs.append(("--checkpoint", args.checkpoint, "npz"))
+        outputs.append(("--checkpoint", args.checkpoint, "checkpoint"))
     elif command == "evaluate":
         inputs.append(("MODEL", args.model))
         outputs += [("--plot", args.plot, "png"), ("--misclassified-png", args.misclassified_png, "png")]
