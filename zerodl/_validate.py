@@ -98,3 +98,103 @@ def check_same_shape(a: np.ndarray, expected: tuple[int, ...], where: str, name:
     """Raise ValueError unless ``a.shape == expected`` (e.g. ``dout`` against the forward output)."""
     if a.shape != tuple(expected):
         raise ValueError(f"{where}: {name} must have shape {tuple(expected)}, got {a.shape}")
+
+
+def check_class_labels(t: Any, n_samples: int, n_classes: int, where: str) -> np.ndarray:
+    """Teacher data for :meth:`Sequential.accuracy`, checked exactly as the loss checks it.
+
+    Accepts what :func:`check_labels` accepts (integer labels ``(N,)`` in ``[0, C)``, one-hot rows
+    ``(N, C)``) and returns class indices ``(N,)`` (``intp``). Without this, a label out of range
+    (``10`` for ten classes, ``-1``) never equals an arg-max and accuracy silently reports 0.
+
+    Raises:
+        ValueError: ``t`` has another number of samples than ``x`` (``"x has N samples but t has M"``),
+            a label out of range, a malformed one-hot row, a wrong shape.
+        TypeError: float label vectors, strings, objects.
+    """
+    arr = np.asarray(t)
+    if arr.ndim >= 1 and arr.shape[0] != n_samples:
+        raise ValueError(f"{where}: x has {n_samples} samples but t has {arr.shape[0]}")
+    checked = check_labels(arr, n_samples, n_classes, where, np.dtype(np.float64))
+    if checked.ndim == 2 and checked.shape[1] == n_classes and n_classes != 1:
+        return np.argmax(checked, axis=1).astype(np.intp)
+    return np.ascontiguousarray(checked.reshape(n_samples), dtype=np.intp)
+
+
+def check_distinct_layers(layers: Any, where: str = "Sequential", last_layer: Any = None) -> None:
+    """Refuse a network holding one layer object at two places.
+
+    A layer keeps the cache of its last forward pass (``x``, the mask, ...) and its gradients
+    (``dW``, ``db``) in attributes: used twice, the second forward overwrites what the first
+    backward needs and the second backward overwrites the first one's ``dW``, so backprop gives
+    silently wrong gradients. Use two layer objects (sharing weights needs its own layer).
+
+    Args:
+        layers: the layers, as ``{name: layer}`` or a sequence.
+        where: names the caller in the message.
+        last_layer: optional loss layer, which must not be one of ``layers`` either.
+
+    Raises:
+        ValueError: naming both places of the repeated layer.
+    """
+    items = list(layers.items()) if hasattr(layers, "items") else [
+        (f"layer {i}", layer) for i, layer in enumerate(layers)]
+    if last_layer is not None:
+        items.append(("last_layer", last_layer))
+    seen: dict[int, str] = {}
+    for name, layer in items:
+        first = seen.get(id(layer))
+        if first is not None:
+            raise ValueError(
+                f"{where}: {name} is the same {type(layer).__name__} object as {first}; a layer keeps "
+                "its forward cache and gradients, so one object used twice gives wrong gradients "
+                "(create a separate layer for each place)"
+            )
+        seen[id(layer)] = name
+
+
+def check_param_array(where: str, name: str, param: Any) -> None:
+    """A parameter an optimizer (or a fused step) updates in place: refused here, before any kernel.
+
+    Both backends must accept and refuse the same inputs, and a compiled kernel must never see an
+    array it cannot type (a Numba ``TypingError`` such as "Cannot modify readonly array"). The
+    parameter must be a float32 or float64 ``numpy.ndarray`` (float16 has no compiled arithmetic
+    and loses the updates; complex parameters are not trained by the book's optimizers), writeable
+    and C-contiguous.
+
+    Raises:
+        TypeError: not an ndarray, or another dtype (the message names ``where`` and ``name``).
+        ValueError: read-only or non-contiguous.
+    """
+    if not isinstance(param, np.ndarray):
+        raise TypeError(f"{where}: parameter {name!r} must be a numpy array, got {type(param).__name__}")
+    if param.dtype not in FLOAT_DTYPES:
+        hint = " (float16 has no compiled arithmetic and rounds small updates away: use float32)" \
+            if param.dtype == np.float16 else ""
+        raise TypeError(f"{where}: parameter {name!r} must be a float32 or float64 array, got dtype "
+                        f"{param.dtype}{hint}")
+    if not param.flags.writeable:
+        raise ValueError(f"{where}: parameter {name!r} is read-only; it is updated in place "
+                         "(pass a writeable array, e.g. param.copy())")
+    if not param.flags.c_contiguous:
+        raise ValueError(f"{where}: parameter {name!r} must be C-contiguous (np.ascontiguousarray), "
+                         f"got strides {param.strides}")
+
+
+def check_grad_array(where: str, name: str, grad: Any, param: np.ndarray) -> np.ndarray:
+    """A gradient for ``param``: returned C-contiguous in the parameter's dtype, or refused.
+
+    Real numbers only: a complex gradient is refused (the NumPy kernels refuse it while a compiled
+    loop would silently drop its imaginary part); so are booleans, strings and objects. Integer and
+    other float dtypes are converted to the parameter's dtype, the same way in both backends.
+
+    Raises:
+        TypeError: a complex, boolean or non-numeric gradient.
+        ValueError: a shape other than the parameter's.
+    """
+    arr = np.asarray(grad)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: gradient for {name!r} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != param.shape:
+        raise ValueError(f"{where}: gradient for {name!r} has shape {arr.shape}, parameter has {param.shape}")
+    return np.ascontiguousarray(arr, dtype=param.dtype)

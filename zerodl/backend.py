@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 import threading
 from collections.abc import Iterator
+from types import TracebackType
 
 BACKENDS: tuple[str, ...] = ("numba", "numpy")
 DEFAULT_BACKEND = "numba"
@@ -37,11 +39,44 @@ def _validate(name: object, source: str = "backend") -> str:
     return name.strip().lower()
 
 
+class BackendEnvironmentError(ValueError):
+    """``ZERODL_BACKEND`` names no backend. Raised when zerodl is imported.
+
+    A program that does not catch it (the ``zerodl`` command, a script) ends with the one-line
+    message ``zerodl: error: ...`` instead of a traceback (see :func:`_one_line_hook`).
+    """
+
+
+def _one_line_hook(previous: object) -> object:
+    """A ``sys.excepthook`` that prints an uncaught :class:`BackendEnvironmentError` as one line.
+
+    Installed only when the variable is bad, just before the error is raised at import, and it
+    hands every other exception to the hook that was there before. A misconfigured environment is
+    not a bug in the program, so its traceback (pointing into zerodl's import) helps nobody.
+    """
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(exc, BackendEnvironmentError):
+            sys.stderr.write(f"zerodl: error: {exc}\n")
+            return
+        previous(exc_type, exc, tb)  # type: ignore[operator]
+
+    return hook
+
+
 def _initial_backend() -> str:
     env = os.environ.get("ZERODL_BACKEND")
     if env is None or env.strip() == "":
         return DEFAULT_BACKEND
-    return _validate(env, "ZERODL_BACKEND value")
+    try:
+        return _validate(env, "backend")
+    except ValueError:
+        valid = ", ".join(repr(b) for b in BACKENDS)
+        if sys.excepthook is sys.__excepthook__:  # leave a program's (or IPython's) own hook alone
+            sys.excepthook = _one_line_hook(sys.excepthook)
+        raise BackendEnvironmentError(
+            f"environment variable ZERODL_BACKEND={env!r}: unknown ZERODL_BACKEND value {env!r}; "
+            f"expected one of {valid} (or unset it)") from None
 
 
 _default = _initial_backend()

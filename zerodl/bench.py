@@ -1090,10 +1090,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``zerodl bench``: measure, print the table, save JSON when asked; returns the exit code."""
+    from zerodl._fileio import OutputPathError, check_output_paths
+
     try:
+        # The output is checked before minutes of measuring (writable, not a directory, a valid name).
+        check_output_paths([("--json", args.json, "json")])
         config = config_from_args(args)
         config.validate()
-    except ValueError as exc:
+    except (ValueError, OutputPathError) as exc:
         print(f"zerodl bench: error: {exc}", file=sys.stderr)
         return 2
     if config.ch5 and config.ch5_data == "mnist" and not (Path(config.mnist_dir) / "t10k-images-idx3-ubyte.gz").exists():

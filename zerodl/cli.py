@@ -1,7 +1,10 @@
 """The ``zerodl`` command: ``train``, ``evaluate``, ``gradcheck`` (and plug-in subcommands).
 
 Run ``zerodl --help`` or ``python -m zerodl --help``. Exit codes: 0 success, 1 a user-facing failure
-(missing dataset, unreadable model, failed gradient check), 2 bad arguments (argparse), 130 Ctrl-C.
+(missing dataset, unreadable model, full disk, failed gradient check), 2 bad usage (argparse's option
+checks, and output paths or sizes refused before any work), 130 Ctrl-C. Every error is one line on
+stderr, ``zerodl <command>: error: <what, naming the option, variable or file>`` (argparse prints its
+usage line first); see :func:`main`.
 
 Heavy modules (matplotlib, tqdm, scikit-learn, dask) are imported inside the commands, never at
 import time, so the command starts quickly.
@@ -23,7 +26,10 @@ and its ``add_subparsers(subparsers)`` adds subcommands whose parsers ``set_defa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import itertools
 import os
 import sys
 import time
@@ -62,6 +68,14 @@ def default_lr(dataset: str, optimizer: str) -> float:
 
 class CLIError(Exception):
     """A user-facing failure: printed as one ``zerodl <cmd>: error: ...`` message, exit code 1."""
+
+    exit_code = 1
+
+
+class CLIUsageError(CLIError):
+    """An option value refused before any work (an output path, a size): one line, exit code 2."""
+
+    exit_code = 2
 
 
 # -- network builders ---------------------------------------------------------------------------
@@ -214,6 +228,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: Largest seed accepted (NumPy's SeedSequence takes any non-negative int; 2**63 keeps it an int64).
+MAX_SEED = 2**63 - 1
+#: Largest --threads accepted: more threads than this only oversubscribes the machine.
+MAX_THREADS = 1024
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer below 2**63, got {text!r}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_THREADS} threads, got {text!r}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -222,6 +259,240 @@ def _non_negative_float(text: str) -> float:
     if not (value >= 0 and np.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+# -- up-front checks: outputs, sizes, memory ------------------------------------------------------
+def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[Any, ...]], list[tuple[str, Any]]]:
+    """``(outputs, inputs)`` of the parsed command, plug-ins included: outputs as ``(option, path,
+    kind)`` (see :func:`zerodl._fileio.check_output_paths`), inputs as ``(option, path)``.
+
+    A plug-in may declare its own with ``parser.set_defaults(output_options=(("dest", "--option"), ...))``;
+    ``zerodl experiment`` writes ``--out`` (default ``zerodl-NAME.png``); ``zerodl bench`` checks its
+    ``--json`` itself with the same function (it also runs standalone, ``python -m zerodl.bench``).
+    With ``--dataset mnist`` the dataset's files are inputs too.
+    """
+    command = getattr(args, "command", None)
+    outputs: list[tuple[str, Any]] = []
+    inputs: list[tuple[str, Any]] = []
+    if command == "train":
+        outputs += [("--save", args.save, "model"), ("--plot", args.plot, "png")]
+        outputs += [("--filters-png", getattr(args, "filters_png", None), "png"),
+                    ("--misclassified-png", getattr(args, "misclassified_png", None), "png")]
+        outputs.append(("--checkpoint", args.checkpoint, "checkpoint"))
+    elif command == "evaluate":
+        inputs.append(("MODEL", args.model))
+        outputs += [("--plot", args.plot, "png"), ("--misclassified-png", args.misclassified_png, "png")]
+    elif command == "experiment" and getattr(args, "experiment", None):
+        outputs.append(("--out", getattr(args, "out", None) or f"zerodl-{args.experiment}.png", "png"))
+    for dest, option, *kind in getattr(args, "output_options", ()) or ():
+        outputs.append((option, getattr(args, dest, None), *kind))
+    if getattr(args, "dataset", None) == "mnist":  # an output must not overwrite the data either
+        from zerodl.datasets import MNIST_FILES, default_data_dir
+
+        data_dir = getattr(args, "data_dir", None)
+        directory = Path(data_dir).expanduser() if data_dir else default_data_dir("mnist")
+        inputs += [(f"the MNIST file {spec.name}", directory / spec.name) for spec in MNIST_FILES.values()]
+    return outputs, inputs
+
+
+def check_command_paths(args: argparse.Namespace) -> None:
+    """Every output of the command checked before any work (:func:`zerodl._fileio.check_output_paths`).
+
+    Raises :class:`CLIError` (one line naming the option) when an output cannot be written, is a
+    directory or device, has a name the file system refuses, or is the same file as an input or as
+    another output.
+    """
+    from zerodl._fileio import OutputPathError, check_output_paths
+
+    outputs, inputs = _outputs_and_inputs(args)
+    try:
+        check_output_paths(outputs, inputs)
+    except OutputPathError as exc:
+        raise CLIUsageError(str(exc)) from None
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this process may still use: ``MemAvailable``, capped by a cgroup limit; or None."""
+    best: int | None = None
+
+    def cap(value: int | None) -> None:
+        nonlocal best
+        if value is not None and value >= 0:
+            best = value if best is None else min(best, value)
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    cap(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        try:
+            cap(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            cap(int(limit) - usage)
+    return best
+
+
+#: Shape of one sample, classes and the largest training split of each built-in dataset (known
+#: before loading it, so sizes are checked before any data is read).
+DATASET_SHAPES: dict[str, dict[str, Any]] = {
+    "digits": {"image": (1, 8, 8), "classes": 10, "max_train": 1347},
+    "mnist": {"image": (1, 28, 28), "classes": 10, "max_train": 60000},
+}
+
+#: Optimizer state arrays per parameter (what ``update`` keeps beside the gradient).
+_OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def estimate_training_bytes(args: argparse.Namespace) -> tuple[int, int, int]:
+    """``(parameter bytes, activation bytes, elements per parameter set)`` of ``zerodl train``'s run.
+
+    An estimate from the option values alone, before any data is read or array built: parameters,
+    gradients and optimizer state; activations (forward values, masks, backward values, im2col
+    columns for convolutions) of one batch and of one evaluation chunk (MLPs evaluate a whole split
+    at once). Good to a small factor, which is all a "refuse before allocating" check needs.
+    """
+    shape = DATASET_SHAPES[args.dataset]
+    c, h, w = shape["image"]
+    classes, n_eval = shape["classes"], shape["max_train"]
+    item = np.dtype(args.dtype).itemsize
+    copies = 2 + _OPTIMIZER_STATES.get(args.optimizer, 2)  # parameter, gradient, optimizer state
+    batch = args.batch_size
+    if args.net in ("mlp", "two-layer"):
+        sizes = [c * h * w, *args.hidden, classes]
+        params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+        per_sample = sizes[0] + 3 * sum(sizes[1:])
+        activations = (batch + n_eval) * per_sample
+    elif args.net == "simple-conv":
+        fs = args.filter_size or (5 if min(h, w) >= 20 else 3)
+        oh, ow = max(h - fs + 1, 1), max(w - fs + 1, 1)
+        hidden = args.conv_hidden or 100
+        pooled = args.filters * (oh // 2) * (ow // 2)
+        params = args.filters * c * fs * fs + args.filters + pooled * hidden + hidden + hidden * classes + classes
+        per_sample = oh * ow * (2 * c * fs * fs + 5 * args.filters) + 3 * hidden + 3 * classes
+        activations = (batch + 100) * per_sample
+    else:  # deep-conv: the book's fixed conv stack on 28x28 images, then --conv-hidden
+        hidden = args.conv_hidden or 50
+        params = 300_000 + 64 * 4 * 4 * hidden + hidden * classes
+        per_sample = 28 * 28 * (16 * 9 * 2 + 16 * 6) + 3 * hidden
+        activations = (batch + 100) * per_sample
+    return params * item * copies, activations * item, params
+
+
+def check_train_sizes(args: argparse.Namespace) -> None:
+    """``zerodl train``'s sizes against the data and the machine's memory, before any allocation.
+
+    Raises :class:`CLIError` naming the option: a ``--batch-size`` larger than any training split
+    of the dataset, or a network + batch whose estimated memory (:func:`estimate_training_bytes`)
+    exceeds what is available (:func:`_available_memory`).
+    """
+    shape = DATASET_SHAPES.get(args.dataset)
+    if shape is None:
+        return
+    if args.batch_size > shape["max_train"]:
+        raise CLIUsageError(f"--batch-size {args.batch_size}: more than the {shape['max_train']:,} training "
+                            f"samples of {args.dataset}")
+    param_bytes, activation_bytes, n_params = estimate_training_bytes(args)
+    available = _available_memory()
+    if available is None or param_bytes + activation_bytes <= available:
+        return
+    # Blame the batch only if the network alone (a batch of one) would fit.
+    alone = sum(estimate_training_bytes(argparse.Namespace(**{**vars(args), "batch_size": 1}))[:2])
+    if alone <= available:
+        option = f"--batch-size {args.batch_size}"
+    elif args.net in ("mlp", "two-layer"):
+        option = "--hidden " + " ".join(map(str, args.hidden))
+    else:
+        option = " / ".join(f"{o} {v}" for o, v in (("--filters", getattr(args, "filters", None)),
+                                                    ("--conv-hidden", getattr(args, "conv_hidden", None)))
+                            if v is not None) or f"--net {args.net}"
+    raise CLIUsageError(
+        f"{option}: training needs about {_gib(param_bytes + activation_bytes)} ({n_params:,} parameters "
+        f"with their gradients and {args.optimizer} state, and the activations of a batch of "
+        f"{args.batch_size}), more than the {_gib(available)} of memory available"
+    )
+
+
+#: ``zerodl gradcheck`` computes two losses per parameter: more parameters than this take minutes.
+GRADCHECK_MAX_PARAMS = 100_000
+#: ... and the whole check (2 * params losses of samples * params multiply-adds) at most this much.
+GRADCHECK_MAX_WORK = 10**11
+
+
+def check_gradcheck_sizes(args: argparse.Namespace) -> None:
+    """``zerodl gradcheck``'s sizes against the data and a bounded amount of work."""
+    shape = DATASET_SHAPES.get(args.dataset)
+    if shape is None:
+        return
+    d = int(np.prod(shape["image"]))
+    classes = shape["classes"]
+    if args.samples > shape["max_train"]:
+        raise CLIUsageError(f"--samples {args.samples}: more than the {shape['max_train']:,} training samples "
+                       f"of {args.dataset}")
+    params = d * args.hidden + args.hidden + args.hidden * classes + classes
+    if params > GRADCHECK_MAX_PARAMS:
+        most = (GRADCHECK_MAX_PARAMS - classes) // (d + 1 + classes)
+        raise CLIUsageError(f"--hidden {args.hidden}: {params:,} parameters; the numerical gradient takes two "
+                            f"losses per parameter, so the check is limited to {GRADCHECK_MAX_PARAMS:,} "
+                            f"(--hidden {most} or less on {args.dataset})")
+    # Each of the 2 * params losses costs about samples * params multiply-adds.
+    work = 2 * params * params * args.samples
+    if work > GRADCHECK_MAX_WORK:
+        most = max(1, GRADCHECK_MAX_WORK // (2 * params * params))
+        raise CLIUsageError(f"--samples {args.samples} with --hidden {args.hidden}: the numerical gradient takes "
+                            f"two losses per parameter, about {work:.1e} multiply-adds in all; the check is "
+                            f"limited to {GRADCHECK_MAX_WORK:.0e} (--samples {most} or less at this size)")
+
+
+def _check_saved_metadata(meta: Any, model: str) -> dict[str, Any]:
+    """The user metadata of a saved model, its dataset fields type-checked (a file may be edited)."""
+    if not isinstance(meta, dict):
+        raise CLIError(f"{model}: its metadata is a {type(meta).__name__}, expected an object")
+    kinds: dict[str, tuple[type, ...]] = {
+        "dataset": (str,), "input": (str,), "dataset_split": (str,), "data_dir": (str,),
+        "dataset_test_size": (int, float), "dataset_seed": (int,),
+    }
+    for key, types in kinds.items():
+        value = meta.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types) or (
+                isinstance(value, float) and not np.isfinite(value)):
+            raise CLIError(f"{model}: metadata field {key!r} is {value!r}, expected a "
+                           f"{' or '.join(t.__name__ for t in types)}")
+    if meta.get("dataset") is not None and meta["dataset"] not in DATASET_CHOICES:
+        raise CLIError(f"{model}: metadata field 'dataset' is {meta['dataset']!r}, expected one of "
+                       f"{', '.join(DATASET_CHOICES)} (or pass --dataset)")
+    if meta.get("input") is not None and meta["input"] not in ("flat", "image"):
+        raise CLIError(f"{model}: metadata field 'input' is {meta['input']!r}, expected 'flat' or 'image'")
+    if meta.get("dataset_split") is not None and meta["dataset_split"] not in ("auto", "official", "t10k",
+                                                                               "stratified"):
+        raise CLIError(f"{model}: metadata field 'dataset_split' is {meta['dataset_split']!r}, expected "
+                       "official, t10k or stratified")
+    seed = meta.get("dataset_seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise CLIError(f"{model}: metadata field 'dataset_seed' is {seed!r}, expected a non-negative integer")
+    size = meta.get("dataset_test_size")
+    if size is not None and not (0 < size < 1 if isinstance(size, float) else 1 <= size <= 10**9):
+        raise CLIError(f"{model}: metadata field 'dataset_test_size' is {size!r}, expected a fraction in "
+                       "(0, 1) or a count")
+    return meta
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -298,6 +569,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
         # Checked before loading any data: a wrong command line fails at once.
         raise CLIError(f"{'--resume' if args.resume else '--checkpoint-every'} needs --checkpoint FILE")
+    # Up front, before any data is read (outputs were checked by main): the model format and sizes.
+    if args.save and Path(args.save).suffix.lower() in (".pkl", ".pickle"):
+        raise CLIUsageError(f"--save {args.save}: the command saves .npz models (what `zerodl evaluate` reads); "
+                       "the book's .pkl format is written by net.save_params('name.pkl')")
+    check_train_sizes(args)
     started = time.perf_counter()
     net_seed, batch_seed = np.random.SeedSequence(args.seed).spawn(2)
     args.net_rng = np.random.default_rng(net_seed)
@@ -357,12 +633,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from zerodl.trainer import confusion_matrix, predict_labels
 
     net = load_network(args.model)
-    meta: dict[str, Any] = getattr(net, "metadata", {}) or {}
+    meta: dict[str, Any] = _check_saved_metadata(getattr(net, "metadata", {}) or {}, args.model)
     dataset = args.dataset or meta.get("dataset") or "digits"
     same_data = dataset == meta.get("dataset")
     data_dir = args.data_dir
     saved_dir = meta.get("data_dir")
-    if data_dir is None and dataset == "mnist" and same_data and saved_dir and Path(saved_dir).is_dir():
+    if data_dir is None and dataset == "mnist" and same_data and saved_dir and os.path.isdir(saved_dir):
         data_dir = saved_dir  # where the model was trained from, if it is still there
     layout = _input_layout(net, meta)
     with zerodl.use_backend(args.backend):
@@ -426,6 +702,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     import zerodl
     from zerodl.networks import TwoLayerNet
 
+    check_gradcheck_sizes(args)
     data = _load_data(args.dataset, flatten=True, data_dir=args.data_dir, download=args.download,
                       one_hot_label=True)
     x_train, t_train = data[0]
@@ -481,7 +758,7 @@ def _add_backend_argument(p: argparse.ArgumentParser, default: str | None) -> No
 
 
 def _add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=_thread_count, default=None, metavar="N",
                    help="limit BLAS and numba to N threads (default: the libraries' own; on a busy "
                         "machine 1 avoids thread pools fighting over the cores)")
 
@@ -527,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_argument(p)
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="parameter dtype (default float64, as the book)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the weights and batches (default 0)")
     p.add_argument("--save", metavar="MODEL.npz", default=None, help="save the trained model here")
     p.add_argument("--plot", metavar="CURVES.png", default=None, help="save learning curves here")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
@@ -567,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relative tolerance, times the largest numerical gradient (default 1e-4)")
     p.add_argument("--atol", type=_non_negative_float, default=1e-7,
                    help="absolute tolerance (default 1e-7)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the weights (default 0)")
     p.set_defaults(func=cmd_gradcheck)
 
     _add_plugins(sub)
@@ -600,19 +877,77 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from zerodl.datasets import CorruptDatasetError, DatasetNotFoundError
     from zerodl.io import ModelFormatError
 
+    # OSError covers FileNotFoundError, PermissionError, a full disk (ENOSPC), a symlink loop;
+    # ValueError and TypeError are the library's documented answers to bad input.
     return (CLIError, DatasetNotFoundError, CorruptDatasetError, ModelFormatError, FileNotFoundError,
-            NonFiniteError)
+            NonFiniteError, OSError, ValueError, TypeError)
+
+
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser of the command that ``args`` came from, so its errors show its usage line."""
+    current = parser
+    for dest in ("command", "experiment"):
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not actions or name not in actions[0].choices:
+            break
+        current = actions[0].choices[name]
+    return current
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: loaders explain over several lines; the command says it in one."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line text of a user-facing error (an OSError names its file and the OS's reason)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        action = "cannot write" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) else "error"
+        return _one_line(f"{where}: {action}: {exc.strerror}" if action != "error" else f"{where}: {exc.strerror}")
+    if isinstance(exc, MemoryError):
+        return _one_line(f"out of memory{': ' + str(exc) if str(exc) else ''}; try a smaller --batch-size "
+                         "or a smaller network")
+    return _one_line(str(exc) or type(exc).__name__)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"zerodl: warning: {category.__name__}: {_one_line(str(message))}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``zerodl`` console script; returns the exit code."""
+    """Entry point of the ``zerodl`` console script; returns the exit code.
+
+    Errors are one line on stderr, ``zerodl <command>: error: <what, naming the option, variable or
+    file>``. Exit codes: 0 success; 1 a failure at run time (missing or corrupt file, full disk, a
+    failed gradient check); 2 bad usage (argparse's options, and output paths or sizes refused before
+    any work — argparse prints its usage line first); 130 / 128 + signal when interrupted. An
+    unexpected exception is reported on one line too (``internal error: ...``, exit 1); set
+    ``ZERODL_TRACEBACK=1`` to see its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if os.environ.get("ZERODL_TUNE_MALLOC", "1") != "0":
-        from zerodl.allocator import tune_malloc
-
-        tune_malloc()  # freed step-sized blocks are reused, not faulted in again (zerodl.allocator)
+    seed = getattr(args, "seed", None)
+    if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+        # Plug-in commands (experiment) take --seed as a plain int: refuse it here, naming the option.
+        _subparser(parser, args).error(f"argument --seed: expected a non-negative integer below 2**63, "
+                                       f"got '{seed}'")
+    command = " ".join(str(c) for c in (getattr(args, "command", None), getattr(args, "experiment", None)) if c)
+    prefix = f"zerodl {command}: error:" if command else "zerodl: error:"
+    old_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     try:
+        try:
+            check_command_paths(args)
+        except CLIError as exc:
+            print(f"{prefix} {describe_error(exc)}", file=sys.stderr)
+            return 2
+        if os.environ.get("ZERODL_TUNE_MALLOC", "1") != "0":
+            from zerodl.allocator import tune_malloc
+
+            tune_malloc()  # freed step-sized blocks are reused, not faulted in again (zerodl.allocator)
         threads = getattr(args, "threads", None)
         if threads is None:
             return int(args.func(args) or 0)
@@ -623,9 +958,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nzerodl: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
-        print(f"zerodl {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        # stdout went to a reader that stopped (`zerodl evaluate m.npz | head`): not an error to
+        # report; point stdout at devnull so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if os.environ.get("ZERODL_TRACEBACK", "") not in ("", "0"):
+            raise
+        if isinstance(exc, (*_user_errors(), MemoryError)):
+            print(f"{prefix} {describe_error(exc)}", file=sys.stderr)
+            return getattr(exc, "exit_code", 1)
+        else:  # a bug, not the user's doing: still one line, and how to see more
+            print(f"{prefix} internal error: {type(exc).__name__}: {describe_error(exc)} "
+                  "(set ZERODL_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = old_format  # type: ignore[assignment]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,7 +48,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from zerodl._fileio import atomic_write
+from zerodl._fileio import NotARegularFileError, atomic_write, open_regular
 
 __all__ = [
     "DATASETS",
@@ -219,6 +219,11 @@ _CHUNK = 1 << 20
 #: beyond that is a lie we can reject before decompressing anything.
 _DEFLATE_MAX_RATIO = 1032
 
+#: Default cap of :func:`read_idx` on what a gzip file may expand to, as a multiple of its size.
+#: Real IDX data compresses far less (MNIST's images 4.8x, labels 2.1x); a file claiming more is
+#: refused before anything is decompressed, so verifying a file costs a small multiple of its size.
+IDX_MAX_GZIP_RATIO = 64
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -240,7 +245,8 @@ def _read_up_to(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
+def read_idx(path: PathLike, *, max_bytes: int | None = None,
+             max_ratio: float | None = IDX_MAX_GZIP_RATIO) -> np.ndarray:
     """Read an IDX file (gzip-compressed or plain) into a native-endian array.
 
     IDX layout (big-endian): magic ``00 00 <type> <ndim>``; ``ndim`` uint32 dimensions; the data.
@@ -250,13 +256,16 @@ def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
     Args:
         path: the file.
         max_bytes: optional cap on the data size a header may declare (``ValueError`` beyond it).
+        max_ratio: a gzip file may declare at most this many times its own size (default
+            :data:`IDX_MAX_GZIP_RATIO`); ``None`` allows up to what deflate can physically hold.
 
     Returns:
         An array of shape ``dims`` and the file's dtype (native byte order), C-contiguous, writable.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: naming the file and the problem — wrong magic number, unknown type code, bad
+        ValueError: naming the file and the problem — a FIFO, device or directory instead of a
+            regular file (refused before any read, never blocking), wrong magic number, unknown type code, bad
             number of dimensions, truncated header or data, trailing data, a declared size larger
             than the file can hold or than ``max_bytes``, or a corrupt gzip stream.
 
@@ -265,17 +274,22 @@ def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
     byte past the declared size (gzip).
     """
     where = f"read_idx: {os.fspath(path)}"
-    with open(path, "rb") as raw:
+    try:
+        # Regular files only, opened non-blocking: a FIFO would block forever, a device never end.
+        raw_file = open_regular(path, "IDX file")
+    except NotARegularFileError as exc:
+        raise ValueError(f"read_idx: {exc}") from None
+    with raw_file as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
         file_size = os.fstat(raw.fileno()).st_size
         if not compressed:
             return _read_idx_stream(raw, where, compressed=False, file_size=file_size,
-                                    max_bytes=max_bytes)
+                                    max_bytes=max_bytes, max_ratio=max_ratio)
         try:
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
                 return _read_idx_stream(stream, where, compressed=True, file_size=file_size,
-                                        max_bytes=max_bytes)
+                                        max_bytes=max_bytes, max_ratio=max_ratio)
         except (OSError, EOFError, zlib.error) as exc:
             # BadGzipFile (an OSError), a CRC/length mismatch, or a stream that ends early.
             kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
@@ -286,7 +300,8 @@ def read_idx(path: PathLike, *, max_bytes: int | None = None) -> np.ndarray:
 
 
 def _read_idx_stream(
-    stream: BinaryIO, where: str, *, compressed: bool, file_size: int, max_bytes: int | None
+    stream: BinaryIO, where: str, *, compressed: bool, file_size: int, max_bytes: int | None,
+    max_ratio: float | None = IDX_MAX_GZIP_RATIO,
 ) -> np.ndarray:
     kind = "gzip-compressed IDX" if compressed else "IDX"
     magic = _read_up_to(stream, 4)
@@ -330,6 +345,10 @@ def _read_idx_stream(
         if nbytes > file_size * _DEFLATE_MAX_RATIO + 1024:
             raise ValueError(f"{where}: header declares {declared}, more than a gzip file of "
                              f"{file_size:,} bytes can possibly hold; truncated or corrupt")
+        if max_ratio is not None and nbytes > file_size * max_ratio + 1024:
+            raise ValueError(f"{where}: header declares {declared}, {nbytes / max(file_size, 1):,.0f} times "
+                             f"the {file_size:,}-byte gzip file; refused before decompressing (real IDX "
+                             f"data compresses far less than {max_ratio:g}x; pass max_ratio=None to allow)")
         # Decompress in bounded chunks up to one byte past the declared size: memory follows the
         # data actually present, and a decompression bomb stops at the declared size + 1.
         data = bytearray()
@@ -489,6 +508,9 @@ def stratified_split_indices(
     # Largest remainder: the classes closest to earning one more test sample get it (ties: order).
     order = np.argsort(-(ideal - per_class), kind="stable")
     per_class[order[:short]] += 1
+    if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence))
+            or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0)):
+        raise ValueError(f"{where}: seed must be None or an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     test_parts = []
     for k in range(classes.size):

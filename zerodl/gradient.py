@@ -17,9 +17,26 @@ def numerical_gradient(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float =
     ``x`` is perturbed in place one element at a time and restored exactly afterwards (also when
     ``f`` raises), so ``f`` may close over an array that *is* ``x`` (a network parameter).
     Returns an array of ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a float array, or its dtype is too coarse for the step ``h`` (float16
+            with the book's ``h = 1e-4``: ``1 + h`` rounds back to ``1``, so every difference is 0 and
+            the "gradient" would be silently all zeros); integers cannot be perturbed by ``h`` at all.
+        ValueError: ``h`` is not a positive finite number, or ``x`` is read-only (it is perturbed in place).
     """
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+    if not isinstance(x, np.ndarray):
         raise TypeError(f"numerical_gradient: x must be a float array, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"numerical_gradient: x must be a float array (float64 as the book), got dtype "
+                        f"{x.dtype}; an integer array cannot be perturbed by h={h!r}")
+    if isinstance(h, bool) or not isinstance(h, (int, float, np.floating)) or not (0 < h < np.inf):
+        raise ValueError(f"numerical_gradient: h must be a positive finite number, got {h!r}")
+    one = x.dtype.type(1)
+    if one + x.dtype.type(h) == one:
+        raise TypeError(f"numerical_gradient: dtype {x.dtype} is too coarse for the step h={h!r} "
+                        f"(1 + h rounds to 1, so the gradient would come out as zeros); use float64")
+    if not x.flags.writeable:
+        raise ValueError("numerical_gradient: x is read-only; it is perturbed in place (pass x.copy())")
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:

@@ -16,3 +16,11 @@ __all__ = [
            "TwoLayerNet",
            "TwoLayerNetCh4",
 ]
+
+# Make every exported network class rebuildable by zerodl.load_network (io sits below the networks
+# and must not import them; see zerodl.io.register_network_class).
+from zerodl.io import register_network_class as _register  # noqa: E402
+
+for _cls in (Sequential, TwoLayerNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, DeepConvNet, TwoLayerNetCh4):
+    _register(_cls)
+del _cls, _register
