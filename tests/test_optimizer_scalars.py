@@ -69,5 +69,5 @@ def test_read_only_and_complex_are_refused_the_same_in_both_backends(backend):
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="parameter 'p' is read-only"):
         zopt.SGD().update({"p": ro}, {"p": np.ones(3)})
-    with pytest.raises(TypeError, match="gradient for 'p' must be real numbers, got dtype complex128"):
+    with pytest.raises(TypeError, match="gradient for 'p' must hold real numbers, got dtype complex128"):
         zopt.SGD().update({"p": np.ones(3)}, {"p": np.ones(3) * 1j})

@@ -197,4 +197,4 @@ def check_grad_array(where: str, name: str, grad: Any, param: np.ndarray) -> np.
         raise TypeError(f"{where}: gradient for {name!r} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != param.shape:
         raise ValueError(f"{where}: gradient for {name!r} has shape {arr.shape}, parameter has {param.shape}")
-    return np.ascontiguousarray(arr, dtype=param.dtype)
+    return np.require(arr, dtype=param.dtype, requirements="C")  # keeps a 0-d gradient 0-d

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
+from zerodl._validate import check_grad_array, check_param_array
 
 #: The book's epsilon in AdaGrad, RMSprop and Adam.
 EPS = 1e-7
@@ -100,7 +101,8 @@ class Optimizer:
         for key in keys:
             value = params[key]
             if isinstance(value, np.ndarray):
-                arrays.append(_checked_param(where, key, value))
+                check_param_array(where, key, value)
+                arrays.append(value)
             else:
                 arrays.append(_scalar_param(where, key, value))
                 scalar_keys.append(key)
@@ -186,16 +188,6 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
-def _checked_param(where: str, key: str, param: np.ndarray) -> np.ndarray:
-    if param.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{where}: parameter {key!r} must be a float32 or float64 array, got dtype {param.dtype}")
-    if not param.flags.c_contiguous:
-        raise ValueError(f"{where}: parameter {key!r} must be a C-contiguous array")
-    if not param.flags.writeable:
-        raise ValueError(f"{where}: parameter {key!r} is read-only; an optimizer updates parameters in place")
-    return param
-
-
 def _scalar_param(where: str, key: str, value: Any) -> np.ndarray:
     # The book's toy problems optimise plain numbers; a 0-d array of their precision is updated
     # and the new value written back into the dict.
@@ -210,13 +202,7 @@ def _scalar_param(where: str, key: str, value: Any) -> np.ndarray:
 def _checked_grad(where: str, key: str, grads: Mapping[str, Any], param: np.ndarray) -> np.ndarray:
     if key not in grads:
         raise KeyError(f"{where}: no gradient for parameter {key!r}; grads has {sorted(grads)}")
-    grad = grads[key]
-    if np.shape(grad) != param.shape:
-        raise ValueError(f"{where}: gradient for {key!r} has shape {np.shape(grad)}, parameter has {param.shape}")
-    grad = np.asarray(grad)
-    if grad.dtype.kind not in "fiu" or grad.dtype.kind == "b":
-        raise TypeError(f"{where}: gradient for {key!r} must be real numbers, got dtype {grad.dtype}")
-    return np.require(grad, dtype=param.dtype, requirements="C")
+    return check_grad_array(where, key, grads[key], param)
 
 
 class SGD(Optimizer):

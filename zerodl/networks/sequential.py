@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from zerodl._validate import check_class_labels, check_distinct_layers
 from zerodl.gradient import numerical_gradient as _numerical_gradient
 from zerodl.layers.base import Layer
 from zerodl.layers.core import SoftmaxWithLoss
@@ -80,6 +81,8 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: {name} is a {type(layer).__name__}, not a zerodl Layer")
         self.last_layer = last_layer if last_layer is not None else SoftmaxWithLoss()
+        # One layer object twice would share its caches between two places: wrong gradients.
+        check_distinct_layers(self.layers, type(self).__name__, self.last_layer)
         if weight_decay_lambda < 0:
             raise ValueError(f"weight_decay_lambda must be >= 0, got {weight_decay_lambda}")
         self.weight_decay_lambda = float(weight_decay_lambda)
@@ -130,18 +133,15 @@ class Sequential:
 
         Evaluates ``batch_size`` samples at a time (default :attr:`accuracy_batch_size`).
         """
-        t = np.asarray(t)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        n = np.shape(x)[0]
-        if n != t.shape[0]:
-            raise ValueError(f"{type(self).__name__}.accuracy: x has {n} samples but t has {t.shape[0]}")
+        n = np.shape(x)[0] if np.ndim(x) else 0
         if n == 0:
             raise ValueError(f"{type(self).__name__}.accuracy: x is empty")
         batch_size = batch_size or self.accuracy_batch_size or n
         correct = 0
         for start in range(0, n, batch_size):
             y = self._scores(x[start : start + batch_size])
+            if start == 0:  # the labels checked as the loss checks them (class count from the scores)
+                t = check_class_labels(t, n, y.shape[1], f"{type(self).__name__}.accuracy")
             correct += int(np.sum(np.argmax(y, axis=1) == t[start : start + batch_size]))
         return correct / float(n)
 
