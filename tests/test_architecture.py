@@ -23,6 +23,7 @@ FLOORS = {
     "zerodl.kernels": 0,
     "zerodl._validate": 1,
     "zerodl._fileio": 1,
+    "zerodl._random": 1,
     "zerodl._npz": 1,
     "zerodl.util": 1,
     "zerodl.functions": 1,

@@ -21,6 +21,6 @@ __all__ = [
 # and must not import them; see zerodl.io.register_network_class).
 from zerodl.io import register_network_class as _register  # noqa: E402
 
-for _cls in (Sequential, TwoLayerNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, DeepConvNet, TwoLayerNetCh4):
+for _cls in (Sequential, TwoLayerNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, DeepConvNet):
     _register(_cls)
 del _cls, _register
