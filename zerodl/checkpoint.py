@@ -10,10 +10,16 @@ mid-save leaves the previous checkpoint intact, never a half-written file) and r
 * ``param/<name>``, ``buffer/<name>`` — the network's parameters and batch-norm running statistics;
 * ``optimizer/<state>/<name>`` — the optimizer's state arrays (momentum ``v``, AdaGrad ``h``, Adam's
   ``m`` and ``v``);
+* ``callback/<i>/...`` — arrays of the callbacks' state (EarlyStopping's best parameters);
 * ``__checkpoint__`` — JSON: format and version, the network's class and config, the optimizer's
   class, hyper-parameters and step count, the bit-generator states of the Trainer's batch generator
-  and of every layer that owns a generator (Dropout), and the Trainer's progress (iteration, epoch,
-  sample count, the loss/accuracy lists and the per-epoch history).
+  (or of NumPy's global state, ``rng.batches``) and of every layer that owns a generator (Dropout),
+  the Trainer's progress (iteration, epoch, sample count, seed, the loss/accuracy lists and the
+  per-epoch history), the callbacks' state, the run's settings (``run``) and a fingerprint of
+  the data (``data``). Format 1 (without the last four) is still read.
+
+The prefixes, the metadata entry and the version check are shared with model files
+(:mod:`zerodl._npz`).
 
 Python floats are written by ``json`` with ``repr`` precision, so the lists round-trip exactly, and
 a resumed run continues bit for bit where the interrupted one stopped.
