@@ -4,8 +4,8 @@ checkpoints from another run, and a training process killed with SIGKILL that re
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,8 +18,8 @@ import pytest
 
 import zerodl
 from zerodl import checkpoint as ck
-from zerodl.datasets import load_digits
 from zerodl.callbacks import LambdaCallback
+from zerodl.datasets import load_digits
 from zerodl.trainer import EarlyStopping, Trainer
 
 
@@ -601,7 +601,8 @@ def test_cli_resume_uses_and_prints_the_runs_seed_and_lr_or_the_new_lr(tmp_path,
 def test_cli_second_signal_during_the_final_writes_leaves_complete_files(tmp_path, capsys, monkeypatch):
     """SIGTERM mid-training, then another SIGTERM while the model is being written: the writes
     finish, no temporary file is left, exit 143."""
-    from zerodl import cli, io as zio
+    from zerodl import cli
+    from zerodl import io as zio
     from zerodl.loop import TrainingLoop
 
     real_step, real_save = TrainingLoop.train_step, zio.save_network

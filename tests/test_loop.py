@@ -254,7 +254,7 @@ def test_a_second_signal_during_the_final_checkpoint_leaves_no_partial_file(data
 
 
 def test_without_signals_a_keyboard_interrupt_propagates_from_the_experiment_loop(data):
-    (x_tr, t_tr), (x_te, t_te) = data
+    (x_tr, t_tr), _ = data
 
     class Boom(_common.Callback):
         def on_step_end(self, loop, iteration, loss):

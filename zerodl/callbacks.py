@@ -140,8 +140,8 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: Mapping[str, Any], trainer: Any) -> None:
         where = "EarlyStopping state"
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{where} must be an object, got {type(state).__name__}")
+        if not isinstance(state, Mapping):  # ValueError: the contract of load_state_dict (a bad file)
+            raise ValueError(f"{where} must be an object, got {type(state).__name__}")  # noqa: TRY004
         if state.get("monitor") != self.monitor or state.get("mode") != self.mode:
             raise ValueError(f"{where} monitors {state.get('monitor')!r} ({state.get('mode')}), this "
                              f"EarlyStopping monitors {self.monitor!r} ({self.mode})")

@@ -41,12 +41,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from zerodl.callbacks import Callback, LambdaCallback
-from zerodl.checkpoint import CheckpointError, NonFiniteGuard, check_training_data, checkpoint_options
+from zerodl.checkpoint import (
+    CheckpointError,
+    NonFiniteGuard,
+    check_training_data,
+    checkpoint_options,
+)
 
 #: The stop signals this platform has: Ctrl-C, ``kill``/``timeout``/schedulers, a closed terminal.
 STOP_SIGNALS: tuple[int, ...] = tuple(
@@ -125,7 +130,7 @@ class StopSignals:
         if not self._holding:
             raise KeyboardInterrupt
 
-    def __enter__(self) -> StopSignals:
+    def __enter__(self) -> Self:
         self._depth += 1
         if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for signum in self.signals:
@@ -136,7 +141,7 @@ class StopSignals:
                 self._previous[signum] = previous
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
             for signum, previous in self._previous.items():
@@ -159,10 +164,10 @@ class _NoSignals:
     signum = None
     requested = False
 
-    def __enter__(self) -> _NoSignals:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
     def hold(self) -> contextlib.AbstractContextManager[None]:
