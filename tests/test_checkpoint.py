@@ -429,6 +429,7 @@ def test_resume_honours_a_new_learning_rate_only_when_asked(digits, tmp_path):
     (lambda m: m.update(callbacks=[]), "holds state for callbacks []"),
     (lambda m: m["trainer"].update(seed=-3), "trainer.seed"),
     (lambda m: m["rng"].update(batches="dice"), "rng.batches"),
+    (lambda m: m["trainer"]["history"].append({"loss": "low"}), "holds non-numbers for ['loss']"),
 ])
 def test_every_restored_value_is_validated(digits, tmp_path, edit, fragment):
     """A tampered checkpoint (negative learning rate, impossible callback state, ...) is refused as

@@ -344,6 +344,10 @@ def _validate_meta(meta: Any, arrays: Mapping[str, np.ndarray], where: str) -> N
         raise _fail(where, f"trainer.train_time must be a number >= 0, got {train_time!r}")
     if not isinstance(state.get("history"), list) or not all(isinstance(h, dict) for h in state["history"]):
         raise _fail(where, "trainer.history must be a list of objects")
+    for i, entry in enumerate(state["history"]):
+        bad = sorted(k for k, v in entry.items() if not isinstance(v, (int, float)) or isinstance(v, bool))
+        if bad:
+            raise _fail(where, f"trainer.history[{i}] holds non-numbers for {bad}")
     opt = meta["optimizer"]
     if not isinstance(opt.get("class"), str) or not isinstance(opt.get("hyperparams"), dict) \
             or not isinstance(opt.get("iter"), int) or opt["iter"] < 0 or not isinstance(opt.get("state"), dict):
