@@ -213,19 +213,37 @@ def test_by_default_the_trainer_leaves_sigterm_and_sighup_alone(data):
 
 
 @POSIX
-def test_stop_signals_first_requests_second_interrupts_unless_held():
+def test_stop_signals_first_requests_second_interrupts_steps_only():
     stop = StopSignals((signal.SIGTERM,))
     with stop:
         with stop:  # nested: only the outer one installs and restores
             os.kill(os.getpid(), signal.SIGTERM)
             assert stop.requested and stop.name == "SIGTERM" and stop.exit_code == 143
-            with stop.hold():
+            with stop.interruptible(), stop.hold():
                 os.kill(os.getpid(), signal.SIGTERM)  # counted, interrupts nothing
-            assert stop.count == 2
+            os.kill(os.getpid(), signal.SIGTERM)  # outside the steps: counted too
+            assert stop.count == 3
         assert stop.installed == (signal.SIGTERM,)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt), stop.interruptible():
             os.kill(os.getpid(), signal.SIGTERM)
     assert stop.installed == () and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    stop.reset()
+    assert not stop.requested and stop.count == 0
+
+
+@POSIX
+def test_training_continues_after_a_signal_stopped_it(data):
+    (x_tr, t_tr), (x_te, t_te) = data
+
+    def send_once(trainer, epoch, logs):
+        if epoch == 1 and not trainer.train_loss_list[1:]:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer = Trainer(_net(), x_tr, t_tr, x_te, t_te, epochs=2, mini_batch_size=100, verbose=False, seed=0,
+                      handle_signals=True, callbacks=[send_once])
+    assert trainer.train().interrupted and trainer.current_iter == 1
+    trainer.train()  # the Trainer's own StopSignals starts afresh
+    assert not trainer.interrupted and trainer.stop_signal is None and trainer.current_iter == trainer.max_iter
 
 
 @POSIX

@@ -69,9 +69,10 @@ class StopSignals:
     two steps, then restores the previous handlers.
 
     The first signal sets :attr:`signum`; the loop finishes its step and stops. A second signal
-    while a step runs interrupts at once (``KeyboardInterrupt``; the step may be torn, so no final
-    checkpoint is written from it). Inside :meth:`hold` (the final checkpoint and model writes)
-    further signals are only counted, so no write is cut short.
+    while the steps run (inside :meth:`interruptible`) interrupts at once (``KeyboardInterrupt``;
+    the step may be torn, so no final checkpoint is written from it). Anywhere else (the final
+    checkpoint, the final evaluation, the model write) and inside :meth:`hold`, further signals are
+    only counted, so no write is cut short.
 
     Args:
         signals: signal numbers (default: SIGINT, SIGTERM and SIGHUP where the platform has them).
@@ -101,6 +102,7 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
         self._depth = 0
         self._holding = 0
+        self._interruptible = 0
 
     @property
     def requested(self) -> bool:
@@ -127,7 +129,7 @@ class StopSignals:
         if self.signum is None:
             self.signum = signum
             return
-        if not self._holding:
+        if self._interruptible and not self._holding:
             raise KeyboardInterrupt
 
     def __enter__(self) -> Self:
@@ -147,6 +149,19 @@ class StopSignals:
             for signum, previous in self._previous.items():
                 signal.signal(signum, previous)
             self._previous = {}
+
+    def reset(self) -> None:
+        """Forget the signals received (a new run starts)."""
+        self.signum, self.count = None, 0
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """While inside (and not in :meth:`hold`), a second stop signal raises ``KeyboardInterrupt``."""
+        self._interruptible += 1
+        try:
+            yield
+        finally:
+            self._interruptible -= 1
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -172,6 +187,12 @@ class _NoSignals:
 
     def hold(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def interruptible(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def reset(self) -> None:
+        return None
 
 
 def _positive_int(owner: str, name: str, value: Any) -> int:
@@ -227,6 +248,9 @@ class TrainingLoop:
             different values is refused).
         signals: a :class:`StopSignals` to honour (entered around :meth:`train`), or ``None``: no
             handler is installed and a ``KeyboardInterrupt`` propagates out of :meth:`train`.
+        own_signals: ``signals`` belongs to this loop: each :meth:`train` starts with no signal
+            received (``False``: the caller's object, whose requests persist, as ``zerodl train``
+            needs across training and saving).
         progress, file: progress bar on/off (``report="table"``); where lines go (stdout).
     """
 
@@ -254,6 +278,7 @@ class TrainingLoop:
         overwrite_checkpoint: bool = False,
         run_config: Mapping[str, Any] | None = None,
         signals: StopSignals | None = None,
+        own_signals: bool = False,
         report: str | None = None,
         progress: bool | None = None,
         file: Any = None,
@@ -349,6 +374,7 @@ class TrainingLoop:
         self.train_time = 0.0
         self.samples_seen = 0
         self.signals = signals
+        self._own_signals = bool(own_signals)
         self._bar: Any = None
         self._start = 0.0
         self._epoch_loss_start = 0
@@ -579,15 +605,18 @@ class TrainingLoop:
         self.final_test_acc = None
         self._start = time.perf_counter()
         stop = self.signals if self.signals is not None else _NoSignals()
+        if self._own_signals:
+            stop.reset()
         with stop:
             try:
                 for cb in self.callbacks:
                     cb.on_train_begin(self)
                 self._report_begin()
-                while self.current_iter < self.max_iter and not self.stop_training:
-                    if stop.requested:
-                        break
-                    self.train_step()
+                with stop.interruptible():
+                    while self.current_iter < self.max_iter and not self.stop_training:
+                        if stop.requested:
+                            break
+                        self.train_step()
             except KeyboardInterrupt:
                 if self.signals is None:
                     raise

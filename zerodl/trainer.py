@@ -187,6 +187,7 @@ class Trainer(TrainingLoop):
             evaluate_sample_num_per_epoch=evaluate_sample_num_per_epoch, callbacks=callbacks,
             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
             overwrite_checkpoint=overwrite_checkpoint, run_config=run_config, signals=signals,
+            own_signals=not isinstance(handle_signals, StopSignals),
             report=report if verbose else None, progress=bool(verbose) and (report == "table")
             if progress is None else progress, file=file, owner="Trainer",
         )
