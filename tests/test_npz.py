@@ -28,7 +28,8 @@ def test_render_and_read_back_the_metadata_entry(tmp_path):
 
 @pytest.mark.parametrize("meta, fragment", [
     ({"format": "y", "format_version": 1}, "not a 'x' file"),
-    ({"format": "x", "format_version": 3}, "format version 3 is not one this zerodl reads (1..2)"),
+    ({"format": "x", "format_version": 3}, "format version 3 is newer than this zerodl understands (2)"),
+    ({"format": "x", "format_version": 0}, "format version 0 is not one this zerodl reads (1..2)"),
     ({"format": "x", "format_version": True}, "format version True"),
     ([], "not a 'x' file"),
 ])

@@ -105,9 +105,13 @@ def check_format(meta: Any, name: str, version: int, where: str, error: ErrorFac
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise error(f"{where}: not a {name!r} file (metadata format {found!r})")
     found_version = meta.get("format_version")
-    if not isinstance(found_version, int) or isinstance(found_version, bool) or not 1 <= found_version <= version:
+    written_by = f"written by zerodl {meta.get('zerodl_version')!r}"
+    if isinstance(found_version, int) and not isinstance(found_version, bool) and found_version > version:
+        raise error(f"{where}: format version {found_version} is newer than this zerodl understands "
+                    f"({version}); upgrade zerodl ({written_by})")
+    if not isinstance(found_version, int) or isinstance(found_version, bool) or found_version < 1:
         raise error(f"{where}: format version {found_version!r} is not one this zerodl reads (1..{version}); "
-                    f"written by zerodl {meta.get('zerodl_version')!r}")
+                    f"{written_by}")
     return found_version
 
 
