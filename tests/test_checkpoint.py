@@ -341,6 +341,8 @@ def test_sigkill_mid_run_then_resume_completes_bit_identical(tmp_path, tmp_path_
                              env=env, capture_output=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert f"resumed at {killed_at}" in resumed.stdout.decode()
+    # The resumed run's writes removed whatever temporary file the kill left behind.
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     with np.load(tmp_path / "reference.npz") as a, np.load(tmp_path / "resumed.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         for key in a.files:
