@@ -298,6 +298,9 @@ _SCRIPT = textwrap.dedent("""
 def _env(cache_dir):
     env = dict(os.environ)
     env.update(OPENBLAS_NUM_THREADS="1", NUMBA_CACHE_DIR=str(cache_dir), ZERODL_BACKEND="numpy")
+    # The script runs from tmp_path: make it import the zerodl under test, not an installed copy.
+    root = os.path.dirname(os.path.dirname(zerodl.__file__))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
 
