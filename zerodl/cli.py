@@ -370,7 +370,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     cut them short), one line says so, and the exit code is 128 + the signal (130, 143, 129).
     """
     import zerodl
-    from zerodl.io import save_network
     from zerodl.loop import StopSignals
     from zerodl.trainer import Trainer
 
@@ -412,13 +411,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             pictures = _ConvPictures(args, net)
             trainer.train()
             with stop.hold():  # the outputs below are written whole, whatever signal comes now
-                code = _finish_train(args, trainer, net, data, spec, lr, started, pictures, save_network, stop)
+                code = _finish_train(args, trainer, data, spec, lr, started, pictures, stop)
     return code
 
 
-def _finish_train(args: argparse.Namespace, trainer: Any, net: Any, data: Any, spec: NetSpec, lr: float,
-                  started: float, pictures: _ConvPictures, save_network: Callable[..., Any], stop: Any) -> int:
+def _finish_train(args: argparse.Namespace, trainer: Any, data: Any, spec: NetSpec, lr: float,
+                  started: float, pictures: _ConvPictures, stop: Any) -> int:
     """After ``trainer.train()``: report, save the model and the pictures; returns the exit code."""
+    from zerodl.io import save_network
+
+    net = trainer.network
     (_, _), (x_test, t_test) = data
     elapsed = time.perf_counter() - started
     metadata = {**_dataset_metadata(args, data, spec.input), "net": args.net, "optimizer": args.optimizer,
