@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 
 import numpy as np
@@ -274,8 +273,15 @@ _SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import zerodl
+    from zerodl.callbacks import Callback
     from zerodl.datasets import load_digits
     from zerodl.trainer import Trainer
+
+    class Report(Callback):
+        # One 100-byte line per step: the test synchronises on them, and 1077 of them are more
+        # than a pipe holds, so the run cannot finish while the test is not reading.
+        def on_step_end(self, trainer, iteration, loss):
+            print(f"step {iteration}".ljust(99), flush=True)
 
     checkpoint, every, out, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "resume"
     (xtr, ttr), (xte, tte) = load_digits()
@@ -284,7 +290,7 @@ _SCRIPT = textwrap.dedent("""
     trainer = Trainer(net, xtr, ttr, xte, tte, epochs=40, mini_batch_size=50, optimizer="adam",
                       optimizer_param={"lr": 1e-3}, verbose=False, seed=1,
                       checkpoint_path=None if checkpoint == "-" else checkpoint,
-                      checkpoint_every=None if checkpoint == "-" else every)
+                      checkpoint_every=None if checkpoint == "-" else every, callbacks=[Report()])
     if resume:
         assert trainer.resume(), "no checkpoint to resume from"
         print("resumed at", trainer.current_iter, flush=True)
@@ -315,15 +321,16 @@ def test_sigkill_mid_run_then_resume_completes_bit_identical(tmp_path, tmp_path_
     reference = subprocess.Popen([sys.executable, str(script), "-", "1", str(tmp_path / "reference.npz"), "run"],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while not ckpt.exists() and victim.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # Synchronised on what the run reports, never on time: step 20 started, so the checkpoints
+        # of steps 0..19 were written (one at the end of every step).
+        for line in victim.stdout:
+            if line.split() == [b"step", b"20"]:
+                break
+        else:
+            pytest.fail(f"the run reported no step 20: {victim.stderr.read().decode()}")
         # While it rewrites the checkpoint at every step, a reader never finds a partial file.
-        iterations = []
-        until = time.monotonic() + 0.4
-        while time.monotonic() < until:
-            iterations.append(ck.read_checkpoint(ckpt)[0]["trainer"]["current_iter"])
-        assert iterations and iterations == sorted(iterations), iterations
+        iterations = [ck.read_checkpoint(ckpt)[0]["trainer"]["current_iter"] for _ in range(30)]
+        assert iterations[0] >= 20 and iterations == sorted(iterations), iterations
         assert victim.poll() is None, f"the run ended before it could be killed: {victim.communicate()}"
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
