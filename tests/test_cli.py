@@ -176,30 +176,78 @@ def test_version(capsys):
     assert capsys.readouterr().out.startswith(f"zerodl {zerodl.__version__}")
 
 
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_ctrl_c_saves_the_model_so_far_and_exits_130(cli_env, tmp_path):
-    model = tmp_path / "partial.npz"
+def _stop_training_with(cli_env, tmp_path, signum):
+    """Start a training that cannot finish on its own before the test has read its output, wait
+    until it reports its first epoch (so it is training, its stop handlers installed), send
+    ``signum``, and return what it did. No timing is involved: 100000 epochs print 100000 table
+    rows, far more than a pipe holds, so the process blocks until the test reads them, which it
+    does only after signalling."""
+    model, ckpt = tmp_path / "partial.npz", tmp_path / "run.ckpt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zerodl", "train", "--epochs", "1000", "--hidden", "16",
-         "--save", str(model)],
+        [sys.executable, "-m", "zerodl", "train", "--epochs", "100000", "--hidden", "16", "--threads", "1",
+         "--save", str(model), "--checkpoint", str(ckpt), "--checkpoint-every", "1000000"],
         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        for line in proc.stdout:  # wait until training is under way (the first table row)
-            if re.match(r"^\s+1/1000\s", line):
+        for line in proc.stdout:  # the first table row: training is under way
+            if re.match(r"^\s+1/100000\s", line):
                 break
         else:
             pytest.fail(f"no epoch row; stderr: {proc.stderr.read()}")
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.poll() is None
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, stdout, stderr, model, ckpt
+
+
+def _assert_stopped_cleanly(proc, stdout, stderr, model, ckpt, signum):
+    from zerodl.checkpoint import read_checkpoint
+
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    name = signal.Signals(signum).name
+    last = stderr.strip().splitlines()[-1]  # one line says what happened and what was written
+    assert last.startswith("interrupted after ") and f"({name})" in last, last
+    assert f"checkpoint {ckpt}" in last and f"model {model}" in last and "(trained so far)" in last
+    assert "(trained so far)" in stdout
+    net = zerodl.load_network(model)
+    iterations = net.metadata["iterations"]
+    assert net.metadata["interrupted"] is True and iterations >= 1
+    # The final checkpoint is the state the model was saved in (not the last periodic one: there
+    # was none, --checkpoint-every is larger than the run).
+    meta, arrays = read_checkpoint(ckpt)
+    assert meta["trainer"]["current_iter"] == iterations
+    for key, value in net.params.items():
+        np.testing.assert_array_equal(arrays["param/" + key], value, err_msg=key)
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == sorted([ckpt.name, model.name])  # no temporaries
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_ctrl_c_saves_the_model_so_far_and_exits_130(cli_env, tmp_path):
+    proc, stdout, stderr, model, ckpt = _stop_training_with(cli_env, tmp_path, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "interrupted after" in stderr and "Traceback" not in stderr
     assert "(trained so far)" in stdout
     net = zerodl.load_network(model)
     assert net.metadata["interrupted"] is True and net.metadata["iterations"] >= 1
+    _assert_stopped_cleanly(proc, stdout, stderr, model, ckpt, signal.SIGINT)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name == "nt", reason="POSIX signals")
+def test_sigterm_saves_the_checkpoint_and_model_and_exits_143(cli_env, tmp_path):
+    proc, stdout, stderr, model, ckpt = _stop_training_with(cli_env, tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143
+    _assert_stopped_cleanly(proc, stdout, stderr, model, ckpt, signal.SIGTERM)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP") or os.name == "nt", reason="POSIX signals")
+def test_sighup_saves_the_checkpoint_and_model_and_exits_129(cli_env, tmp_path):
+    proc, stdout, stderr, model, ckpt = _stop_training_with(cli_env, tmp_path, signal.SIGHUP)
+    assert proc.returncode == 129
+    _assert_stopped_cleanly(proc, stdout, stderr, model, ckpt, signal.SIGHUP)
 
 
 # -- in process: plug-ins, the builder table, user errors ----------------------------------------

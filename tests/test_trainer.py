@@ -247,7 +247,7 @@ def test_verbose_prints_a_table_and_the_final_accuracy(data):
     (x_tr, t_tr), (x_te, t_te) = data
     out = io.StringIO()
     trainer = Trainer(_net(), x_tr, t_tr, x_te, t_te, epochs=2, mini_batch_size=100, verbose=True,
-                      progress=False, file=out, seed=0).train()
+                      report="table", progress=False, file=out, seed=0).train()
     lines = out.getvalue().splitlines()
     assert lines[0].split() == ["epoch", "iter", "loss", "train", "acc", "test", "acc", "time"]
     assert lines[1].split()[:2] == ["1/2", "1"] and lines[2].split()[:2] == ["2/2", "4"]
@@ -260,7 +260,7 @@ def test_verbose_prints_a_table_and_the_final_accuracy(data):
 def test_progress_bar_shows_loss_and_throughput(data, capsys):
     (x_tr, t_tr), (x_te, t_te) = data
     trainer = Trainer(_net(), x_tr, t_tr, x_te, t_te, epochs=1, mini_batch_size=100, verbose=True,
-                      file=io.StringIO(), seed=0)
+                      report="table", file=io.StringIO(), seed=0)
     trainer.progress_interval = 0  # refresh on every step, however fast
     trainer.train()
     err = capsys.readouterr().err

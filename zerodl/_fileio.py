@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,51 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 PathLike = str | os.PathLike[str]
+
+try:  # POSIX: a writer locks its temporary file, so a cleaner can tell a live write from a dead one
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+def _temporary_pattern(path: Path) -> re.Pattern[str]:
+    # mkstemp(prefix=".<name>.", suffix=".tmp") inserts 8 characters of [a-z0-9_].
+    return re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that writes of ``path`` killed mid-way (SIGKILL, power loss) left
+    beside it; returns those removed.
+
+    A temporary file still being written is locked by its writer (``flock``) and left alone. Where
+    file locks do not exist (Windows) nothing is removed.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if fcntl is None or not directory.is_dir():
+        return []
+    pattern = _temporary_pattern(path)
+    removed = []
+    for entry in os.scandir(directory):
+        if not pattern.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live write
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 @contextlib.contextmanager
@@ -50,10 +96,15 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # held until the rename: see remove_stale_temporaries
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if fcntl is not None:
+                os.replace(tmp, path)  # while the lock is held: a cleaner never sees it unlocked
+        if fcntl is None:
+            os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -10,10 +10,16 @@ mid-save leaves the previous checkpoint intact, never a half-written file) and r
 * ``param/<name>``, ``buffer/<name>`` — the network's parameters and batch-norm running statistics;
 * ``optimizer/<state>/<name>`` — the optimizer's state arrays (momentum ``v``, AdaGrad ``h``, Adam's
   ``m`` and ``v``);
+* ``callback/<i>/...`` — arrays of the callbacks' state (EarlyStopping's best parameters);
 * ``__checkpoint__`` — JSON: format and version, the network's class and config, the optimizer's
   class, hyper-parameters and step count, the bit-generator states of the Trainer's batch generator
-  and of every layer that owns a generator (Dropout), and the Trainer's progress (iteration, epoch,
-  sample count, the loss/accuracy lists and the per-epoch history).
+  (or of NumPy's global state, ``rng.batches``) and of every layer that owns a generator (Dropout),
+  the Trainer's progress (iteration, epoch, sample count, seed, the loss/accuracy lists and the
+  per-epoch history), the callbacks' state, the run's settings (``run``) and a fingerprint of
+  the data (``data``). Format 1 (without the last four) is still read.
+
+The prefixes, the metadata entry and the version check are shared with model files
+(:mod:`zerodl._npz`).
 
 Python floats are written by ``json`` with ``repr`` precision, so the lists round-trip exactly, and
 a resumed run continues bit for bit where the interrupted one stopped.
@@ -32,23 +38,39 @@ gradient is non-finite, or the parameters the optimizer's update made non-finite
 
 from __future__ import annotations
 
-import io as _io
-import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from zerodl._fileio import atomic_write
+from zerodl._fileio import remove_stale_temporaries
+from zerodl._npz import (
+    BUFFER_PREFIX,
+    OPTIMIZER_PREFIX,
+    PARAM_PREFIX,
+    check_format,
+    network_arrays,
+    network_buffers,
+    read_meta_entry,
+    strip_prefix,
+    write_npz,
+    zerodl_version,
+)
 from zerodl.io import ModelFormatError, copy_into, scan_npz
 
 FORMAT_NAME = "zerodl-checkpoint"
 #: Bump on any change an older reader would misread; readers refuse newer versions.
-FORMAT_VERSION = 1
+#: 2: callback state, the batch source (generator or np.random's global state), the seed, the
+#: data fingerprint and the run's settings.
+FORMAT_VERSION = 2
 META_KEY = "__checkpoint__"
+CALLBACK_PREFIX = "callback/"
+#: Network config entries that only shape the initial weights (restored anyway): may differ.
+INIT_ONLY_CONFIG = frozenset({"weight_init_std", "seed"})
 
 PathLike = str | os.PathLike[str]
 
@@ -168,7 +190,14 @@ def _to_json(value: Any) -> Any:
 def _from_json(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__ndarray__", "dtype"}:
-            return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+            # Generator keys are small integer arrays: any other dtype (a giant string type, say)
+            # is refused before NumPy allocates anything for it.
+            dtype = np.dtype(value["dtype"]) if isinstance(value["dtype"], str) else None
+            if dtype is None or dtype.kind not in "iu" or dtype.itemsize > 8 \
+                    or not isinstance(value["__ndarray__"], list) or len(value["__ndarray__"]) > 1 << 16:
+                raise ValueError(f"a generator state array must be a list of at most 65536 integers of an "
+                                 f"integer dtype, got dtype {value['dtype']!r}")
+            return np.array(value["__ndarray__"], dtype=dtype)
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_json(v) for v in value]
@@ -183,8 +212,43 @@ def _layer_generators(network: Any) -> dict[str, np.random.Generator]:
 
 
 def _buffers(network: Any) -> dict[str, np.ndarray]:
-    method = getattr(network, "buffers", None)
-    return dict(method()) if callable(method) else {}
+    return network_buffers(network)
+
+
+def _split_arrays(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    """Callback state: move ndarray leaves into ``arrays`` (key ``prefix`` + path), JSON for the rest."""
+    if isinstance(value, np.ndarray):
+        arrays[prefix] = np.array(value, copy=True)
+        return {"__array__": prefix}
+    if isinstance(value, Mapping):
+        return {str(k): _split_arrays(v, f"{prefix}/{k}", arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_arrays(v, f"{prefix}/{i}", arrays) for i, v in enumerate(value)]
+    return _to_json(value)
+
+
+def _join_arrays(value: Any, arrays: Mapping[str, np.ndarray], where: str) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            key = value["__array__"]
+            if not isinstance(key, str) or not key.startswith(CALLBACK_PREFIX) or key not in arrays:
+                raise _fail(where, f"callback state refers to a missing array {key!r}")
+            return arrays[key]
+        return {k: _join_arrays(v, arrays, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_arrays(v, arrays, where) for v in value]
+    return value
+
+
+def _stateful_callbacks(trainer: Any) -> list[Any]:
+    return [cb for cb in getattr(trainer, "callbacks", []) if cb.state_dict() is not None]
+
+
+def _batch_state(trainer: Any) -> tuple[str, Any]:
+    """Where the batches come from and that generator's state (JSON-able)."""
+    if getattr(trainer, "rng", None) is None:
+        return "numpy-global", _to_json(np.random.get_state(legacy=False))
+    return "generator", _to_json(trainer.rng.bit_generator.state)
 
 
 _PROGRESS_FIELDS = ("current_iter", "current_epoch", "samples_seen", "train_time")
@@ -199,16 +263,12 @@ def capture_state(trainer: Any, *, progress: bool = True) -> tuple[dict[str, Any
     """
     net = trainer.network
     opt = trainer.optimizer
-    arrays: dict[str, np.ndarray] = {}
-    for name, value in net.params.items():
-        arrays["param/" + name] = np.array(value, copy=True)
+    arrays = network_arrays(net, copy=True)
     buffers = _buffers(net)
-    for name, value in buffers.items():
-        arrays["buffer/" + name] = np.array(value, copy=True)
     opt_state = opt.state_dict()  # arrays already copied
     for state_name, table in opt_state["state"].items():
         for name, value in table.items():
-            arrays[f"optimizer/{state_name}/{name}"] = value
+            arrays[f"{OPTIMIZER_PREFIX}{state_name}/{name}"] = value
     state: dict[str, Any] = {
         "current_iter": int(trainer.current_iter),
         "current_epoch": int(trainer.current_epoch),
@@ -220,13 +280,19 @@ def capture_state(trainer: Any, *, progress: bool = True) -> tuple[dict[str, Any
         "max_iter": int(trainer.max_iter),
         "epochs": float(trainer.epochs),
         "record_loss": trainer.record_loss,
+        "seed": getattr(trainer, "seed", None),
     }
+    callbacks = []
     if progress:
         for name in _LIST_FIELDS:
             state[name] = [float(v) for v in getattr(trainer, name)]
         state["history"] = [dict(h) for h in trainer.history]
+        for i, cb in enumerate(_stateful_callbacks(trainer)):
+            callbacks.append({"class": type(cb).__name__,
+                              "state": _split_arrays(cb.state_dict(), f"{CALLBACK_PREFIX}{i}", arrays)})
     else:
         state["lengths"] = {name: len(getattr(trainer, name)) for name in (*_LIST_FIELDS, "history")}
+    batches, batch_state = _batch_state(trainer)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -236,17 +302,17 @@ def capture_state(trainer: Any, *, progress: bool = True) -> tuple[dict[str, Any
         "optimizer": {"class": opt_state["class"], "hyperparams": opt_state["hyperparams"],
                       "iter": int(opt_state["iter"]),
                       "state": {s: list(table) for s, table in opt_state["state"].items()}},
-        "rng": {"trainer": _to_json(trainer.rng.bit_generator.state),
+        "rng": {"batches": batches, "trainer": batch_state,
                 "layers": {name: _to_json(g.bit_generator.state) for name, g in _layer_generators(net).items()}},
         "trainer": state,
+        "callbacks": callbacks,
+        "run": getattr(trainer, "run_config", None),
     }
     return meta, arrays
 
 
 def _version() -> str:
-    import zerodl
-
-    return getattr(zerodl, "__version__", "unknown")
+    return zerodl_version()
 
 
 def _fail(where: str, message: str) -> CheckpointError:
@@ -255,12 +321,7 @@ def _fail(where: str, message: str) -> CheckpointError:
 
 def _validate_meta(meta: Any, arrays: Mapping[str, np.ndarray], where: str) -> None:
     """Structure and types of a checkpoint's metadata (a hostile file gets a clear error)."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise _fail(where, f"not a {FORMAT_NAME!r} file (metadata format {getattr(meta, 'get', lambda k: None)('format')!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 1:
-        raise _fail(where, f"format version {version!r} is not one this zerodl reads (1..{FORMAT_VERSION}); "
-                           f"written by zerodl {meta.get('zerodl_version')!r}")
+    version = check_format(meta, FORMAT_NAME, FORMAT_VERSION, where, CheckpointError)
     for key in ("network", "optimizer", "rng", "trainer"):
         if not isinstance(meta.get(key), dict):
             raise _fail(where, f"metadata entry {key!r} is missing or not an object")
@@ -283,6 +344,10 @@ def _validate_meta(meta: Any, arrays: Mapping[str, np.ndarray], where: str) -> N
         raise _fail(where, f"trainer.train_time must be a number >= 0, got {train_time!r}")
     if not isinstance(state.get("history"), list) or not all(isinstance(h, dict) for h in state["history"]):
         raise _fail(where, "trainer.history must be a list of objects")
+    for i, entry in enumerate(state["history"]):
+        bad = sorted(k for k, v in entry.items() if not isinstance(v, (int, float)) or isinstance(v, bool))
+        if bad:
+            raise _fail(where, f"trainer.history[{i}] holds non-numbers for {bad}")
     opt = meta["optimizer"]
     if not isinstance(opt.get("class"), str) or not isinstance(opt.get("hyperparams"), dict) \
             or not isinstance(opt.get("iter"), int) or opt["iter"] < 0 or not isinstance(opt.get("state"), dict):
@@ -293,6 +358,20 @@ def _validate_meta(meta: Any, arrays: Mapping[str, np.ndarray], where: str) -> N
     rng = meta["rng"]
     if not isinstance(rng.get("trainer"), dict) or not isinstance(rng.get("layers"), dict):
         raise _fail(where, "rng metadata must hold the trainer's and the layers' generator states")
+    if version >= 2:
+        if rng.get("batches") not in ("generator", "numpy-global"):
+            raise _fail(where, f"rng.batches must be 'generator' or 'numpy-global', got {rng.get('batches')!r}")
+        seed = state.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise _fail(where, f"trainer.seed must be null or an integer >= 0, got {seed!r}")
+        callbacks = meta.get("callbacks")
+        if not isinstance(callbacks, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("class"), str) and "state" in c for c in callbacks):
+            raise _fail(where, "callbacks must be a list of {class, state} objects")
+        if meta.get("run") is not None and not isinstance(meta["run"], dict):
+            raise _fail(where, f"run must be an object or null, got {type(meta['run']).__name__}")
+        if "data" in meta and not isinstance(meta["data"], str):
+            raise _fail(where, "data must be the training data's fingerprint (a string)")
     for name, value in arrays.items():
         if value.dtype.kind != "f":
             raise _fail(where, f"array {name!r} has dtype {value.dtype}, expected floats")
@@ -308,21 +387,24 @@ def _set_generator(gen: np.random.Generator | np.random.BitGenerator, state: Any
                            f"from the saved state: {exc}") from None
 
 
-def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-                  where: str = "<checkpoint>") -> None:
-    """Put a :func:`capture_state` result back into ``trainer`` (network, optimizer, generators,
-    progress). Everything is checked before anything is written."""
+HYPERPARAM_MODES = ("same", "checkpoint", "trainer")
+
+
+def _check_identity(trainer: Any, meta: Mapping[str, Any], where: str) -> None:
+    """What a resume cannot honour: another network, data, batch source, seed or run settings."""
     net = trainer.network
-    opt = trainer.optimizer
-    saved_net, saved_opt, state = meta["network"], meta["optimizer"], meta["trainer"]
+    saved_net, state, rng = meta["network"], meta["trainer"], meta["rng"]
     if saved_net.get("class") != type(net).__name__:
         raise _fail(where, f"holds a {saved_net.get('class')}, the Trainer trains a {type(net).__name__}")
-    if saved_opt["class"] != type(opt).__name__:
-        raise _fail(where, f"holds {saved_opt['class']} state, the Trainer uses {type(opt).__name__}")
-    if set(saved_opt["hyperparams"]) != set(opt.hyperparams()):
-        # load_state_dict sets each of them as an attribute: only the optimizer's own names pass.
-        raise _fail(where, f"optimizer hyper-parameters {sorted(saved_opt['hyperparams'])} are not "
-                           f"{type(opt).__name__}'s {sorted(opt.hyperparams())}")
+    config, saved_config = getattr(net, "config", None), saved_net.get("config")
+    if isinstance(config, Mapping) and isinstance(saved_config, Mapping):
+        keys = (set(config) | set(saved_config)) - INIT_ONLY_CONFIG
+        differ = sorted(k for k in keys if _to_json(config.get(k)) != saved_config.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: {saved_config.get(k)!r} in the checkpoint, {_to_json(config.get(k))!r} here"
+                              for k in differ)
+            raise _fail(where, f"was written for another {type(net).__name__} ({shown}); a resume "
+                               "continues the same network")
     if (state["train_size"], state["batch_size"]) != (trainer.train_size, trainer.batch_size):
         raise _fail(where, f"was written for {state['train_size']} training samples in batches of "
                            f"{state['batch_size']}; this Trainer has {trainer.train_size} in batches of "
@@ -330,21 +412,93 @@ def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np
     if state.get("record_loss", trainer.record_loss) != trainer.record_loss:
         raise _fail(where, f"was written with record_loss={state.get('record_loss')!r}, "
                            f"the Trainer uses {trainer.record_loss!r}")
-    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    buffers = {k[len("buffer/"):]: v for k, v in arrays.items() if k.startswith("buffer/")}
+    batches = rng.get("batches", "generator")
+    mine = "numpy-global" if getattr(trainer, "rng", None) is None else "generator"
+    if batches != mine:
+        describe = {"generator": "a seeded generator (seed=...)", "numpy-global": "np.random's global state (seed=None)"}
+        raise _fail(where, f"was written by a run drawing its batches from {describe[batches]}; this Trainer "
+                           f"draws them from {describe[mine]}")
+    seed, saved_seed = getattr(trainer, "seed", None), state.get("seed")
+    if seed is not None and saved_seed is not None and seed != saved_seed:
+        raise _fail(where, f"was written by a run with seed {saved_seed}; this Trainer has seed {seed} "
+                           "(a resumed run continues the checkpoint's batches: use the same seed)")
+    run, saved_run = getattr(trainer, "run_config", None), meta.get("run")
+    if isinstance(run, Mapping) and isinstance(saved_run, Mapping):
+        keys = set(run) | set(saved_run)
+        differ = sorted(k for k in keys if _to_json(run.get(k)) != saved_run.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: {saved_run.get(k)!r} in the checkpoint, {_to_json(run.get(k))!r} here"
+                              for k in differ)
+            raise _fail(where, f"was written by a run with other settings ({shown})")
+
+
+def _check_hyperparams(opt: Any, saved_opt: Mapping[str, Any], mode: str, where: str) -> dict[str, float]:
+    """The hyper-parameters to load: validated as the optimizer's constructor would."""
+    saved = dict(saved_opt["hyperparams"])
+    current = dict(opt.hyperparams())
+    if set(saved) != set(current):
+        # load_state_dict sets each of them as an attribute: only the optimizer's own names pass.
+        raise _fail(where, f"optimizer hyper-parameters {sorted(saved)} are not "
+                           f"{type(opt).__name__}'s {sorted(current)}")
+    try:
+        type(opt)(**saved)  # a tampered value (lr -1) is refused as the constructor refuses it
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, f"optimizer hyper-parameters {saved} are refused: {exc}") from None
+    if mode == "same":
+        differ = sorted(k for k in saved if float(saved[k]) != float(current[k]))
+        if differ:
+            shown = ", ".join(f"{k} {saved[k]!r} in the checkpoint, {current[k]!r} here" for k in differ)
+            raise _fail(where, f"optimizer hyper-parameters differ ({shown}); resume with the same ones, or "
+                               "choose hyperparams='checkpoint' or 'trainer'")
+    return current if mode == "trainer" else saved
+
+
+def _callback_states(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                     where: str) -> list[tuple[Any, Any]]:
+    stateful = _stateful_callbacks(trainer)
+    saved = meta.get("callbacks")
+    if saved is None:  # format 1: no callback state was written
+        if stateful:
+            raise _fail(where, f"holds no callback state (format 1), but the Trainer's "
+                               f"{', '.join(type(c).__name__ for c in stateful)} needs it to continue exactly")
+        return []
+    names, mine = [c["class"] for c in saved], [type(c).__name__ for c in stateful]
+    if names != mine:
+        raise _fail(where, f"holds state for callbacks {names}, the Trainer has stateful callbacks {mine}")
+    return [(cb, _join_arrays(entry["state"], arrays, where)) for cb, entry in zip(stateful, saved)]
+
+
+def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                  where: str = "<checkpoint>", *, hyperparams: str = "checkpoint") -> None:
+    """Put a :func:`capture_state` result back into ``trainer`` (network, optimizer, generators,
+    progress, callbacks). Everything is checked before anything is written.
+
+    ``hyperparams``: ``"checkpoint"`` loads the saved optimizer hyper-parameters, ``"trainer"``
+    keeps the Trainer's, ``"same"`` refuses a checkpoint whose hyper-parameters differ.
+    """
+    if hyperparams not in HYPERPARAM_MODES:
+        raise ValueError(f"restore_state: hyperparams must be one of {HYPERPARAM_MODES}, got {hyperparams!r}")
+    net = trainer.network
+    opt = trainer.optimizer
+    saved_opt, state = meta["optimizer"], meta["trainer"]
+    _check_identity(trainer, meta, where)
+    if saved_opt["class"] != type(opt).__name__:
+        raise _fail(where, f"holds {saved_opt['class']} state, the Trainer uses {type(opt).__name__}")
+    use_hyperparams = _check_hyperparams(opt, saved_opt, hyperparams, where)
+    params = strip_prefix(arrays, PARAM_PREFIX)
+    buffers = strip_prefix(arrays, BUFFER_PREFIX)
     opt_arrays: dict[str, dict[str, np.ndarray]] = {name: {} for name in opt.state_names}
-    for key, value in arrays.items():
-        if key.startswith("optimizer/"):
-            _, state_name, name = key.split("/", 2)
-            if state_name not in opt_arrays:
-                raise _fail(where, f"optimizer state {state_name!r} is not one of {type(opt).__name__}'s "
-                                   f"({', '.join(opt.state_names) or 'none'})")
-            if name not in net.params:
-                raise _fail(where, f"optimizer state for unknown parameter {name!r}")
-            if value.shape != net.params[name].shape:
-                raise _fail(where, f"optimizer state {state_name}/{name} has shape {value.shape}, "
-                                   f"the parameter has {net.params[name].shape}")
-            opt_arrays[state_name][name] = value.astype(net.params[name].dtype, copy=True)
+    for key, value in strip_prefix(arrays, OPTIMIZER_PREFIX).items():
+        state_name, _, name = key.partition("/")
+        if state_name not in opt_arrays:
+            raise _fail(where, f"optimizer state {state_name!r} is not one of {type(opt).__name__}'s "
+                               f"({', '.join(opt.state_names) or 'none'})")
+        if name not in net.params:
+            raise _fail(where, f"optimizer state for unknown parameter {name!r}")
+        if value.shape != net.params[name].shape:
+            raise _fail(where, f"optimizer state {state_name}/{name} has shape {value.shape}, "
+                               f"the parameter has {net.params[name].shape}")
+        opt_arrays[state_name][name] = value.astype(net.params[name].dtype, copy=True)
     generators = _layer_generators(net)
     saved_layers = meta["rng"]["layers"]
     if set(saved_layers) != set(generators):
@@ -352,20 +506,44 @@ def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np
                            f"layers with generators are {sorted(generators)}")
     # Generator states tried on fresh bit generators of the same kinds first: nothing is written
     # unless everything fits.
-    _set_generator(type(trainer.rng.bit_generator)(), meta["rng"]["trainer"], "the Trainer's batches", where)
+    batch_state = meta["rng"]["trainer"]
+    if trainer.rng is None:
+        _set_global_state(np.random.RandomState(), batch_state, where)
+    else:
+        _set_generator(type(trainer.rng.bit_generator)(), batch_state, "the Trainer's batches", where)
     for name, gen in generators.items():
         _set_generator(type(gen.bit_generator)(), saved_layers[name], f"layer {name}", where)
+    progress = "lengths" not in state  # a checkpoint; an in-memory snapshot leaves the progress to the guard
+    callbacks = _callback_states(trainer, meta, arrays, where) if progress else []
+    if progress and state["epoch_loss_start"] > state["current_iter"]:
+        raise _fail(where, f"trainer.epoch_loss_start {state['epoch_loss_start']} is past "
+                           f"current_iter {state['current_iter']}")
+    before = [(cb, cb.state_dict()) for cb, _ in callbacks]
+    # Callbacks validate against the run as the checkpoint has it (its epoch count), not as it is now.
+    view = SimpleNamespace(network=net, current_iter=state["current_iter"], current_epoch=state["current_epoch"])
+    try:
+        for cb, cb_state in callbacks:
+            cb.load_state_dict(cb_state, view)
+    except (TypeError, ValueError, KeyError) as exc:
+        for cb, old in before:
+            cb.load_state_dict(old, trainer)
+        raise _fail(where, f"callback state refused: {exc}") from None
     # Names, shapes and dtypes (strict: a resume must continue bit for bit) checked, then copied.
     try:
         copy_into(net, params, buffers, path=where, strict_dtype=True)
     except (KeyError, ValueError) as exc:
+        for cb, old in before:
+            cb.load_state_dict(old, trainer)
         raise CheckpointError(str(exc)) from None
-    opt.load_state_dict({"class": saved_opt["class"], "hyperparams": saved_opt["hyperparams"],
+    opt.load_state_dict({"class": saved_opt["class"], "hyperparams": use_hyperparams,
                          "iter": saved_opt["iter"], "state": opt_arrays})
-    _set_generator(trainer.rng, meta["rng"]["trainer"], "the Trainer's batches", where)
+    if trainer.rng is None:
+        _set_global_state(np.random, batch_state, where)
+    else:
+        _set_generator(trainer.rng, batch_state, "the Trainer's batches", where)
     for name, gen in generators.items():
         _set_generator(gen, saved_layers[name], f"layer {name}", where)
-    if "lengths" not in state:  # a checkpoint; an in-memory snapshot leaves the progress to the guard
+    if progress:
         for key in _PROGRESS_FIELDS:
             setattr(trainer, key, state[key])
         trainer._epoch_loss_start = state["epoch_loss_start"]
@@ -377,19 +555,35 @@ def restore_state(trainer: Any, meta: Mapping[str, Any], arrays: Mapping[str, np
         guard.reset()
 
 
+def _set_global_state(target: Any, state: Any, where: str) -> None:
+    """Set a legacy RandomState's (or ``np.random``'s global) MT19937 state from its saved dict."""
+    try:
+        value = _from_json(state)
+        if not isinstance(value, dict) or value.get("bit_generator") != "MT19937":
+            raise ValueError(f"expected an MT19937 state, got {type(value).__name__}")
+        target.set_state(value)
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise _fail(where, f"cannot restore np.random's global state (the Trainer's batches) from the "
+                           f"saved state: {exc}") from None
+
+
 # -- files ----------------------------------------------------------------------------------------
 def save_checkpoint(trainer: Any, path: PathLike) -> Path:
-    """Write ``trainer``'s complete training state to ``path`` atomically; returns the path."""
+    """Write ``trainer``'s complete training state to ``path`` atomically; returns the path.
+
+    Temporary files that earlier writes of ``path`` left behind (a process killed mid-write) are
+    removed first (:func:`zerodl._fileio.remove_stale_temporaries`).
+    """
     path = Path(path)
     meta, arrays = capture_state(trainer)
-    if META_KEY in arrays:  # pragma: no cover - parameter names never contain the key
-        raise CheckpointError(f"{path}: a parameter is named {META_KEY!r}")
-    arrays[META_KEY] = np.array(json.dumps(meta))
-    buf = _io.BytesIO()  # rendered in memory: a failure while serialising never touches the file
-    np.savez(buf, **arrays)
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getbuffer())
-    return path
+    fingerprint = getattr(trainer, "data_fingerprint", None)
+    if callable(fingerprint):
+        meta["data"] = fingerprint()
+    remove_stale_temporaries(path)
+    try:
+        return write_npz(path, arrays, META_KEY, meta)
+    except (TypeError, ValueError) as exc:  # a JSON-unable run_config or callback state
+        raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from None
 
 
 def read_checkpoint(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -415,26 +609,28 @@ def read_checkpoint(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarra
         raise CheckpointError(f"{path}: not a readable checkpoint archive ({type(exc).__name__}: {exc})") from None
     if META_KEY not in files:
         raise CheckpointError(f"{path}: not a zerodl checkpoint (no {META_KEY!r} entry)")
-    raw = files.pop(META_KEY)
-    if raw.dtype.kind != "U" or raw.shape != ():
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata (dtype {raw.dtype}, shape {raw.shape})")
-    try:
-        meta = json.loads(str(raw[()]))
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    meta = read_meta_entry(files, META_KEY, str(path), CheckpointError)
     _validate_meta(meta, files, str(path))
     return meta, files
 
 
-def load_checkpoint(trainer: Any, path: PathLike) -> dict[str, Any]:
-    """Restore ``trainer`` (network, optimizer, generators, progress) from a checkpoint file.
+def load_checkpoint(trainer: Any, path: PathLike, *, hyperparams: str = "same") -> dict[str, Any]:
+    """Restore ``trainer`` (network, optimizer, generators, progress, callbacks) from a checkpoint.
 
-    The Trainer must train the same kind of network with the same optimizer class, on a training
-    set of the same size in batches of the same size; the checkpoint's optimizer hyper-parameters
-    replace the Trainer's. Nothing is changed if anything does not fit. Returns the metadata.
+    Refused (:class:`CheckpointError`, nothing changed) when the checkpoint belongs to another
+    run: another network class or architecture, other training data (a fingerprint of the four
+    arrays), batch size, batch source or seed, other stateful callbacks, other ``run_config``.
+    ``hyperparams`` (see :func:`restore_state`): by default the optimizer's hyper-parameters must
+    be the checkpoint's. Every restored value is validated as a constructor would. Returns the
+    metadata.
     """
     meta, arrays = read_checkpoint(path)
-    restore_state(trainer, meta, arrays, str(path))
+    saved = meta.get("data")
+    fingerprint = getattr(trainer, "data_fingerprint", None)
+    if saved is not None and callable(fingerprint) and saved != fingerprint():
+        raise CheckpointError(f"{path}: was written for other training or test data (same sizes, other "
+                              "values); a resume continues on the same data")
+    restore_state(trainer, meta, arrays, str(path), hyperparams=hyperparams)
     return meta
 
 
@@ -449,9 +645,11 @@ class NonFiniteGuard:
     #: Steps between in-memory snapshots; a NaN replays at most this many steps.
     snapshot_every: int = 100
 
-    def __init__(self, snapshot_every: int | None = None) -> None:
+    def __init__(self, snapshot_every: int | None = None, *, check_finite: bool = True) -> None:
         if snapshot_every is not None:
             self.snapshot_every = int(snapshot_every)
+        #: False: only the checkpoint schedule (no snapshots, no NaN/inf stop).
+        self.check_finite = bool(check_finite)
         self._snapshot: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._saved_epoch: int | None = None
         #: True between the start and the end of a step: a state caught then may be torn.
@@ -464,12 +662,14 @@ class NonFiniteGuard:
 
     def before_step(self, trainer: Any) -> None:
         self.in_step = True
+        if not self.check_finite:
+            return
         snap = self._snapshot
         if snap is None or not 0 <= trainer.current_iter - snap[0]["trainer"]["current_iter"] < self.snapshot_every:
             self._snapshot = capture_state(trainer, progress=False)
 
     def after_step(self, trainer: Any, loss: float, batch_mask: np.ndarray) -> None:
-        if not math.isfinite(loss):
+        if self.check_finite and not math.isfinite(loss):
             self._stop(trainer, loss)
 
     def end_step(self, trainer: Any) -> None:
@@ -485,6 +685,9 @@ class NonFiniteGuard:
         if due:
             save_checkpoint(trainer, path)
             self._saved_epoch = trainer.current_epoch
+            owned = getattr(trainer, "_claim_checkpoint", None)
+            if owned is not None:
+                owned(path)
 
     def finish(self, trainer: Any) -> None:
         """End of ``train()``: write the final checkpoint unless a step was torn by a second Ctrl-C."""
@@ -504,7 +707,7 @@ class NonFiniteGuard:
         failed = None
         for it in range(start, detected + 1):
             before = capture_state(trainer, progress=False)
-            batch_mask = trainer.rng.integers(0, trainer.train_size, size=trainer.batch_size)
+            batch_mask = trainer.draw_batch()
             x_batch, t_batch = trainer.x_train[batch_mask], trainer.t_train[batch_mask]
             with np.errstate(all="ignore"):
                 step_loss = trainer._train_step(x_batch, t_batch)

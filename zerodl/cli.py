@@ -2,9 +2,10 @@
 
 Run ``zerodl --help`` or ``python -m zerodl --help``. Exit codes: 0 success, 1 a user-facing failure
 (missing dataset, unreadable model, full disk, failed gradient check), 2 bad usage (argparse's option
-checks, and output paths or sizes refused before any work), 130 Ctrl-C. Every error is one line on
-stderr, ``zerodl <command>: error: <what, naming the option, variable or file>`` (argparse prints its
-usage line first); see :func:`main`.
+checks, and output paths or sizes refused before any work), 128 + the signal when ``train`` is stopped
+by one (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP). Every error is one line on stderr,
+``zerodl <command>: error: <what, naming the option, variable or file>`` (argparse prints its usage
+line first); see :func:`main`.
 
 Heavy modules (matplotlib, tqdm, scikit-learn, dask) are imported inside the commands, never at
 import time, so the command starts quickly.
@@ -548,36 +549,121 @@ def _input_layout(net: Any, meta: dict[str, Any]) -> str:
 
 
 # -- train --------------------------------------------------------------------------------------
-def _resume(args: argparse.Namespace, trainer: Any) -> None:
+#: ``zerodl train`` options that define a run (its network, data and batches): ``--resume`` needs
+#: the values the checkpoint was written with. ``--epochs``, ``--lr`` (see :func:`cmd_train`),
+#: ``--checkpoint-every``, ``--backend``, ``--threads`` and the outputs may change.
+RESUME_FIXED: tuple[str, ...] = ("dataset", "split", "net", "hidden", "activation", "weight_decay", "dtype",
+                                 "optimizer", "batch_size", "seed", "filters", "filter_size", "conv_hidden")
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-defining options as effective JSON values (stored in the checkpoint as ``run``)."""
+    config: dict[str, Any] = {"command": "train"}
+    for key in RESUME_FIXED:
+        value = getattr(args, key, None)
+        if key == "activation" and value is None:
+            value = "relu"
+        elif key == "split" and value is None and args.dataset == "mnist":
+            value = "auto"
+        elif key == "seed" and value is None:
+            value = 0
+        elif isinstance(value, (list, tuple)):
+            value = list(value)
+        config[key] = value
+    return config
+
+
+def _check_checkpoint_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--checkpoint`` / ``--resume`` / ``--restart``, checked before any data is loaded.
+
+    Returns the metadata of the checkpoint ``--resume`` continues (``None``: a fresh run). A run
+    never replaces another run's checkpoint unasked, and a resume refuses options it cannot honour.
+    """
+    if args.checkpoint is None:
+        for flag, given in (("--resume", args.resume), ("--restart", args.restart),
+                            ("--checkpoint-every", args.checkpoint_every is not None)):
+            if given:
+                raise CLIError(f"{flag} needs --checkpoint FILE")
+        return None
+    if args.resume and args.restart:
+        raise CLIError("--resume continues the checkpoint's run and --restart replaces it: give one of them")
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        raise CLIError(f"--checkpoint {path} is a directory; expected a file name")
+    if not os.path.lexists(path) or args.restart:
+        return None
+    if not args.resume:
+        raise CLIError(f"--checkpoint {path} already exists (another run's checkpoint): pass --resume to "
+                       "continue that run or --restart to start over and replace it")
+    from zerodl.checkpoint import read_checkpoint
+
+    meta, _ = read_checkpoint(path)  # a damaged or foreign file: CheckpointError, one line
+    saved = meta.get("run")
+    if not isinstance(saved, dict) or saved.get("command") != "train":
+        return meta  # written by the library or by an older zerodl: the Trainer checks what it can
+    mine = _run_config(args)
+    differ = [key for key in RESUME_FIXED
+              if key in saved and mine[key] != saved[key] and not (key == "seed" and args.seed is None)]
+    if differ:
+        theirs = ", ".join(f"{_option(k)} {saved[k]!r}" for k in differ)
+        ours = ", ".join(f"{_option(k)} {mine[k]!r}" for k in differ)
+        raise CLIError(f"--resume: {path} was written with {theirs}, this command has {ours}; a resumed run "
+                       "continues the same network, data and batches (repeat the run's options, or "
+                       "--restart to start over)")
+    if args.seed is None and isinstance(saved.get("seed"), int):
+        args.seed = saved["seed"]  # the run's seed, so what is printed and recorded is what was used
+    return meta
+
+
+def _resume(args: argparse.Namespace, trainer: Any, saved_meta: dict[str, Any] | None) -> None:
     """``--resume``: continue from ``--checkpoint`` when it exists (a first run starts afresh)."""
     if not args.resume:
         return
-    if trainer.resume(args.checkpoint):
-        print(f"resumed from {args.checkpoint} at iteration {trainer.current_iter} of {trainer.max_iter} "
-              f"(epoch {trainer.current_epoch})")
-    else:
+    if saved_meta is None:
         print(f"no checkpoint at {args.checkpoint} yet: starting from iteration 0")
+        return
+    # --lr given: honoured for the rest of the run; not given: the checkpoint's (see cmd_train).
+    trainer.resume(args.checkpoint, hyperparams="trainer" if args.lr is not None else "same")
+    print(f"resumed from {args.checkpoint} at iteration {trainer.current_iter} of {trainer.max_iter} "
+          f"(epoch {trainer.current_epoch})")
+    old_lr = saved_meta["optimizer"]["hyperparams"].get("lr")
+    if args.lr is not None and old_lr is not None and float(old_lr) != args.lr:
+        print(f"learning rate {args.lr:g} (--lr) replaces the checkpoint's {float(old_lr):g} from here on")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``zerodl train``: train a network, print the epoch table and the final accuracy."""
+    """``zerodl train``: train a network, print the epoch table and the final accuracy.
+
+    Stop signals (Ctrl-C, SIGTERM, SIGHUP) end the training after the current step; the final
+    checkpoint, the model trained so far and the plots are then written (a second signal does not
+    cut them short), one line says so, and the exit code is 128 + the signal (130, 143, 129).
+    """
     import zerodl
-    from zerodl.io import save_network
+    from zerodl.loop import StopSignals
     from zerodl.trainer import Trainer
 
     spec = NET_BUILDERS[args.net]
-    if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
-        # Checked before loading any data: a wrong command line fails at once.
-        raise CLIError(f"{'--resume' if args.resume else '--checkpoint-every'} needs --checkpoint FILE")
+    saved_meta = _check_checkpoint_options(args)  # before loading any data: a wrong command fails at once
     # Up front, before any data is read (outputs were checked by main): the model format and sizes.
     if args.save and Path(args.save).suffix.lower() in (".pkl", ".pickle"):
         raise CLIUsageError(f"--save {args.save}: the command saves .npz models (what `zerodl evaluate` reads); "
-                       "the book's .pkl format is written by net.save_params('name.pkl')")
+                            "the book's .pkl format is written by net.save_params('name.pkl')")
     check_train_sizes(args)
     started = time.perf_counter()
+    if args.seed is None:
+        args.seed = 0
     net_seed, batch_seed = np.random.SeedSequence(args.seed).spawn(2)
     args.net_rng = np.random.default_rng(net_seed)
-    lr = args.lr if args.lr is not None else default_lr(args.dataset, args.optimizer)
+    if args.lr is not None:
+        lr = args.lr
+    elif saved_meta is not None and "lr" in saved_meta["optimizer"]["hyperparams"]:
+        lr = float(saved_meta["optimizer"]["hyperparams"]["lr"])  # the resumed run's own
+    else:
+        lr = default_lr(args.dataset, args.optimizer)
     if args.epochs is None:
         args.epochs = int(DATASET_DEFAULTS[args.dataset]["epochs"])
     with zerodl.use_backend(args.backend):
@@ -591,38 +677,62 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"network: {type(net).__name__} {shape}, dtype {net.dtype}, backend {args.backend}")
         print(f"training: {args.optimizer} lr={lr:g}, {args.epochs} epochs, batch {args.batch_size}, "
               f"seed {args.seed}")
-        trainer = Trainer(
-            net, x_train, t_train, x_test, t_test, epochs=args.epochs,
-            mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={"lr": lr},
-            verbose=True, seed=np.random.default_rng(batch_seed),
-            checkpoint_path=args.checkpoint, checkpoint_every=args.checkpoint_every,
-        )
-        _resume(args, trainer)
-        pictures = _ConvPictures(args, net)
-        trainer.train()
+        with StopSignals() as stop:
+            trainer = Trainer(
+                net, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={"lr": lr},
+                verbose=True, report="table", seed=np.random.default_rng(batch_seed),
+                checkpoint_path=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                overwrite_checkpoint=args.restart, run_config=_run_config(args), handle_signals=stop,
+            )
+            _resume(args, trainer, saved_meta)
+            pictures = _ConvPictures(args, net)
+            trainer.train()
+            with stop.hold():  # the outputs below are written whole, whatever signal comes now
+                code = _finish_train(args, trainer, data, spec, lr, started, pictures, stop)
+    return code
+
+
+def _finish_train(args: argparse.Namespace, trainer: Any, data: Any, spec: NetSpec, lr: float,
+                  started: float, pictures: _ConvPictures, stop: Any) -> int:
+    """After ``trainer.train()``: report, save the model and the pictures; returns the exit code."""
+    from zerodl.io import save_network
+
+    net = trainer.network
+    (_, _), (x_test, t_test) = data
     elapsed = time.perf_counter() - started
     metadata = {**_dataset_metadata(args, data, spec.input), "net": args.net, "optimizer": args.optimizer,
                 "lr": lr, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                 "iterations": trainer.current_iter, "interrupted": trainer.interrupted}
-    if trainer.interrupted:
-        print(f"interrupted after {trainer.current_iter} of {trainer.max_iter} iterations", file=sys.stderr)
-    else:
+    if not trainer.interrupted:
         n_test = len(x_test)
         correct = round(trainer.final_test_acc * n_test)
         metadata["test_accuracy"] = trainer.final_test_acc
         print(f"test accuracy: {trainer.final_test_acc:.4f} ({correct}/{n_test})")
     print(f"throughput: {trainer.samples_per_sec:,.0f} samples/s in training steps; "
           f"wall time {elapsed:.1f} s")
+    written = [f"checkpoint {args.checkpoint}"] if args.checkpoint else []
     if args.save:
         path = save_network(net, args.save, metadata=metadata)
         print(f"saved model: {path}" + (" (trained so far)" if trainer.interrupted else ""))
+        written.append(f"model {path}")
     if args.plot and trainer.train_loss_list:
         from zerodl.plots import plot_trainer
 
         title = f"{type(net).__name__} on {args.dataset} ({args.optimizer}, lr={lr:g})"
         print(f"saved learning curves: {plot_trainer(trainer, args.plot, title=title)}")
     pictures.write(net, x_test, t_test, args.backend)
-    return 130 if trainer.interrupted else 0
+    if trainer.interrupted:
+        how = f" ({stop.name})" if stop.requested else ""
+        print(f"interrupted after {trainer.current_iter} of {trainer.max_iter} iterations{how}; "
+              + (f"wrote {' and '.join(written)} (trained so far)" if written else "nothing saved (no --save)"),
+              file=sys.stderr, flush=True)
+        return stop.exit_code if stop.requested else 130
+    if stop.requested:  # the signal came after the last step: everything is written anyway
+        print(f"stopped by {stop.name} after the training finished; all outputs written",
+              file=sys.stderr, flush=True)
+        return stop.exit_code
+    return 0
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -804,7 +914,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_argument(p)
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="parameter dtype (default float64, as the book)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the weights and batches (default 0)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="seed of the weights and batches (default 0; with --resume, the run's)")
     p.add_argument("--save", metavar="MODEL.npz", default=None, help="save the trained model here")
     p.add_argument("--plot", metavar="CURVES.png", default=None, help="save learning curves here")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
@@ -813,8 +924,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
                    help="iterations between checkpoints (default: every epoch)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint if it exists (same data, net, optimizer and "
-                        "batch size); the result is bit-identical to an uninterrupted run")
+                   help="continue from --checkpoint if it exists (same data, net, optimizer, batch size "
+                        "and seed, or it is refused; --lr, if given, applies from there on); the result "
+                        "is bit-identical to an uninterrupted run")
+    p.add_argument("--restart", action="store_true",
+                   help="start over, replacing an existing --checkpoint (without --resume or --restart an "
+                        "existing checkpoint is an error: it belongs to another run)")
     for spec in NET_BUILDERS.values():
         if spec.add_arguments is not None:
             spec.add_arguments(p)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 
 from zerodl._fileio import atomic_write
 from zerodl.backend import use_backend
+from zerodl.callbacks import Callback
 from zerodl.util import smooth_curve  # noqa: F401  (the book's; the experiments import it from here)
 
 #: Datasets the experiments can run on offline.
@@ -99,50 +99,42 @@ def train(
     training-mode loss of each batch (before the update, the one the gradient came from, so no
     extra forward pass is needed). When ``x_test`` is given, train and test accuracies are measured
     at the start of every epoch (iteration ``ceil(k · iter_per_epoch)``) and once at the end.
+
+    The loop is :class:`zerodl.loop.TrainingLoop` (the Trainer's), configured as these experiments
+    train: ``gradient`` + ``update`` (the book's two calls), no NaN guard (a diverging
+    configuration is a result to report, accuracy at chance), no signal handling (Ctrl-C ends the
+    experiment). ``step_callback(i, loss)`` is called after each step.
     """
-    n = x_train.shape[0]
-    iter_per_epoch = max(n / batch_size, 1)
-    if iterations is None:
-        if epochs is None:
-            raise ValueError("train: give iterations or epochs")
-        iterations = int(epochs * iter_per_epoch)
-    boundaries = {math.ceil(k * iter_per_epoch) for k in range(int(iterations / iter_per_epoch) + 1)}
-    hist = History()
+    from zerodl.loop import TrainingLoop
+
+    if (iterations is None) == (epochs is None):
+        raise ValueError("train: give iterations or epochs")
+    callbacks = [] if step_callback is None else [_StepCallback(step_callback)]
+    loop = TrainingLoop(
+        net, optimizer, x_train, t_train, x_test, t_test, batch_size=batch_size, epochs=epochs,
+        iterations=iterations, seed=rng, step="gradient",
+        record_loss="before_update" if record_loss or step_callback is not None else None,
+        evaluate="before_step" if x_test is not None else None, callbacks=callbacks, check_finite=False,
+    )
     start = time.perf_counter()
-
-    def evaluate() -> None:
-        hist.train_acc.append(float(net.accuracy(x_train, t_train)))
-        hist.test_acc.append(float(net.accuracy(x_test, t_test)))
-
     # A diverging configuration (too large a weight scale or learning rate) overflows to inf/NaN:
     # that is a result to report (accuracy at chance), not a warning per matrix product.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _loop(net, optimizer, x_train, t_train, batch_size, rng, iterations, boundaries,
-              evaluate if x_test is not None else None, hist, record_loss, step_callback)
-        if x_test is not None:
-            evaluate()
+        loop.train()
+    hist = History(loss=loop.train_loss_list if record_loss else [], train_acc=loop.train_acc_list,
+                   test_acc=loop.test_acc_list)
     hist.seconds = time.perf_counter() - start
     return hist
 
 
-def _loop(net: Any, optimizer: Any, x_train: np.ndarray, t_train: np.ndarray, batch_size: int,
-          rng: np.random.Generator, iterations: int, boundaries: set[int],
-          evaluate: Callable[[], None] | None, hist: History, record_loss: bool,
-          step_callback: Callable[[int, float], None] | None) -> None:
-    n = x_train.shape[0]
-    for i in range(iterations):
-        if evaluate is not None and i in boundaries:
-            evaluate()
-        idx = rng.choice(n, batch_size)
-        grads = net.gradient(x_train[idx], t_train[idx])
-        if record_loss or step_callback is not None:
-            # Sequential.gradient ran the training-mode forward: the loss layer holds its value.
-            loss = float(net.last_layer.loss) + float(net.weight_decay())
-            if record_loss:
-                hist.loss.append(loss)
-            if step_callback is not None:
-                step_callback(i, loss)
-        optimizer.update(net.params, grads)
+class _StepCallback(Callback):
+    """Adapts ``f(i, loss)`` to the loop: called after every step with the recorded loss."""
+
+    def __init__(self, fn: Callable[[int, float], None]) -> None:
+        self.fn = fn
+
+    def on_step_end(self, loop: Any, iteration: int, loss: float) -> None:
+        self.fn(iteration, loss)
 
 
 # ----------------------------------------------------------------------------- output

@@ -23,6 +23,7 @@ from zerodl.experiments._common import (
     new_figure,
     save_figure,
     smooth_curve,
+    train,
 )
 from zerodl.layers import Affine, Relu, Sigmoid
 from zerodl.networks import MultiLayerNet
@@ -72,19 +73,13 @@ def run(
         nets = {label: MultiLayerNet(data.input_size, hidden, 10, activation=activation,
                                      weight_init_std=init, seed=seed)
                 for label, init in INITS.items()}
-        opts = {label: SGD(lr=0.01) for label in INITS}
-        losses: dict[str, list[float]] = {label: [] for label in INITS}
-        batch_rng = np.random.default_rng([seed, 2])
-        every = max(iterations // 10, 1)
-        bar = Progress("init", iterations // every, progress)
-        for i in range(iterations):
-            idx = batch_rng.choice(data.x_train.shape[0], 128)
-            for label, net in nets.items():
-                grads = net.gradient(data.x_train[idx], data.t_train[idx])
-                losses[label].append(float(net.last_layer.loss))
-                opts[label].update(net.params, grads)
-            if (i + 1) % every == 0:
-                bar.step(f"iteration {i + 1}: " + ", ".join(f"{k} {smooth_curve(v)[-1]:.3f}" for k, v in losses.items()))
+        # Every initialisation draws its batches from a generator seeded alike: the same batches.
+        bar = Progress("init", len(INITS), progress)
+        losses: dict[str, list[float]] = {}
+        for label, net in nets.items():
+            losses[label] = train(net, SGD(lr=0.01), data.x_train, data.t_train, batch_size=128,
+                                  iterations=iterations, rng=np.random.default_rng([seed, 2])).loss
+            bar.step(f"{label}: loss {smooth_curve(losses[label])[-1]:.3f}")
         test_acc = {label: net.accuracy(data.x_test, data.t_test) for label, net in nets.items()}
 
     rows = []

@@ -23,6 +23,7 @@ from zerodl.experiments._common import (
     new_figure,
     save_figure,
     smooth_curve,
+    train,
 )
 from zerodl.networks import MultiLayerNet
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
@@ -83,19 +84,13 @@ def run(
         # The same seed gives every optimizer the same initial weights; all see the same batches.
         nets = {name: MultiLayerNet(data.input_size, hidden, 10, seed=seed) for name in NAMES}
         opts = {name: CLASSES[name]() for name in NAMES}
-        losses: dict[str, list[float]] = {name: [] for name in NAMES}
-        batch_rng = np.random.default_rng([seed, 1])
-        n = data.x_train.shape[0]
-        bar = Progress("optimizers", iterations // max(iterations // 10, 1), progress)
-        for i in range(iterations):
-            idx = batch_rng.choice(n, 128)
-            xb, tb = data.x_train[idx], data.t_train[idx]
-            for name in NAMES:
-                grads = nets[name].gradient(xb, tb)
-                losses[name].append(float(nets[name].last_layer.loss))
-                opts[name].update(nets[name].params, grads)
-            if (i + 1) % max(iterations // 10, 1) == 0:
-                bar.step(f"iteration {i + 1}: " + ", ".join(f"{k} {smooth_curve(v)[-1]:.3f}" for k, v in losses.items()))
+        # Every optimizer draws its batches from a generator seeded alike: the same batches for all.
+        bar = Progress("optimizers", len(NAMES), progress)
+        losses: dict[str, list[float]] = {}
+        for name in NAMES:
+            losses[name] = train(nets[name], opts[name], data.x_train, data.t_train, batch_size=128,
+                                 iterations=iterations, rng=np.random.default_rng([seed, 1])).loss
+            bar.step(f"{name}: loss {smooth_curve(losses[name])[-1]:.3f}")
         test_acc = {name: nets[name].accuracy(data.x_test, data.t_test) for name in NAMES}
 
     rows = []
