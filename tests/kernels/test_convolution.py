@@ -138,3 +138,32 @@ def test_numba_twin_restores_the_blas_thread_limit():
         with pytest.raises(RuntimeError), _OneBlasThread():
             raise RuntimeError("boom")
         assert blas_threads() == before
+
+
+def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
+    # The groups of chunks run on several threads; chunks and groups depend on the shapes only, the
+    # weight gradient adds the groups' partial sums in group order: one thread or two, same bits.
+    import numba
+
+    from zerodl.kernels import convolution
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks, 4 groups
+    rng = np.random.default_rng(8)
+    for dtype in DTYPES:
+        x = rng.standard_normal((7, 3, 6, 5)).astype(dtype)
+        W = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        dout = rng.standard_normal((7, 4, 6, 5)).astype(dtype)
+        runs = []
+        old = numba.get_num_threads()
+        try:
+            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+                numba.set_num_threads(threads)
+                out, keep = convolution.conv_forward_numba(x, W, b, 1, 1)
+                runs.append((out, *convolution.conv_backward_numba(dout, x, W, keep, 1, 1)))
+        finally:
+            numba.set_num_threads(old)
+        for a, r in zip(*runs):
+            np.testing.assert_array_equal(a, r)
+            assert a.dtype == dtype
+        assert convolution._Plan(x.shape, W.shape, 1, 1, x.itemsize).groups == convolution.GROUPS

@@ -21,15 +21,23 @@ copy patches into a per-chunk ``(K, columns)`` matrix whose product with ``W (FN
 output order, and scatter it with the bias in one compiled pass (details above ``_patches``). The
 matrix products of both twins go to NumPy's BLAS (one thread pool per process; see NUMBA-NOTES;
 BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limited to one thread
-while it runs (:class:`_OneBlasThread`), so the twins differ only by the rounding of differently
-blocked products; the bias gradient and the ``col2im`` summation order match the book's exactly.
+per product while it runs (:class:`_OneBlasThread`), so the twins differ only by the rounding of
+differently blocked products; the bias gradient and the ``col2im`` summation order match the book's
+exactly. The Numba twins use both cores by running fixed groups of chunks on
+``numba.get_num_threads()`` threads (:func:`_run_tasks`); chunks and groups depend on the shapes
+only, so results are bit-identical whatever the number of threads.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import numba
 import numpy as np
 
 from zerodl.kernels._jit import jit
@@ -224,23 +232,35 @@ def _cols_to_out(prod, b, row_stride, out):
 
 
 @jit
-def _out_to_cols(dout, row_stride, cols, db):
-    # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero). Fused: the
-    # bias gradient db[f] += Σ over this chunk, summed image by image then position by position —
-    # over the chunks in order, the order of the book's np.sum(axis=0), so db matches it bit for bit.
+def _out_to_cols(dout, row_stride, cols):
+    # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero).
     n_img, fn, out_h, out_w = dout.shape
     n_cols = cols.shape[1] // n_img
     for j in range(n_img):
         for f in range(fn):
-            acc = db[f]
             for oh in range(out_h):
                 start = j * n_cols + oh * row_stride
                 src = dout[j, f, oh]
                 dst = cols[f, start : start + out_w]
                 for ow in range(out_w):
-                    v = src[ow]
-                    dst[ow] = v
-                    acc += v
+                    dst[ow] = src[ow]
+
+
+@jit
+def _bias_grad(dout, db):
+    # db[f] = Σ dout[:, f] summed image by image, then position by position, from zero: the order
+    # of the book's np.sum(axis=0) over its (N·P, FN) matrix, so db matches it bit for bit.
+    n_img, fn = dout.shape[0], dout.shape[1]
+    for f in range(fn):
+        db[f] = 0
+    for n in range(n_img):
+        for f in range(fn):
+            acc = db[f]
+            plane = dout[n, f]
+            for oh in range(plane.shape[0]):
+                row = plane[oh]
+                for ow in range(row.shape[0]):
+                    acc += row[ow]
             db[f] = acc
 
 
@@ -288,7 +308,12 @@ class _OneBlasThread:
 
 
 class _Plan:
-    """Geometry of the compiled twins' patch matrices for one call (see the comment above)."""
+    """Geometry of the compiled twins' patch matrices for one call (see the comment above).
+
+    The images are cut into chunks of ``chunk`` images (the last one may be shorter), and the
+    chunks into ``groups`` contiguous groups — both fixed by the shapes alone, never by the number
+    of threads, so that every product and every partial sum is the same whichever thread runs it.
+    """
 
     def __init__(self, x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: int, pad: int,
                  itemsize: int) -> None:
@@ -302,12 +327,71 @@ class _Plan:
         self.chunk = int(max(1, min(N, CHUNK_BYTES // (self.K * self.n_cols * itemsize))))
         # Flat padded image for the unit-stride copies, with FW slack for the last tap's run.
         self.xpad_size = C * (H + 2 * pad) * (Wd + 2 * pad) + FW if self.wide else 1
+        n_chunks = -(-N // self.chunk)
+        self.groups = min(GROUPS, n_chunks)
+        # Group g holds chunks [first[g], first[g + 1]), as equal in number as they can be.
+        self.first = [g * n_chunks // self.groups for g in range(self.groups + 1)]
+        self.n = N
 
-    def chunks(self, n: int):
-        """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)``."""
-        for n0 in range(0, n, self.chunk):
-            n1 = min(n0 + self.chunk, n)
+    def chunks(self, group: int):
+        """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)`` of ``group``."""
+        for c in range(self.first[group], self.first[group + 1]):
+            n0 = c * self.chunk
+            n1 = min(n0 + self.chunk, self.n)
             yield n0, n1, (n1 - n0) * self.n_cols
+
+
+#: Fixed number of groups of chunks per call; the groups run in parallel, one thread each at a time.
+#: A constant (not the thread count) so that the weight gradient's partial sums, one per group
+#: added in group order, do not depend on the number of threads. 4 keeps 2 cores evenly loaded.
+GROUPS = 4
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    # One pool per process, created on first use; a forked child (whose copy of the pool has no
+    # threads) makes its own.
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                       thread_name_prefix="zerodl-conv")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
+    """``task(0) … task(n_tasks - 1)`` on up to ``numba.get_num_threads()`` threads (caller included).
+
+    Tasks write disjoint outputs, so the order they run in changes nothing. The compiled passes
+    release the GIL (``nogil``) and so do NumPy's products, so the threads really run at once;
+    NumPy's BLAS runs one thread per product meanwhile (:class:`_OneBlasThread`), so no two pools
+    busy-wait against each other. ``zerodl.num_threads(1)`` makes the whole call sequential.
+    """
+    threads = min(numba.get_num_threads(), n_tasks)
+    if threads <= 1:
+        for i in range(n_tasks):
+            task(i)
+        return
+    counter = itertools.count()  # next() is atomic under the GIL: each task is taken once
+
+    def worker() -> None:
+        for i in iter(counter.__next__, n_tasks):
+            if i >= n_tasks:
+                return
+            task(i)
+
+    futures = [_thread_pool().submit(worker) for _ in range(threads - 1)]
+    try:
+        worker()
+    finally:
+        for f in futures:
+            f.exception()  # wait for every worker before the buffers go away
+    for f in futures:
+        f.result()  # re-raise a worker's error
 
 
 def conv_forward_numba(
@@ -318,7 +402,8 @@ def conv_forward_numba(
     Chunk by chunk of images: compiled patch copies into a reused ``(K, B·L)`` buffer, ONE BLAS
     product ``W (FN, K) @ patches``, then a compiled pass scattering the product into ``out`` in
     its final ``(N, FN, OH, OW)`` layout with the bias added. No ``(N·P, K)`` matrix is kept
-    (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory.
+    (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory. The
+    groups of chunks run on both cores (:func:`_run_tasks`).
     """
     FN, _, FH, FW = W.shape
     N = x.shape[0]
@@ -327,17 +412,23 @@ def conv_forward_numba(
     W_mat = np.ascontiguousarray(W).reshape(FN, -1)
     b = np.ascontiguousarray(b)
     out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
-    xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
-    with _OneBlasThread():
-        for n0, n1, width in plan.chunks(N):
-            if n0 == 0 or n1 - n0 != plan.chunk:
+
+    def group(g: int) -> None:
+        xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
+        width = -1
+        for n0, n1, cols in plan.chunks(g):
+            if cols != width:
                 # New buffers only for the first and a short last chunk: every array a kernel
                 # sees is C-contiguous (one compiled specialisation per dtype).
+                width = cols
                 buf = np.empty((plan.K, width), dtype=x.dtype)
                 prod = np.empty((FN, width), dtype=x.dtype)
             _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
             np.matmul(W_mat, buf, out=prod)
             _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
+
+    with _OneBlasThread():
+        _run_tasks(group, plan.groups)
     return out, None
 
 
@@ -352,9 +443,10 @@ def conv_backward_numba(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`conv_backward_numpy`; ``col`` is ignored (patches are rebuilt).
 
-    Chunk by chunk: rebuild the patches, ``dW += dout_chunk (FN, B·L) @ patchesᵀ`` and
+    Chunk by chunk: rebuild the patches, ``dW_group += dout_chunk (FN, B·L) @ patchesᵀ`` and
     ``dpatches = Wᵀ @ dout_chunk`` (two BLAS products), then fold ``dpatches`` straight into
-    ``dx``. The bias gradient is summed while ``dout`` is copied into the product's layout.
+    ``dx``. ``dW`` is the sum of the groups' partial sums in group order (see :data:`GROUPS`); the
+    bias gradient is one more task, summed in the book's order.
     """
     FN, C, FH, FW = W.shape
     N = x.shape[0]
@@ -362,23 +454,38 @@ def conv_backward_numba(
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)
     W_t = np.ascontiguousarray(W).reshape(FN, -1).T
-    db = np.zeros(FN, dtype=dout.dtype)
-    dW = np.zeros((FN, plan.K), dtype=dout.dtype)
-    dW_chunk = np.empty_like(dW)
+    db = np.empty(FN, dtype=dout.dtype)
+    dW_parts = np.empty((plan.groups, FN, plan.K), dtype=dout.dtype)
     dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
-    xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
-    dxpad = np.empty_like(xpad) if need_dx else None
-    with _OneBlasThread():
-        for n0, n1, width in plan.chunks(N):
-            if n0 == 0 or n1 - n0 != plan.chunk:
+
+    def group(g: int) -> None:
+        if g == plan.groups:
+            _bias_grad(dout, db)
+            return
+        xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
+        dxpad = np.empty_like(xpad) if need_dx else None
+        dW_chunk = np.empty((FN, plan.K), dtype=dout.dtype)
+        width = -1
+        for n0, n1, cols in plan.chunks(g):
+            if cols != width:
+                width = cols
                 buf = np.empty((plan.K, width), dtype=x.dtype)
                 dbuf = np.empty_like(buf)
                 dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
             _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
-            _out_to_cols(dout[n0:n1], plan.row_stride, dcols, db)
-            np.matmul(dcols, buf.T, out=dW_chunk)
-            dW += dW_chunk
+            _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
+            if n0 == plan.first[g] * plan.chunk:
+                np.matmul(dcols, buf.T, out=dW_parts[g])
+            else:
+                np.matmul(dcols, buf.T, out=dW_chunk)
+                dW_parts[g] += dW_chunk
             if need_dx:
                 np.matmul(W_t, dcols, out=dbuf)
                 _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, dxpad, dx[n0:n1])
+
+    with _OneBlasThread():
+        _run_tasks(group, plan.groups + 1)
+    dW = dW_parts[0].copy()
+    for g in range(1, plan.groups):
+        dW += dW_parts[g]
     return (dx if need_dx else None), dW.reshape(FN, C, FH, FW), db

@@ -1,0 +1,208 @@
+"""Per-layer convolution and pooling speed of the book's conv nets: zerodl Numba, zerodl NumPy, PyTorch.
+
+For every convolution of DeepConvNet (six 3x3 layers) and SimpleConvNet (30 filters 5x5) and every
+2x2 max pooling, in float32 and float64, batch 100: the forward and the backward time (median and
+minimum of ``--repeat`` calls, each on a batch drawn at random from a ``--pool``-image data set, so
+the inputs come from memory as in training) and the rate in GFLOP/s (``2·N·FN·C·FH·FW·OH·OW`` for a
+forward; twice that for a backward with ``dx``, once for the first layer, which needs no ``dx``).
+
+Each contender runs in its own subprocess (one thread pool per process, see NUMBA-NOTES "Threads"),
+with ``--threads`` threads (default 2): zerodl through :func:`zerodl.set_num_threads`, PyTorch through
+``torch.set_num_threads`` (``F.conv2d`` / ``F.max_pool2d`` forward, backward through autograd, as a
+training step runs them). Usage::
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks_scripts/conv_layers.py [--repeat 20] [--dtype float32]
+        [--contenders numba numpy torch] [--net deep simple]
+
+On a shared machine run it twice; the minimum column is the less noisy one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BATCH = 100
+
+#: (name, C, H, W, FN, F, pad, pool after) of the books' convolutions (MNIST 1x28x28 input).
+LAYERS = {
+    "deep": [
+        ("deep.conv1", 1, 28, 28, 16, 3, 1, False),
+        ("deep.conv2", 16, 28, 28, 16, 3, 1, True),
+        ("deep.conv3", 16, 14, 14, 32, 3, 1, False),
+        ("deep.conv4", 32, 14, 14, 32, 3, 2, True),
+        ("deep.conv5", 32, 8, 8, 64, 3, 1, False),
+        ("deep.conv6", 64, 8, 8, 64, 3, 1, True),
+    ],
+    "simple": [("simple.conv1", 1, 28, 28, 30, 5, 0, True)],
+}
+
+
+def _flops(c: int, h: int, w: int, fn: int, f: int, pad: int) -> float:
+    oh, ow = h + 2 * pad - f + 1, w + 2 * pad - f + 1
+    return 2.0 * BATCH * fn * c * f * f * oh * ow
+
+
+def _time(fn, batches, repeat: int) -> tuple[float, float]:
+    fn(batches[0])  # warm-up (JIT compile or cache load, buffers)
+    times = []
+    for i in range(repeat):
+        b = batches[(i + 1) % len(batches)]
+        t0 = time.perf_counter()
+        fn(b)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times)), 1e3 * float(np.min(times))
+
+
+def _worker(contender: str, dtype: str, nets: list[str], repeat: int, pool: int, threads: int) -> list[dict]:
+    """Time every layer of ``nets`` with one contender; returns one dict per (layer, phase)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    if contender == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(threads)
+    else:
+        import zerodl
+        from zerodl import kernels
+
+        zerodl.set_num_threads(threads)
+        conv_f = kernels.get("conv_forward", contender)
+        conv_b = kernels.get("conv_backward", contender)
+        pool_f = kernels.get("max_pool_forward", contender)
+        pool_b = kernels.get("max_pool_backward", contender)
+    for net in nets:
+        for name, c, h, w, fn, f, pad, pooled in LAYERS[net]:
+            data = rng.standard_normal((pool, c, h, w)).astype(dtype)
+            Wt = (0.1 * rng.standard_normal((fn, c, f, f))).astype(dtype)
+            b = (0.1 * rng.standard_normal(fn)).astype(dtype)
+            oh, ow = h + 2 * pad - f + 1, w + 2 * pad - f + 1
+            douts = rng.standard_normal((4, BATCH, fn, oh, ow)).astype(dtype)
+            idx = [rng.choice(pool, BATCH, replace=False) for _ in range(8)]
+            need_dx = c > 1  # a network's first layer computes no dx
+            fl = _flops(c, h, w, fn, f, pad)
+            if contender == "torch":
+                Wt_t = torch.from_numpy(Wt).requires_grad_(True)
+                b_t = torch.from_numpy(b).requires_grad_(True)
+
+                def fwd(i):
+                    with torch.no_grad():
+                        F.conv2d(torch.from_numpy(data[i]), Wt_t, b_t, 1, pad)
+
+                def bwd(i):
+                    xt = torch.from_numpy(data[i]).requires_grad_(need_dx)
+                    out = F.conv2d(xt, Wt_t, b_t, 1, pad)
+                    t0 = time.perf_counter()
+                    out.backward(torch.from_numpy(douts[i[0] % 4]))
+                    Wt_t.grad = None
+                    b_t.grad = None
+                    return time.perf_counter() - t0
+            else:
+                def fwd(i):
+                    conv_f(data[i], Wt, b, 1, pad)
+
+                def bwd(i):
+                    x = data[i]
+                    _, keep = conv_f(x, Wt, b, 1, pad)
+                    t0 = time.perf_counter()
+                    conv_b(douts[i[0] % 4], x, Wt, keep, 1, pad, need_dx)
+                    return time.perf_counter() - t0
+
+            med, mn = _time(fwd, idx, repeat)
+            rows.append({"layer": name, "phase": "forward", "med": med, "min": mn, "flops": fl})
+            bwd(idx[0])
+            bt = [bwd(idx[(k + 1) % len(idx)]) for k in range(repeat)]
+            rows.append({"layer": name, "phase": "backward", "med": 1e3 * float(np.median(bt)),
+                         "min": 1e3 * float(np.min(bt)), "flops": fl * (2 if need_dx else 1)})
+            if pooled:
+                y = rng.standard_normal((pool // 4, fn, oh, ow)).astype(dtype)
+                pidx = [rng.choice(len(y), BATCH, replace=False) for _ in range(8)]
+                if contender == "torch":
+                    def pf(i):
+                        with torch.no_grad():
+                            F.max_pool2d(torch.from_numpy(y[i]), 2, 2)
+
+                    def pb(i):
+                        yt = torch.from_numpy(y[i]).requires_grad_(True)
+                        o = F.max_pool2d(yt, 2, 2)
+                        g = torch.ones_like(o)
+                        t0 = time.perf_counter()
+                        o.backward(g)
+                        return time.perf_counter() - t0
+                else:
+                    def pf(i):
+                        pool_f(y[i], 2, 2, 2, 0)
+
+                    def pb(i):
+                        o, arg = pool_f(y[i], 2, 2, 2, 0)
+                        g = np.ones_like(o)
+                        t0 = time.perf_counter()
+                        pool_b(g, arg, y[i].shape, 2, 2, 2, 0)
+                        return time.perf_counter() - t0
+                med, mn = _time(pf, pidx, repeat)
+                rows.append({"layer": name + "+pool", "phase": "forward", "med": med, "min": mn, "flops": 0.0})
+                pb(pidx[0])
+                bt = [pb(pidx[(k + 1) % len(pidx)]) for k in range(repeat)]
+                rows.append({"layer": name + "+pool", "phase": "backward", "med": 1e3 * float(np.median(bt)),
+                             "min": 1e3 * float(np.min(bt)), "flops": 0.0})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--pool", type=int, default=2000, help="images in the data set batches are drawn from")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--net", nargs="+", default=["deep", "simple"], choices=sorted(LAYERS))
+    parser.add_argument("--contenders", nargs="+", default=["numba", "numpy", "torch"])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        rows = _worker(args.worker, args.dtype[0], args.net, args.repeat, args.pool, args.threads)
+        print(json.dumps(rows))
+        return
+    results: dict[tuple[str, str], dict] = {}
+    for dtype in args.dtype:
+        for contender in args.contenders:
+            cmd = [sys.executable, __file__, "--worker", contender, "--dtype", dtype, "--repeat",
+                   str(args.repeat), "--pool", str(args.pool), "--threads", str(args.threads), "--net", *args.net]
+            # The workers import the zerodl of this checkout, not whichever one is installed.
+            root = str(pathlib.Path(__file__).resolve().parents[1])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                print(f"# {contender} {dtype}: failed ({proc.stderr.strip().splitlines()[-1:]})")
+                continue
+            for row in json.loads(proc.stdout.strip().splitlines()[-1]):
+                results[(dtype, contender, row["layer"], row["phase"])] = row
+    print(f"batch {BATCH}, {args.threads} threads; ms median (min) per call; GFLOP/s from the min")
+    print(f"{'dtype':8} {'layer':18} {'phase':8} " + " ".join(f"{c:>24}" for c in args.contenders))
+    keys = sorted({k[2:] for k in results}, key=lambda k: (list(dict.fromkeys(r[2] for r in results)).index(k[0]),
+                                                           k[1] != "forward"))
+    for dtype in args.dtype:
+        totals = dict.fromkeys(args.contenders, 0.0)
+        for layer, phase in keys:
+            cells = []
+            for c in args.contenders:
+                r = results.get((dtype, c, layer, phase))
+                if r is None:
+                    cells.append(f"{'-':>24}")
+                    continue
+                totals[c] += r["med"]
+                rate = f" {r['flops'] / r['min'] / 1e6:6.1f} GF/s" if r["flops"] else " " * 12
+                cells.append(f"{r['med']:6.2f} ({r['min']:6.2f}){rate}")
+            print(f"{dtype:8} {layer:18} {phase:8} " + " ".join(cells))
+        print(f"{dtype:8} {'total (medians)':27} " + " ".join(f"{totals[c]:21.1f} ms" for c in args.contenders))
+
+
+if __name__ == "__main__":
+    main()
