@@ -125,27 +125,42 @@ def _tap_range(out_w, w, stride, shift):
 
 
 @jit
-def _patches(x, fh, fw, stride, pad, out_h, out_w, wide, xpad, buf):
-    # x (B, C, H, W) → buf (K, B·L). wide: the unit-stride wide grid, using xpad, a flat
-    # zero-padded image buffer (its borders are zero from allocation and never written).
+def _patches_wide(x, fh, fw, pad, xpad, buf):
+    # x (B, C, H, W) → buf (K, B·L) on the unit-stride wide grid, through xpad, a flat zero-padded
+    # image buffer (its borders are zero from allocation and never written). A function of its
+    # own: sharing one with the strided copies made LLVM compile these loops 4x slower.
     n_img, n_ch, h, w = x.shape
     n_cols = buf.shape[1] // n_img
-    if wide:
-        wp = w + 2 * pad
-        hpwp = (h + 2 * pad) * wp
-        for j in range(n_img):
-            for c in range(n_ch):
-                for y in range(h):
-                    base = c * hpwp + (y + pad) * wp + pad
-                    xpad[base : base + w] = x[j, c, y]
-            k = 0
-            for c in range(n_ch):
-                for fy in range(fh):
-                    for fx in range(fw):
-                        off = c * hpwp + fy * wp + fx
-                        buf[k, j * n_cols : (j + 1) * n_cols] = xpad[off : off + n_cols]
-                        k += 1
-        return
+    wp = w + 2 * pad
+    hpwp = (h + 2 * pad) * wp
+    for j in range(n_img):
+        for c in range(n_ch):
+            for y in range(h):
+                base = c * hpwp + (y + pad) * wp + pad
+                src = x[j, c, y]
+                dst = xpad[base : base + w]
+                for i in range(w):
+                    dst[i] = src[i]
+        k = 0
+        for c in range(n_ch):
+            for fy in range(fh):
+                for fx in range(fw):
+                    # Element loop over two slice views: numba's slice-to-slice assignment takes
+                    # a generic strided copy and an offset index (xpad[off + i]) keeps LLVM from
+                    # vectorising; this form measured 5-9x faster than either.
+                    off = c * hpwp + fy * wp + fx
+                    src = xpad[off : off + n_cols]
+                    dst = buf[k, j * n_cols : (j + 1) * n_cols]
+                    for i in range(n_cols):
+                        dst[i] = src[i]
+                    k += 1
+
+
+@jit
+def _patches_rows(x, fh, fw, stride, pad, out_h, out_w, buf):
+    # x (B, C, H, W) → buf (K, B·L), any stride: tap rows copied one output row at a time.
+    n_img, n_ch, h, w = x.shape
+    n_cols = buf.shape[1] // n_img
     for j in range(n_img):
         k = 0
         for c in range(n_ch):
@@ -169,32 +184,42 @@ def _patches(x, fh, fw, stride, pad, out_h, out_w, wide, xpad, buf):
 
 
 @jit
-def _fold(dbuf, fh, fw, stride, pad, out_h, out_w, wide, dxpad, dx):
-    # Adjoint of _patches: dx (B, C, H, W) = Σ over taps of dbuf (K, B·L), added tap by tap in
-    # the book's col2im order (fy outer, fx inner, from zero) so the sums match it exactly. On the
-    # wide grid the junk columns of dbuf are exactly zero (see _out_to_cols) and add nothing.
+def _fold_wide(dbuf, fh, fw, pad, dxpad, dx):
+    # Adjoint of _patches_wide: dx (B, C, H, W) = Σ over taps of dbuf (K, B·L), added tap by tap
+    # in the book's col2im order (fy outer, fx inner, from zero) so the sums match it exactly. The
+    # junk columns of dbuf are exactly zero (see _out_to_cols) and add nothing.
     n_img, n_ch, h, w = dx.shape
     n_cols = dbuf.shape[1] // n_img
-    if wide:
-        wp = w + 2 * pad
-        hpwp = (h + 2 * pad) * wp
-        for j in range(n_img):
-            dxpad[:] = 0
-            k = 0
-            for c in range(n_ch):
-                for fy in range(fh):
-                    for fx in range(fw):
-                        off = c * hpwp + fy * wp + fx
-                        d = dxpad[off : off + n_cols]
-                        src = dbuf[k, j * n_cols : (j + 1) * n_cols]
-                        for i in range(n_cols):
-                            d[i] += src[i]
-                        k += 1
-            for c in range(n_ch):
-                for y in range(h):
-                    base = c * hpwp + (y + pad) * wp + pad
-                    dx[j, c, y] = dxpad[base : base + w]
-        return
+    wp = w + 2 * pad
+    hpwp = (h + 2 * pad) * wp
+    zero = dx.dtype.type(0)
+    for j in range(n_img):
+        for i in range(dxpad.shape[0]):
+            dxpad[i] = zero
+        k = 0
+        for c in range(n_ch):
+            for fy in range(fh):
+                for fx in range(fw):
+                    off = c * hpwp + fy * wp + fx
+                    d = dxpad[off : off + n_cols]
+                    src = dbuf[k, j * n_cols : (j + 1) * n_cols]
+                    for i in range(n_cols):
+                        d[i] += src[i]
+                    k += 1
+        for c in range(n_ch):
+            for y in range(h):
+                base = c * hpwp + (y + pad) * wp + pad
+                src = dxpad[base : base + w]
+                dst = dx[j, c, y]
+                for i in range(w):
+                    dst[i] = src[i]
+
+
+@jit
+def _fold_rows(dbuf, fh, fw, stride, pad, out_h, out_w, dx):
+    # Adjoint of _patches_rows, in the book's col2im order like _fold_wide.
+    n_img, n_ch, h, w = dx.shape
+    n_cols = dbuf.shape[1] // n_img
     for j in range(n_img):
         dx[j] = 0
         k = 0
@@ -332,6 +357,21 @@ class _Plan:
         # Group g holds chunks [first[g], first[g + 1]), as equal in number as they can be.
         self.first = [g * n_chunks // self.groups for g in range(self.groups + 1)]
         self.n = N
+        self.fh, self.fw, self.stride, self.pad = FH, FW, stride, pad
+
+    def patches(self, x: np.ndarray, xpad: np.ndarray, buf: np.ndarray) -> None:
+        """Patch matrix ``buf (K, B·L)`` of the images ``x (B, C, H, W)`` (see the comment above)."""
+        if self.wide:
+            _patches_wide(x, self.fh, self.fw, self.pad, xpad, buf)
+        else:
+            _patches_rows(x, self.fh, self.fw, self.stride, self.pad, self.out_h, self.out_w, buf)
+
+    def fold(self, dbuf: np.ndarray, dxpad: np.ndarray, dx: np.ndarray) -> None:
+        """``dx (B, C, H, W)`` = the adjoint of :meth:`patches` applied to ``dbuf (K, B·L)``."""
+        if self.wide:
+            _fold_wide(dbuf, self.fh, self.fw, self.pad, dxpad, dx)
+        else:
+            _fold_rows(dbuf, self.fh, self.fw, self.stride, self.pad, self.out_h, self.out_w, dx)
 
     def chunks(self, group: int):
         """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)`` of ``group``."""
@@ -423,7 +463,7 @@ def conv_forward_numba(
                 width = cols
                 buf = np.empty((plan.K, width), dtype=x.dtype)
                 prod = np.empty((FN, width), dtype=x.dtype)
-            _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
+            plan.patches(x[n0:n1], xpad, buf)
             np.matmul(W_mat, buf, out=prod)
             _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
 
@@ -443,7 +483,7 @@ def conv_backward_numba(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`conv_backward_numpy`; ``col`` is ignored (patches are rebuilt).
 
-    Chunk by chunk: rebuild the patches, ``dW_group += dout_chunk (FN, B·L) @ patchesᵀ`` and
+    Chunk by chunk: rebuild the patches, ``dWᵀ_group += patches @ dout_chunkᵀ (B·L, FN)`` and
     ``dpatches = Wᵀ @ dout_chunk`` (two BLAS products), then fold ``dpatches`` straight into
     ``dx``. ``dW`` is the sum of the groups' partial sums in group order (see :data:`GROUPS`); the
     bias gradient is one more task, summed in the book's order.
@@ -455,7 +495,7 @@ def conv_backward_numba(
     dout = np.ascontiguousarray(dout)
     W_t = np.ascontiguousarray(W).reshape(FN, -1).T
     db = np.empty(FN, dtype=dout.dtype)
-    dW_parts = np.empty((plan.groups, FN, plan.K), dtype=dout.dtype)
+    dW_parts = np.empty((plan.groups, plan.K, FN), dtype=dout.dtype)  # transposed: see below
     dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
 
     def group(g: int) -> None:
@@ -464,7 +504,7 @@ def conv_backward_numba(
             return
         xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
         dxpad = np.empty_like(xpad) if need_dx else None
-        dW_chunk = np.empty((FN, plan.K), dtype=dout.dtype)
+        dW_chunk = np.empty((plan.K, FN), dtype=dout.dtype)
         width = -1
         for n0, n1, cols in plan.chunks(g):
             if cols != width:
@@ -472,20 +512,22 @@ def conv_backward_numba(
                 buf = np.empty((plan.K, width), dtype=x.dtype)
                 dbuf = np.empty_like(buf)
                 dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
-            _patches(x[n0:n1], FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, xpad, buf)
+            plan.patches(x[n0:n1], xpad, buf)
             _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
+            # dWᵀ (K, FN) = patches @ dout_chunkᵀ: measured 1.8x faster than dW = dout @ patchesᵀ
+            # in float32 when FN is 16 (74 vs 41 GFLOP/s, one thread), never slower.
             if n0 == plan.first[g] * plan.chunk:
-                np.matmul(dcols, buf.T, out=dW_parts[g])
+                np.matmul(buf, dcols.T, out=dW_parts[g])
             else:
-                np.matmul(dcols, buf.T, out=dW_chunk)
+                np.matmul(buf, dcols.T, out=dW_chunk)
                 dW_parts[g] += dW_chunk
             if need_dx:
                 np.matmul(W_t, dcols, out=dbuf)
-                _fold(dbuf, FH, FW, stride, pad, plan.out_h, plan.out_w, plan.wide, dxpad, dx[n0:n1])
+                plan.fold(dbuf, dxpad, dx[n0:n1])
 
     with _OneBlasThread():
         _run_tasks(group, plan.groups + 1)
-    dW = dW_parts[0].copy()
+    dW_t = dW_parts[0].copy()
     for g in range(1, plan.groups):
-        dW += dW_parts[g]
-    return (dx if need_dx else None), dW.reshape(FN, C, FH, FW), db
+        dW_t += dW_parts[g]
+    return (dx if need_dx else None), np.ascontiguousarray(dW_t.T).reshape(FN, C, FH, FW), db
