@@ -24,23 +24,19 @@ BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limi
 per product while it runs (:class:`_OneBlasThread`), so the twins differ only by the rounding of
 differently blocked products; the bias gradient and the ``col2im`` summation order match the book's
 exactly. The Numba twins use both cores by running fixed groups of chunks on
-``numba.get_num_threads()`` threads (:func:`_run_tasks`); chunks and groups depend on the shapes
-only, so results are bit-identical whatever the number of threads.
+``numba.get_num_threads()`` threads (:func:`~zerodl.kernels._tasks.run_tasks`); chunks and groups
+depend on the shapes only, so results are bit-identical whatever the number of threads.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-import numba
 import numpy as np
 
 from zerodl.kernels._jit import jit
+from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
 
 OPS = ("conv_forward", "conv_backward")
@@ -274,19 +270,39 @@ def _out_to_cols(dout, row_stride, cols):
 @jit
 def _bias_grad(dout, db):
     # db[f] = Σ dout[:, f] summed image by image, then position by position, from zero: the order
-    # of the book's np.sum(axis=0) over its (N·P, FN) matrix, so db matches it bit for bit.
+    # of the book's np.sum(axis=0) over its (N·P, FN) matrix, so db matches it bit for bit. That
+    # order is one chain of dependent additions per channel; eight channels at a time give the
+    # CPU eight independent chains (measured 4x faster than one channel at a time).
     n_img, fn = dout.shape[0], dout.shape[1]
-    for f in range(fn):
-        db[f] = 0
-    for n in range(n_img):
-        for f in range(fn):
-            acc = db[f]
-            plane = dout[n, f]
-            for oh in range(plane.shape[0]):
-                row = plane[oh]
-                for ow in range(row.shape[0]):
-                    acc += row[ow]
-            db[f] = acc
+    d = dout.reshape(n_img, fn, dout.shape[2] * dout.shape[3])
+    n_pos = d.shape[2]
+    zero = db.dtype.type(0)
+    f = 0
+    while f + 8 <= fn:
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+        for n in range(n_img):
+            r0, r1, r2, r3 = d[n, f], d[n, f + 1], d[n, f + 2], d[n, f + 3]
+            r4, r5, r6, r7 = d[n, f + 4], d[n, f + 5], d[n, f + 6], d[n, f + 7]
+            for p in range(n_pos):
+                a0 += r0[p]
+                a1 += r1[p]
+                a2 += r2[p]
+                a3 += r3[p]
+                a4 += r4[p]
+                a5 += r5[p]
+                a6 += r6[p]
+                a7 += r7[p]
+        db[f], db[f + 1], db[f + 2], db[f + 3] = a0, a1, a2, a3
+        db[f + 4], db[f + 5], db[f + 6], db[f + 7] = a4, a5, a6, a7
+        f += 8
+    while f < fn:
+        acc = zero
+        for n in range(n_img):
+            row = d[n, f]
+            for p in range(n_pos):
+                acc += row[p]
+        db[f] = acc
+        f += 1
 
 
 class _OneBlasThread:
@@ -386,54 +402,6 @@ class _Plan:
 #: added in group order, do not depend on the number of threads. 4 keeps 2 cores evenly loaded.
 GROUPS = 4
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
-
-
-def _thread_pool() -> ThreadPoolExecutor:
-    # One pool per process, created on first use; a forked child (whose copy of the pool has no
-    # threads) makes its own.
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
-                                       thread_name_prefix="zerodl-conv")
-            _pool_pid = os.getpid()
-        return _pool
-
-
-def _run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
-    """``task(0) … task(n_tasks - 1)`` on up to ``numba.get_num_threads()`` threads (caller included).
-
-    Tasks write disjoint outputs, so the order they run in changes nothing. The compiled passes
-    release the GIL (``nogil``) and so do NumPy's products, so the threads really run at once;
-    NumPy's BLAS runs one thread per product meanwhile (:class:`_OneBlasThread`), so no two pools
-    busy-wait against each other. ``zerodl.num_threads(1)`` makes the whole call sequential.
-    """
-    threads = min(numba.get_num_threads(), n_tasks)
-    if threads <= 1:
-        for i in range(n_tasks):
-            task(i)
-        return
-    counter = itertools.count()  # next() is atomic under the GIL: each task is taken once
-
-    def worker() -> None:
-        for i in iter(counter.__next__, n_tasks):
-            if i >= n_tasks:
-                return
-            task(i)
-
-    futures = [_thread_pool().submit(worker) for _ in range(threads - 1)]
-    try:
-        worker()
-    finally:
-        for f in futures:
-            f.exception()  # wait for every worker before the buffers go away
-    for f in futures:
-        f.result()  # re-raise a worker's error
-
-
 def conv_forward_numba(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -443,7 +411,7 @@ def conv_forward_numba(
     product ``W (FN, K) @ patches``, then a compiled pass scattering the product into ``out`` in
     its final ``(N, FN, OH, OW)`` layout with the bias added. No ``(N·P, K)`` matrix is kept
     (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory. The
-    groups of chunks run on both cores (:func:`_run_tasks`).
+    groups of chunks run on both cores (:func:`~zerodl.kernels._tasks.run_tasks`).
     """
     FN, _, FH, FW = W.shape
     N = x.shape[0]
@@ -468,7 +436,7 @@ def conv_forward_numba(
             _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
 
     with _OneBlasThread():
-        _run_tasks(group, plan.groups)
+        run_tasks(group, plan.groups)
     return out, None
 
 
@@ -526,7 +494,7 @@ def conv_backward_numba(
                 plan.fold(dbuf, dxpad, dx[n0:n1])
 
     with _OneBlasThread():
-        _run_tasks(group, plan.groups + 1)
+        run_tasks(group, plan.groups + 1)
     dW_t = dW_parts[0].copy()
     for g in range(1, plan.groups):
         dW_t += dW_parts[g]

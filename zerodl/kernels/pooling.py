@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from zerodl.kernels._jit import jit
+from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
 
 OPS = ("max_pool_forward", "max_pool_backward")
@@ -243,15 +244,35 @@ def _max_pool_backward(dout, arg_max, ph, pw, stride, pad, dx):
                                 dx[n, c, y, xx] += dout[n, c, oh, ow]
 
 
+#: Parts of the batch the compiled twins hand to threads (:func:`~zerodl.kernels._tasks.run_tasks`);
+#: every output element is computed the same way whatever the split, so any number is exact.
+PARTS = 4
+
+
+def _parts(n: int) -> list[tuple[int, int]]:
+    k = min(PARTS, n)
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
 def max_pool_forward_numba(
     x: np.ndarray, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Compiled twin of :func:`max_pool_forward_numpy`: one pass over each window, no ``col``."""
+    """Compiled twin of :func:`max_pool_forward_numpy`: one pass over each window, no ``col``.
+
+    Parts of the batch run on both cores.
+    """
     N, C, H, W = x.shape
     out_h, out_w = out_hw(H, W, pool_h, pool_w, stride, pad)
     out = np.empty((N, C, out_h, out_w), dtype=x.dtype)
     arg_max = np.empty((N, C, out_h, out_w), dtype=np.intp)
-    _max_pool_forward(np.ascontiguousarray(x), pool_h, pool_w, stride, pad, out, arg_max)
+    x = np.ascontiguousarray(x)
+    parts = _parts(N)
+
+    def part(i: int) -> None:
+        n0, n1 = parts[i]
+        _max_pool_forward(x[n0:n1], pool_h, pool_w, stride, pad, out[n0:n1], arg_max[n0:n1])
+
+    run_tasks(part, len(parts))
     return out, arg_max
 
 
@@ -264,10 +285,18 @@ def max_pool_backward_numba(
     stride: int = 2,
     pad: int = 0,
 ) -> np.ndarray:
-    """Compiled twin of :func:`max_pool_backward_numpy`: scatters ``dout`` straight into ``dx``."""
+    """Compiled twin of :func:`max_pool_backward_numpy`: scatters ``dout`` straight into ``dx``.
+
+    Parts of the batch run on both cores.
+    """
     dx = np.empty(tuple(int(s) for s in x_shape), dtype=dout.dtype)
-    _max_pool_backward(
-        np.ascontiguousarray(dout), np.ascontiguousarray(arg_max, dtype=np.intp),
-        pool_h, pool_w, stride, pad, dx,
-    )
+    dout = np.ascontiguousarray(dout)
+    arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
+    parts = _parts(dx.shape[0])
+
+    def part(i: int) -> None:
+        n0, n1 = parts[i]
+        _max_pool_backward(dout[n0:n1], arg_max[n0:n1], pool_h, pool_w, stride, pad, dx[n0:n1])
+
+    run_tasks(part, len(parts))
     return dx
