@@ -145,3 +145,22 @@ def max_pool_backward(dout: np.ndarray, arg: np.ndarray, shape, ph: int, pw: int
                     if 0 <= y < H and 0 <= xx < W:
                         dx[n, c, y, xx] += float(dout[n, c, oh, ow])
     return dx
+
+
+def conv_relu_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """:func:`conv_forward` then the book's ReLU, element by element (``v <= 0`` → 0)."""
+    out = conv_forward(x, W, b, stride, pad)
+    for idx in np.ndindex(out.shape):
+        if out[idx] <= 0:
+            out[idx] = 0.0
+    return out
+
+
+def conv_relu_backward(dout: np.ndarray, out: np.ndarray, x: np.ndarray, W: np.ndarray, stride: int = 1,
+                       pad: int = 0):
+    """:func:`conv_backward` of ``dout`` with every entry where the ReLU output ``out <= 0`` dropped."""
+    masked = np.zeros(dout.shape, dtype=np.float64)
+    for idx in np.ndindex(dout.shape):
+        if not out[idx] <= 0:
+            masked[idx] = float(dout[idx])
+    return conv_backward(masked, x, W, stride, pad)

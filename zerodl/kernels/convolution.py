@@ -1,7 +1,7 @@
 """Convolution forward and backward: the book's ``im2col`` + matrix product, and a compiled twin.
 
-Twins: ``conv_forward_numpy`` / ``conv_forward_numba`` and ``conv_backward_numpy`` /
-``conv_backward_numba``.
+Twins: ``conv_forward_numpy`` / ``conv_forward_numba``, ``conv_backward_numpy`` /
+``conv_backward_numba`` and the ReLU-fused ``conv_relu_forward_*`` / ``conv_relu_backward_*``.
 
 Contract (both twins), ``K = C·FH·FW``, ``P = OH·OW`` (see :mod:`zerodl.kernels.im2col`):
 
@@ -14,11 +14,20 @@ Contract (both twins), ``K = C·FH·FW``, ``P = OH·OW`` (see :mod:`zerodl.kerne
   ``dx`` of ``x``'s shape, ``dW (FN, C, FH, FW)``, ``db (FN,)``. Either twin accepts either
   forward's ``col`` (``None`` included), so switching backends between forward and backward is safe.
 
+Fused with the book's ReLU after the convolution (a conv layer followed by ``Relu``, as in both
+books' nets), for fused training steps; same arguments, same ``col``:
+
+* ``conv_relu_forward(x, W, b, stride, pad)`` → ``(out, col)`` with ``out = relu(conv(x) + b)``
+  (entries ``<= 0`` become 0, NaN passes — the book's ``Relu``). ``out`` doubles as the ReLU's mask.
+* ``conv_relu_backward(dout, out, x, W, col=None, stride, pad, need_dx=True)`` → ``(dx, dW, db)``:
+  ``conv_backward`` of ``dout`` zeroed where ``out <= 0`` (``out`` is the forward's output), i.e. the
+  book's ``Relu.backward`` then ``Convolution.backward``, without storing the masked gradient.
+
 All arrays share one floating dtype; outputs are new C-contiguous arrays of it; inputs are never
 written. The NumPy twins are the book's ``Convolution`` in structure (``np.dot`` and NumPy
 transposes around ``im2col`` / ``col2im``). The Numba twins never build the transposed layouts: they
 copy patches into a per-chunk ``(K, columns)`` matrix whose product with ``W (FN, K)`` is already in
-output order, and scatter it with the bias in one compiled pass (details above ``_patches``). The
+output order, and scatter it with the bias in one compiled pass (details above ``_patches_wide``). The
 matrix products of both twins go to NumPy's BLAS (one thread pool per process; see NUMBA-NOTES;
 BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limited to one thread
 per product while it runs (:class:`_OneBlasThread`), so the twins differ only by the rounding of
@@ -39,7 +48,7 @@ from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
 
-OPS = ("conv_forward", "conv_backward")
+OPS = ("conv_forward", "conv_backward", "conv_relu_forward", "conv_relu_backward")
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -253,6 +262,75 @@ def _cols_to_out(prod, b, row_stride, out):
 
 
 @jit
+def _cols_to_out_relu(prod, b, row_stride, out):
+    # _cols_to_out followed by the book's ReLU (x <= 0 → 0; NaN passes), in the same pass.
+    n_img, fn, out_h, out_w = out.shape
+    n_cols = prod.shape[1] // n_img
+    zero = out.dtype.type(0)
+    for j in range(n_img):
+        for f in range(fn):
+            bf = b[f]
+            for oh in range(out_h):
+                start = j * n_cols + oh * row_stride
+                row = prod[f, start : start + out_w]
+                dst = out[j, f, oh]
+                for ow in range(out_w):
+                    v = row[ow] + bf
+                    dst[ow] = zero if v <= zero else v
+
+
+@jit
+def _out_to_cols_masked(dout, out, row_stride, cols):
+    # _out_to_cols of the gradient through the ReLU whose output is `out`: dout where out > 0
+    # (the book's Relu.backward zeroes where its input was <= 0, i.e. where out <= 0).
+    n_img, fn, out_h, out_w = dout.shape
+    n_cols = cols.shape[1] // n_img
+    zero = cols.dtype.type(0)
+    for j in range(n_img):
+        for f in range(fn):
+            for oh in range(out_h):
+                start = j * n_cols + oh * row_stride
+                src = dout[j, f, oh]
+                o = out[j, f, oh]
+                dst = cols[f, start : start + out_w]
+                for ow in range(out_w):
+                    dst[ow] = zero if o[ow] <= zero else src[ow]
+
+
+@jit
+def _bias_grad_masked(dout, out, db):
+    # _bias_grad of the gradient through the ReLU whose output is `out`, in the same order (the
+    # masked entries add +0, as the NumPy twin's zeros do).
+    n_img, fn = dout.shape[0], dout.shape[1]
+    n_pos = dout.shape[2] * dout.shape[3]
+    d = dout.reshape(n_img, fn, n_pos)
+    m = out.reshape(n_img, fn, n_pos)
+    zero = db.dtype.type(0)
+    f = 0
+    while f + 4 <= fn:
+        a0 = a1 = a2 = a3 = zero
+        for n in range(n_img):
+            r0, r1, r2, r3 = d[n, f], d[n, f + 1], d[n, f + 2], d[n, f + 3]
+            m0, m1, m2, m3 = m[n, f], m[n, f + 1], m[n, f + 2], m[n, f + 3]
+            for p in range(n_pos):
+                a0 += zero if m0[p] <= zero else r0[p]
+                a1 += zero if m1[p] <= zero else r1[p]
+                a2 += zero if m2[p] <= zero else r2[p]
+                a3 += zero if m3[p] <= zero else r3[p]
+        db[f], db[f + 1], db[f + 2], db[f + 3] = a0, a1, a2, a3
+        f += 4
+    while f < fn:
+        acc = zero
+        for n in range(n_img):
+            row = d[n, f]
+            mr = m[n, f]
+            for p in range(n_pos):
+                acc += zero if mr[p] <= zero else row[p]
+        db[f] = acc
+        f += 1
+
+
+@jit
 def _out_to_cols(dout, row_stride, cols):
     # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero).
     n_img, fn, out_h, out_w = dout.shape
@@ -402,17 +480,10 @@ class _Plan:
 #: added in group order, do not depend on the number of threads. 4 keeps 2 cores evenly loaded.
 GROUPS = 4
 
-def conv_forward_numba(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Compiled twin of :func:`conv_forward_numpy`; returns ``(out, None)``.
 
-    Chunk by chunk of images: compiled patch copies into a reused ``(K, B·L)`` buffer, ONE BLAS
-    product ``W (FN, K) @ patches``, then a compiled pass scattering the product into ``out`` in
-    its final ``(N, FN, OH, OW)`` layout with the bias added. No ``(N·P, K)`` matrix is kept
-    (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory. The
-    groups of chunks run on both cores (:func:`~zerodl.kernels._tasks.run_tasks`).
-    """
+def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int,
+                   relu: bool) -> np.ndarray:
+    # conv_forward_numba's work (and conv_relu_forward_numba's when relu): see their docstrings.
     FN, _, FH, FW = W.shape
     N = x.shape[0]
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
@@ -420,6 +491,7 @@ def conv_forward_numba(
     W_mat = np.ascontiguousarray(W).reshape(FN, -1)
     b = np.ascontiguousarray(b)
     out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
+    scatter = _cols_to_out_relu if relu else _cols_to_out
 
     def group(g: int) -> None:
         xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
@@ -433,11 +505,82 @@ def conv_forward_numba(
                 prod = np.empty((FN, width), dtype=x.dtype)
             plan.patches(x[n0:n1], xpad, buf)
             np.matmul(W_mat, buf, out=prod)
-            _cols_to_out(prod, b, plan.row_stride, out[n0:n1])
+            scatter(prod, b, plan.row_stride, out[n0:n1])
 
     with _OneBlasThread():
         run_tasks(group, plan.groups)
-    return out, None
+    return out
+
+
+def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
+                    stride: int, pad: int, need_dx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
+    # that of conv_relu_backward_numba: dout masked where relu_out <= 0, on the fly.
+    FN, C, FH, FW = W.shape
+    N = x.shape[0]
+    plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
+    x = np.ascontiguousarray(x)
+    dout = np.ascontiguousarray(dout)
+    if relu_out is not None:
+        relu_out = np.ascontiguousarray(relu_out)
+    W_t = np.ascontiguousarray(W).reshape(FN, -1).T
+    db = np.empty(FN, dtype=dout.dtype)
+    dW_parts = np.empty((plan.groups, plan.K, FN), dtype=dout.dtype)  # transposed: see below
+    dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
+
+    def group(g: int) -> None:
+        if g == plan.groups:
+            if relu_out is None:
+                _bias_grad(dout, db)
+            else:
+                _bias_grad_masked(dout, relu_out, db)
+            return
+        xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
+        dxpad = np.empty_like(xpad) if need_dx else None
+        dW_chunk = np.empty((plan.K, FN), dtype=dout.dtype)
+        width = -1
+        for n0, n1, cols in plan.chunks(g):
+            if cols != width:
+                width = cols
+                buf = np.empty((plan.K, width), dtype=x.dtype)
+                dbuf = np.empty_like(buf)
+                dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
+            plan.patches(x[n0:n1], xpad, buf)
+            if relu_out is None:
+                _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
+            else:
+                _out_to_cols_masked(dout[n0:n1], relu_out[n0:n1], plan.row_stride, dcols)
+            # dWᵀ (K, FN) = patches @ dout_chunkᵀ: measured 1.8x faster than dW = dout @ patchesᵀ
+            # in float32 when FN is 16 (74 vs 41 GFLOP/s, one thread), never slower.
+            if n0 == plan.first[g] * plan.chunk:
+                np.matmul(buf, dcols.T, out=dW_parts[g])
+            else:
+                np.matmul(buf, dcols.T, out=dW_chunk)
+                dW_parts[g] += dW_chunk
+            if need_dx:
+                np.matmul(W_t, dcols, out=dbuf)
+                plan.fold(dbuf, dxpad, dx[n0:n1])
+
+    with _OneBlasThread():
+        run_tasks(group, plan.groups + 1)
+    dW_t = dW_parts[0].copy()
+    for g in range(1, plan.groups):
+        dW_t += dW_parts[g]
+    return (dx if need_dx else None), np.ascontiguousarray(dW_t.T).reshape(FN, C, FH, FW), db
+
+
+def conv_forward_numba(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Compiled twin of :func:`conv_forward_numpy`; returns ``(out, None)``.
+
+    Chunk by chunk of images: compiled patch copies into a reused ``(K, B·L)`` buffer, ONE BLAS
+    product ``W (FN, K) @ patches``, then a compiled pass scattering the product into ``out`` in
+    its final ``(N, FN, OH, OW)`` layout with the bias added. No ``(N·P, K)`` matrix is kept
+    (``conv_backward_numba`` rebuilds the patches): less memory traffic, lower peak memory. The
+    groups of chunks run on both cores (:func:`~zerodl.kernels._tasks.run_tasks`).
+    """
+    return _forward_numba(x, W, b, stride, pad, False), None
 
 
 def conv_backward_numba(
@@ -456,46 +599,67 @@ def conv_backward_numba(
     ``dx``. ``dW`` is the sum of the groups' partial sums in group order (see :data:`GROUPS`); the
     bias gradient is one more task, summed in the book's order.
     """
-    FN, C, FH, FW = W.shape
-    N = x.shape[0]
-    plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
-    x = np.ascontiguousarray(x)
-    dout = np.ascontiguousarray(dout)
-    W_t = np.ascontiguousarray(W).reshape(FN, -1).T
-    db = np.empty(FN, dtype=dout.dtype)
-    dW_parts = np.empty((plan.groups, plan.K, FN), dtype=dout.dtype)  # transposed: see below
-    dx = np.empty(x.shape, dtype=dout.dtype) if need_dx else None
+    return _backward_numba(dout, None, x, W, stride, pad, need_dx)
 
-    def group(g: int) -> None:
-        if g == plan.groups:
-            _bias_grad(dout, db)
-            return
-        xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
-        dxpad = np.empty_like(xpad) if need_dx else None
-        dW_chunk = np.empty((plan.K, FN), dtype=dout.dtype)
-        width = -1
-        for n0, n1, cols in plan.chunks(g):
-            if cols != width:
-                width = cols
-                buf = np.empty((plan.K, width), dtype=x.dtype)
-                dbuf = np.empty_like(buf)
-                dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
-            plan.patches(x[n0:n1], xpad, buf)
-            _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
-            # dWᵀ (K, FN) = patches @ dout_chunkᵀ: measured 1.8x faster than dW = dout @ patchesᵀ
-            # in float32 when FN is 16 (74 vs 41 GFLOP/s, one thread), never slower.
-            if n0 == plan.first[g] * plan.chunk:
-                np.matmul(buf, dcols.T, out=dW_parts[g])
-            else:
-                np.matmul(buf, dcols.T, out=dW_chunk)
-                dW_parts[g] += dW_chunk
-            if need_dx:
-                np.matmul(W_t, dcols, out=dbuf)
-                plan.fold(dbuf, dxpad, dx[n0:n1])
 
-    with _OneBlasThread():
-        run_tasks(group, plan.groups + 1)
-    dW_t = dW_parts[0].copy()
-    for g in range(1, plan.groups):
-        dW_t += dW_parts[g]
-    return (dx if need_dx else None), np.ascontiguousarray(dW_t.T).reshape(FN, C, FH, FW), db
+# ----------------------------------------------------------------------------- conv + ReLU, fused
+def conv_relu_forward_numpy(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reference: the book's ``Convolution.forward`` then ``Relu.forward`` → ``(out, col)``.
+
+    ``out (N, FN, OH, OW)`` is ``relu(conv(x) + b)`` (entries ``<= 0`` set to 0, NaN kept, as the
+    book's ``Relu``); ``col`` is what :func:`conv_forward_numpy` keeps.
+    """
+    out, col = conv_forward_numpy(x, W, b, stride, pad)
+    out[out <= 0] = 0  # out is the twin's own new array: writing it mutates no input
+    return out, col
+
+
+def conv_relu_backward_numpy(
+    dout: np.ndarray,
+    out: np.ndarray,
+    x: np.ndarray,
+    W: np.ndarray,
+    col: np.ndarray | None = None,
+    stride: int = 1,
+    pad: int = 0,
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Reference: the book's ``Relu.backward`` then ``Convolution.backward`` → ``(dx, dW, db)``.
+
+    ``out`` is the forward's output (the ReLU's): the gradient passes where ``out > 0`` (the book
+    zeroes it where the ReLU's input was ``<= 0``, the same entries). ``dout`` is not written.
+    """
+    masked = np.where(out <= 0, dout.dtype.type(0), dout)
+    return conv_backward_numpy(masked, x, W, col, stride, pad, need_dx)
+
+
+def conv_relu_forward_numba(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Compiled twin of :func:`conv_relu_forward_numpy`; returns ``(out, None)``.
+
+    :func:`conv_forward_numba` with the ReLU applied in the scatter pass: no extra pass over
+    ``out`` and no separate mask array (the backward reads the mask off ``out``).
+    """
+    return _forward_numba(x, W, b, stride, pad, True), None
+
+
+def conv_relu_backward_numba(
+    dout: np.ndarray,
+    out: np.ndarray,
+    x: np.ndarray,
+    W: np.ndarray,
+    col: np.ndarray | None = None,
+    stride: int = 1,
+    pad: int = 0,
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Compiled twin of :func:`conv_relu_backward_numpy`; ``col`` is ignored.
+
+    :func:`conv_backward_numba` with the ReLU's mask (``out <= 0``) applied while ``dout`` is
+    copied into the products' layout and while the bias gradient is summed: the masked gradient
+    is never stored.
+    """
+    return _backward_numba(dout, out, x, W, stride, pad, need_dx)
