@@ -158,9 +158,10 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks, 4 groups
     rng = np.random.default_rng(8)
-    for dtype in DTYPES:
-        x = rng.standard_normal((7, 3, 6, 5)).astype(dtype)
-        W = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    # 3 channels: the patch-matrix route; 4 (= WINO_MIN_CHANNELS) and 4 filters: Winograd, dx too.
+    for dtype, C in ((np.float32, 3), (np.float64, 3), (np.float32, 4), (np.float64, 4)):
+        x = rng.standard_normal((7, C, 6, 5)).astype(dtype)
+        W = rng.standard_normal((4, C, 3, 3)).astype(dtype)
         b = rng.standard_normal(4).astype(dtype)
         dout = rng.standard_normal((7, 4, 6, 5)).astype(dtype)
         runs = []
@@ -241,3 +242,64 @@ def test_gradient_check(op, backend, stride, pad):
     check_layer_gradient(lambda v: forward(v, W, b, stride, pad)[0], x, dout, dx)
     check_layer_gradient(lambda v: forward(x, v, b, stride, pad)[0], W, dout, dW)
     check_layer_gradient(lambda v: forward(x, W, v, stride, pad)[0], b, dout, db)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+@pytest.mark.parametrize("hw", [(6, 6), (5, 7)], ids=["even", "odd"])
+def test_winograd_route_matches_numpy_and_naive(monkeypatch, pad, hw):
+    # 3x3 unit-stride layers with >= WINO_MIN_CHANNELS channels take Winograd F(2x2, 3x3) in the
+    # Numba twins (forward, and dx when dout has that many channels): rounding differs from the
+    # direct sums by a few ulps, inside the dtype tolerances (see the comment in convolution.py).
+    from zerodl.kernels import convolution
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+    rng = np.random.default_rng(17 + pad)
+    C = FN = convolution.WINO_MIN_CHANNELS
+    for dtype in DTYPES:
+        x = rng.standard_normal((3, C, *hw)).astype(dtype)
+        W = rng.standard_normal((FN, C, 3, 3)).astype(dtype)
+        b = rng.standard_normal(FN).astype(dtype)
+        assert convolution._winograd_ok(C, 3, 3, 1, pad) and convolution._winograd_ok(FN, 3, 3, 1, 2 - pad)
+        before = [a.copy() for a in (x, W, b)]
+        for op in ("conv", "conv_relu"):
+            out, col = kernels.get(f"{op}_forward", "numpy")(x, W, b, 1, pad)
+            got, _ = kernels.get(f"{op}_forward", "numba")(x, W, b, 1, pad)
+            assert_close(got, out, what=f"{op} winograd forward")
+            assert got.flags.c_contiguous and got.shape == out.shape
+            ref_naive = (naive.conv_relu_forward if op == "conv_relu" else naive.conv_forward)(x, W, b, 1, pad)
+            np.testing.assert_allclose(got, ref_naive, **tolerance(dtype))
+            dout = rng.standard_normal(out.shape).astype(dtype)
+            extra = (out,) if op == "conv_relu" else ()
+            ref = kernels.get(f"{op}_backward", "numpy")(dout, *extra, x, W, col, 1, pad)
+            grads = kernels.get(f"{op}_backward", "numba")(dout, *extra, x, W, None, 1, pad)
+            for name, g, r in zip(("dx", "dW", "db"), grads, ref):
+                assert_close(g, r, what=f"{op} winograd {name}")
+                assert g.flags.c_contiguous
+            # The direct (patch matrix) route of the same twin agrees too.
+            monkeypatch.setattr(convolution, "WINOGRAD", False)
+            direct = kernels.get(f"{op}_backward", "numba")(dout, *extra, x, W, None, 1, pad)
+            monkeypatch.setattr(convolution, "WINOGRAD", True)
+            for name, g, r in zip(("dx", "dW", "db"), grads, direct):
+                assert_close(g, r, what=f"{op} winograd vs direct {name}")
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)
+
+
+def test_winograd_gradient_check():
+    from tests.helpers import check_layer_gradient
+    from zerodl.kernels import convolution
+
+    rng = np.random.default_rng(23)
+    C = convolution.WINO_MIN_CHANNELS
+    x = rng.standard_normal((2, C, 4, 5))
+    W = rng.standard_normal((C, C, 3, 3))
+    b = rng.standard_normal(C)
+    for op in ("conv", "conv_relu"):
+        forward = kernels.get(f"{op}_forward", "numba")
+        out, keep = forward(x, W, b, 1, 1)
+        dout = rng.standard_normal(out.shape)
+        extra = (out,) if op == "conv_relu" else ()
+        dx, dW, db = kernels.get(f"{op}_backward", "numba")(dout, *extra, x, W, keep, 1, 1)
+        check_layer_gradient(lambda v: forward(v, W, b, 1, 1)[0], x, dout, dx)
+        check_layer_gradient(lambda v: forward(x, v, b, 1, 1)[0], W, dout, dW)
+        check_layer_gradient(lambda v: forward(x, W, v, 1, 1)[0], b, dout, db)
