@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
+_local = threading.local()
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = -1
@@ -46,7 +47,9 @@ def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
     raised by a task is re-raised here (after the other threads have stopped).
     """
     threads = min(numba.get_num_threads(), n_tasks)
-    if threads <= 1:
+    if threads <= 1 or getattr(_local, "in_worker", False):
+        # Sequential, also when a task itself calls run_tasks: a pool thread waiting on tasks
+        # queued behind it could otherwise deadlock the pool.
         for i in range(n_tasks):
             task(i)
         return
@@ -58,7 +61,14 @@ def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
                 return
             task(i)
 
-    futures = [_thread_pool().submit(worker) for _ in range(threads - 1)]
+    def pool_worker() -> None:
+        _local.in_worker = True
+        try:
+            worker()
+        finally:
+            _local.in_worker = False
+
+    futures = [_thread_pool().submit(pool_worker) for _ in range(threads - 1)]
     try:
         worker()
     finally:
