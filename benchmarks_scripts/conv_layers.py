@@ -61,98 +61,120 @@ def _time(fn, batches, repeat: int) -> tuple[float, float]:
     return 1e3 * float(np.median(times)), 1e3 * float(np.min(times))
 
 
+def _layer_rows(contender: str, mods: dict, dtype: str, layer: tuple, repeat: int, pool: int,
+                rng: np.random.Generator) -> list[dict]:
+    """Forward and backward rows of one convolution (and of the pooling after it)."""
+    name, c, h, w, fn, f, pad, pooled = layer
+    rows = []
+    data = rng.standard_normal((pool, c, h, w)).astype(dtype)
+    Wt = (0.1 * rng.standard_normal((fn, c, f, f))).astype(dtype)
+    b = (0.1 * rng.standard_normal(fn)).astype(dtype)
+    oh, ow = h + 2 * pad - f + 1, w + 2 * pad - f + 1
+    douts = rng.standard_normal((4, BATCH, fn, oh, ow)).astype(dtype)
+    idx = [rng.choice(pool, BATCH, replace=False) for _ in range(8)]
+    need_dx = c > 1  # a network's first layer computes no dx
+    fl = _flops(c, h, w, fn, f, pad)
+    if contender == "torch":
+        torch, F = mods["torch"], mods["F"]
+        Wt_t = torch.from_numpy(Wt).requires_grad_(True)
+        b_t = torch.from_numpy(b).requires_grad_(True)
+
+        def fwd(i):
+            with torch.no_grad():
+                F.conv2d(torch.from_numpy(data[i]), Wt_t, b_t, 1, pad)
+
+        def bwd(i):
+            xt = torch.from_numpy(data[i]).requires_grad_(need_dx)
+            out = F.conv2d(xt, Wt_t, b_t, 1, pad)
+            t0 = time.perf_counter()
+            out.backward(torch.from_numpy(douts[i[0] % 4]))
+            Wt_t.grad = None
+            b_t.grad = None
+            return time.perf_counter() - t0
+    else:
+        conv_f, conv_b = mods["conv_forward"], mods["conv_backward"]
+
+        def fwd(i):
+            conv_f(data[i], Wt, b, 1, pad)
+
+        def bwd(i):
+            x = data[i]
+            _, keep = conv_f(x, Wt, b, 1, pad)
+            t0 = time.perf_counter()
+            conv_b(douts[i[0] % 4], x, Wt, keep, 1, pad, need_dx)
+            return time.perf_counter() - t0
+
+    med, mn = _time(fwd, idx, repeat)
+    rows.append({"layer": name, "phase": "forward", "med": med, "min": mn, "flops": fl})
+    bwd(idx[0])
+    bt = [bwd(idx[(k + 1) % len(idx)]) for k in range(repeat)]
+    rows.append({"layer": name, "phase": "backward", "med": 1e3 * float(np.median(bt)),
+                 "min": 1e3 * float(np.min(bt)), "flops": fl * (2 if need_dx else 1)})
+    if pooled:
+        rows += _pool_rows(contender, mods, dtype, name, fn, oh, ow, repeat, pool, rng)
+    return rows
+
+
+def _pool_rows(contender: str, mods: dict, dtype: str, name: str, fn: int, oh: int, ow: int, repeat: int,
+               pool: int, rng: np.random.Generator) -> list[dict]:
+    """Forward and backward rows of the 2x2 max pooling of a convolution's output."""
+    y = rng.standard_normal((pool // 4, fn, oh, ow)).astype(dtype)
+    pidx = [rng.choice(len(y), BATCH, replace=False) for _ in range(8)]
+    if contender == "torch":
+        torch, F = mods["torch"], mods["F"]
+
+        def pf(i):
+            with torch.no_grad():
+                F.max_pool2d(torch.from_numpy(y[i]), 2, 2)
+
+        def pb(i):
+            yt = torch.from_numpy(y[i]).requires_grad_(True)
+            o = F.max_pool2d(yt, 2, 2)
+            g = torch.ones_like(o)
+            t0 = time.perf_counter()
+            o.backward(g)
+            return time.perf_counter() - t0
+    else:
+        pool_f, pool_b = mods["max_pool_forward"], mods["max_pool_backward"]
+
+        def pf(i):
+            pool_f(y[i], 2, 2, 2, 0)
+
+        def pb(i):
+            o, arg = pool_f(y[i], 2, 2, 2, 0)
+            g = np.ones_like(o)
+            t0 = time.perf_counter()
+            pool_b(g, arg, y[i].shape, 2, 2, 2, 0)
+            return time.perf_counter() - t0
+    med, mn = _time(pf, pidx, repeat)
+    rows = [{"layer": name + "+pool", "phase": "forward", "med": med, "min": mn, "flops": 0.0}]
+    pb(pidx[0])
+    bt = [pb(pidx[(k + 1) % len(pidx)]) for k in range(repeat)]
+    rows.append({"layer": name + "+pool", "phase": "backward", "med": 1e3 * float(np.median(bt)),
+                 "min": 1e3 * float(np.min(bt)), "flops": 0.0})
+    return rows
+
+
 def _worker(contender: str, dtype: str, nets: list[str], repeat: int, pool: int, threads: int) -> list[dict]:
     """Time every layer of ``nets`` with one contender; returns one dict per (layer, phase)."""
     rng = np.random.default_rng(0)
-    rows = []
     if contender == "torch":
         import torch
         import torch.nn.functional as F
 
         torch.set_num_threads(threads)
+        mods = {"torch": torch, "F": F}
     else:
         import zerodl
         from zerodl import kernels
 
         zerodl.set_num_threads(threads)
-        conv_f = kernels.get("conv_forward", contender)
-        conv_b = kernels.get("conv_backward", contender)
-        pool_f = kernels.get("max_pool_forward", contender)
-        pool_b = kernels.get("max_pool_backward", contender)
+        mods = {op: kernels.get(op, contender)
+                for op in ("conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward")}
+    rows = []
     for net in nets:
-        for name, c, h, w, fn, f, pad, pooled in LAYERS[net]:
-            data = rng.standard_normal((pool, c, h, w)).astype(dtype)
-            Wt = (0.1 * rng.standard_normal((fn, c, f, f))).astype(dtype)
-            b = (0.1 * rng.standard_normal(fn)).astype(dtype)
-            oh, ow = h + 2 * pad - f + 1, w + 2 * pad - f + 1
-            douts = rng.standard_normal((4, BATCH, fn, oh, ow)).astype(dtype)
-            idx = [rng.choice(pool, BATCH, replace=False) for _ in range(8)]
-            need_dx = c > 1  # a network's first layer computes no dx
-            fl = _flops(c, h, w, fn, f, pad)
-            if contender == "torch":
-                Wt_t = torch.from_numpy(Wt).requires_grad_(True)
-                b_t = torch.from_numpy(b).requires_grad_(True)
-
-                def fwd(i):
-                    with torch.no_grad():
-                        F.conv2d(torch.from_numpy(data[i]), Wt_t, b_t, 1, pad)
-
-                def bwd(i):
-                    xt = torch.from_numpy(data[i]).requires_grad_(need_dx)
-                    out = F.conv2d(xt, Wt_t, b_t, 1, pad)
-                    t0 = time.perf_counter()
-                    out.backward(torch.from_numpy(douts[i[0] % 4]))
-                    Wt_t.grad = None
-                    b_t.grad = None
-                    return time.perf_counter() - t0
-            else:
-                def fwd(i):
-                    conv_f(data[i], Wt, b, 1, pad)
-
-                def bwd(i):
-                    x = data[i]
-                    _, keep = conv_f(x, Wt, b, 1, pad)
-                    t0 = time.perf_counter()
-                    conv_b(douts[i[0] % 4], x, Wt, keep, 1, pad, need_dx)
-                    return time.perf_counter() - t0
-
-            med, mn = _time(fwd, idx, repeat)
-            rows.append({"layer": name, "phase": "forward", "med": med, "min": mn, "flops": fl})
-            bwd(idx[0])
-            bt = [bwd(idx[(k + 1) % len(idx)]) for k in range(repeat)]
-            rows.append({"layer": name, "phase": "backward", "med": 1e3 * float(np.median(bt)),
-                         "min": 1e3 * float(np.min(bt)), "flops": fl * (2 if need_dx else 1)})
-            if pooled:
-                y = rng.standard_normal((pool // 4, fn, oh, ow)).astype(dtype)
-                pidx = [rng.choice(len(y), BATCH, replace=False) for _ in range(8)]
-                if contender == "torch":
-                    def pf(i):
-                        with torch.no_grad():
-                            F.max_pool2d(torch.from_numpy(y[i]), 2, 2)
-
-                    def pb(i):
-                        yt = torch.from_numpy(y[i]).requires_grad_(True)
-                        o = F.max_pool2d(yt, 2, 2)
-                        g = torch.ones_like(o)
-                        t0 = time.perf_counter()
-                        o.backward(g)
-                        return time.perf_counter() - t0
-                else:
-                    def pf(i):
-                        pool_f(y[i], 2, 2, 2, 0)
-
-                    def pb(i):
-                        o, arg = pool_f(y[i], 2, 2, 2, 0)
-                        g = np.ones_like(o)
-                        t0 = time.perf_counter()
-                        pool_b(g, arg, y[i].shape, 2, 2, 2, 0)
-                        return time.perf_counter() - t0
-                med, mn = _time(pf, pidx, repeat)
-                rows.append({"layer": name + "+pool", "phase": "forward", "med": med, "min": mn, "flops": 0.0})
-                pb(pidx[0])
-                bt = [pb(pidx[(k + 1) % len(pidx)]) for k in range(repeat)]
-                rows.append({"layer": name + "+pool", "phase": "backward", "med": 1e3 * float(np.median(bt)),
-                             "min": 1e3 * float(np.min(bt)), "flops": 0.0})
+        for layer in LAYERS[net]:
+            rows += _layer_rows(contender, mods, dtype, layer, repeat, pool, rng)
     return rows
 
 
@@ -178,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             # The workers import the zerodl of this checkout, not whichever one is installed.
             root = str(pathlib.Path(__file__).resolve().parents[1])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if proc.returncode != 0:
                 print(f"# {contender} {dtype}: failed ({proc.stderr.strip().splitlines()[-1:]})")
                 continue

@@ -276,7 +276,7 @@ def _cols_to_out_relu(prod, b, row_stride, out):
                 dst = out[j, f, oh]
                 for ow in range(out_w):
                     v = row[ow] + bf
-                    dst[ow] = zero if v <= zero else v
+                    dst[ow] = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
 
 
 @jit
@@ -511,10 +511,10 @@ def _wino_output(M, b, th, tw, relu, out):
                     y10 = p1 - p2 - p3 + bf
                     y11 = q1 - q2 - q3 + bf
                     if relu:
-                        y00 = zero if y00 <= zero else y00
-                        y01 = zero if y01 <= zero else y01
-                        y10 = zero if y10 <= zero else y10
-                        y11 = zero if y11 <= zero else y11
+                        y00 = zero if y00 <= zero else y00  # noqa: FURB136 (NaN must pass)
+                        y01 = zero if y01 <= zero else y01  # noqa: FURB136 (NaN must pass)
+                        y10 = zero if y10 <= zero else y10  # noqa: FURB136 (NaN must pass)
+                        y11 = zero if y11 <= zero else y11  # noqa: FURB136 (NaN must pass)
                     Of[o + two * j] = y00
                     Of[o + two * j + one] = y01
                     Of[o + ow + two * j] = y10
@@ -743,7 +743,6 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
     # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
     # that of conv_relu_backward_numba: dout masked where relu_out <= 0, on the fly.
     FN, C, FH, FW = W.shape
-    N = x.shape[0]
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)
