@@ -18,12 +18,12 @@ from typing import Any
 
 from zerodl.backend import BACKENDS, get_backend
 from zerodl.kernels import affine, batchnorm, dropout, optim, relu, sigmoid, softmax_loss
-from zerodl.kernels import convolution, im2col, pooling
+from zerodl.kernels import conv_relu_pool, convolution, im2col, pooling
 from zerodl.kernels import train_step
 
 #: Kernel modules; each contributes the ops listed in its ``OPS``.
 MODULES: tuple[ModuleType, ...] = (affine, relu, sigmoid, softmax_loss, optim, dropout, batchnorm,
-                                   im2col, pooling, convolution, train_step)
+                                   im2col, pooling, convolution, conv_relu_pool, train_step)
 
 REGISTRY: dict[tuple[str, str], Callable[..., Any]] = {}
 

@@ -40,6 +40,7 @@ depend on the shapes only, so results are bit-identical whatever the number of t
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -620,7 +621,8 @@ class _Wino:
     ``(N, FN, 2·th, 2·tw)``: the output rounded up to whole 2x2 tiles (cropped by :meth:`result`).
     """
 
-    def __init__(self, x_shape: tuple[int, ...], fn: int, pad: int, dtype: np.dtype) -> None:
+    def __init__(self, x_shape: tuple[int, ...], fn: int, pad: int, dtype: np.dtype,
+                 full_output: bool = True) -> None:
         N, C, H, Wd = x_shape
         self.out_h, self.out_w = H + 2 * pad - 2, Wd + 2 * pad - 2
         self.th, self.tw = (self.out_h + 1) // 2, (self.out_w + 1) // 2
@@ -630,10 +632,16 @@ class _Wino:
         n_chunks = -(-N // self.chunk)
         self.groups = min(GROUPS, n_chunks)
         self.first = [g * n_chunks // self.groups for g in range(self.groups + 1)]
-        self.out_full = np.empty((N, fn, 2 * self.th, 2 * self.tw), dtype=dtype)
+        # Callers that emit something else (conv_relu_pool's pooled tiles) need no full output.
+        self.out_full = np.empty((N, fn, 2 * self.th, 2 * self.tw), dtype=dtype) if full_output else None
 
-    def group(self, g: int, x: np.ndarray, U: np.ndarray, b: np.ndarray, relu: bool) -> None:
-        """Transform, multiply and transform back the chunks of group ``g``."""
+    def group(self, g: int, x: np.ndarray, U: np.ndarray, b: np.ndarray, relu: bool,
+              emit: Callable[[np.ndarray, int, int], None] | None = None) -> None:
+        """Transform, multiply and transform back the chunks of group ``g``.
+
+        ``emit(M, n0, n1)``, when given, replaces the output transform into ``out_full``: it gets
+        the products ``M (16, FN, tiles)`` of images ``[n0, n1)``.
+        """
         dt = self.dtype
         pe = np.zeros((self.th + 1, 2 * self.tw + 2), dtype=dt)
         po = np.zeros_like(pe)
@@ -648,7 +656,10 @@ class _Wino:
                 M = np.empty((16, self.fn, width), dtype=dt)
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
             np.matmul(U, V, out=M)
-            _wino_output(M, b, self.th, self.tw, relu, self.out_full[n0:n1])
+            if emit is None:
+                _wino_output(M, b, self.th, self.tw, relu, self.out_full[n0:n1])
+            else:
+                emit(M, n0, n1)
 
     def weight_grad_group(self, g: int, x: np.ndarray, dout: np.ndarray, X: np.ndarray) -> None:
         """``X (16, FN, C)`` = Σ over the chunks of group ``g`` of ``Z[ξ] @ V[ξ]ᵀ``: the Winograd-domain
