@@ -106,7 +106,8 @@ DEEP_LAYERS = {
 
 class DeepConvLayers:
     """Every kernel a DeepConvNet conv layer uses, per layer: conv (+ReLU) forward and backward, the
-    2x2 pooling that follows (on every layer's output, for one shape table). JIT warmed in setup."""
+    2x2 pooling that follows and conv+ReLU+pool fused (on every layer's output, for one shape
+    table). JIT warmed in setup."""
 
     params = (BACKENDS, DTYPES, list(DEEP_LAYERS))
     param_names = ("backend", "dtype", "layer")
@@ -121,11 +122,13 @@ class DeepConvLayers:
         self.b = (0.1 * rng.standard_normal(fn)).astype(dtype)
         self.f = {op: kernels.get(op, backend) for op in ("conv_forward", "conv_backward", "conv_relu_forward",
                                                           "conv_relu_backward", "max_pool_forward",
-                                                          "max_pool_backward")}
+                                                          "max_pool_backward", "conv_relu_pool_forward",
+                                                          "conv_relu_pool_backward")}
         self.out, self.keep = self.f["conv_forward"](self.x, self.W, self.b, 1, pad)
         self.relu_out, _ = self.f["conv_relu_forward"](self.x, self.W, self.b, 1, pad)
         self.dout = rng.standard_normal(self.out.shape).astype(dtype)
         self.pooled, self.arg_max = self.f["max_pool_forward"](self.relu_out, 2, 2, 2, 0)
+        self.dpooled = rng.standard_normal(self.pooled.shape).astype(dtype)
         for name in dir(self):  # warm every kernel (JIT compile or cache load)
             if name.startswith("time_"):
                 getattr(self, name)(backend, dtype, layer)
@@ -147,6 +150,13 @@ class DeepConvLayers:
 
     def time_pool_backward(self, backend, dtype, layer):
         self.f["max_pool_backward"](self.pooled, self.arg_max, self.relu_out.shape, 2, 2, 2, 0)
+
+    def time_conv_relu_pool_forward(self, backend, dtype, layer):
+        self.f["conv_relu_pool_forward"](self.x, self.W, self.b, 1, self.pad)
+
+    def time_conv_relu_pool_backward(self, backend, dtype, layer):
+        self.f["conv_relu_pool_backward"](self.dpooled, self.pooled, self.arg_max, self.x, self.W, self.keep, 1,
+                                          self.pad, self.need_dx)
 
 
 def _best_seconds(fn, repeats: int = 7) -> float:
