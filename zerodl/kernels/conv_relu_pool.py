@@ -201,7 +201,8 @@ def _wino_output_pool_finite(M, b, th, tw, pooled, arg_max):
 def _unpool_masked(dpooled, pooled, arg_max, dout):
     # dout (B, FN, OH, OW) = the 2x2 max pooling's backward of dpooled, zeroed where the window's
     # maximum (pooled) was <= 0 (the ReLU's mask there); rows/columns no window covers get 0.
-    # Flat unsigned indices, as in _wino_output_pool_finite.
+    # Walks dout row pair by row pair through flat unsigned indices (as pooling's
+    # _max_pool_backward_2x2, measured 3.2x faster than strided stores per window).
     n_img, fn, ph, pw = dpooled.shape
     out_h, out_w = dout.shape[2], dout.shape[3]
     u = np.uint64
@@ -210,7 +211,7 @@ def _unpool_masked(dpooled, pooled, arg_max, dout):
     af = arg_max.reshape(-1)
     df = dout.reshape(-1)
     W = u(out_w)
-    upw = u(pw)
+    covered = u(2 * pw)
     one, two = u(1), u(2)
     zero = dout.dtype.type(0)
     for n in range(n_img):
@@ -219,20 +220,20 @@ def _unpool_masked(dpooled, pooled, arg_max, dout):
             for i in range(ph):
                 s = u(((n * fn + f) * ph + i) * pw)
                 d = plane + u(2 * i) * W
-                for j in range(upw):
-                    v = zero if pf[s + j] <= zero else gf[s + j]
-                    k = af[s + j]
-                    df[d + two * j] = v if k == 0 else zero
-                    df[d + two * j + one] = v if k == 1 else zero
-                    df[d + W + two * j] = v if k == 2 else zero
-                    df[d + W + two * j + one] = v if k == 3 else zero
-                for x in range(two * upw, W):
-                    df[d + x] = zero
-                    df[d + W + x] = zero
+                for xx in range(covered):
+                    o = s + (xx >> one)
+                    k = af[o]
+                    v = zero if pf[o] <= zero else gf[o]
+                    par = xx & one
+                    df[d + xx] = v if k == par else zero
+                    df[d + W + xx] = v if k == par + two else zero
+                for xx in range(covered, W):
+                    df[d + xx] = zero
+                    df[d + W + xx] = zero
             for y in range(2 * ph, out_h):
                 d = plane + u(y) * W
-                for x in range(W):
-                    df[d + x] = zero
+                for xx in range(W):
+                    df[d + xx] = zero
 
 
 def conv_relu_pool_forward_numba(
