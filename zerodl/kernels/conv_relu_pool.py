@@ -223,7 +223,8 @@ def _unpool_masked(dpooled, pooled, arg_max, dout):
                 for xx in range(covered):
                     o = s + (xx >> one)
                     k = af[o]
-                    v = zero if pf[o] <= zero else gf[o]
+                    v = gf[o]  # loaded before the select: a load in the branch became a branch
+                    v = zero if pf[o] <= zero else v
                     par = xx & one
                     df[d + xx] = v if k == par else zero
                     df[d + W + xx] = v if k == par + two else zero

@@ -246,38 +246,49 @@ def _fold_rows(dbuf, fh, fw, stride, pad, out_h, out_w, dx):
                     k += 1
 
 
+# The passes below move rows of at most OW (4-28) values; they index flat arrays with unsigned
+# integers rather than making two row views per row (see the Winograd comment: the views and the
+# signed indices' wraparound tests cost more than the copies at these widths).
 @jit
 def _cols_to_out(prod, b, row_stride, out):
     # prod (FN, B·L) → out (B, FN, OH, OW) + bias, dropping junk columns.
     n_img, fn, out_h, out_w = out.shape
+    u = np.uint64
+    total = u(prod.shape[1])
     n_cols = prod.shape[1] // n_img
+    pf = prod.reshape(-1)
+    of = out.reshape(-1)
+    uow = u(out_w)
     for j in range(n_img):
         for f in range(fn):
             bf = b[f]
             for oh in range(out_h):
-                start = j * n_cols + oh * row_stride
-                row = prod[f, start : start + out_w]
-                dst = out[j, f, oh]
-                for ow in range(out_w):
-                    dst[ow] = row[ow] + bf
+                src = u(f) * total + u(j * n_cols + oh * row_stride)
+                dst = u(((j * fn + f) * out_h + oh) * out_w)
+                for ow in range(uow):
+                    of[dst + ow] = pf[src + ow] + bf
 
 
 @jit
 def _cols_to_out_relu(prod, b, row_stride, out):
     # _cols_to_out followed by the book's ReLU (x <= 0 → 0; NaN passes), in the same pass.
     n_img, fn, out_h, out_w = out.shape
+    u = np.uint64
+    total = u(prod.shape[1])
     n_cols = prod.shape[1] // n_img
+    pf = prod.reshape(-1)
+    of = out.reshape(-1)
+    uow = u(out_w)
     zero = out.dtype.type(0)
     for j in range(n_img):
         for f in range(fn):
             bf = b[f]
             for oh in range(out_h):
-                start = j * n_cols + oh * row_stride
-                row = prod[f, start : start + out_w]
-                dst = out[j, f, oh]
-                for ow in range(out_w):
-                    v = row[ow] + bf
-                    dst[ow] = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
+                src = u(f) * total + u(j * n_cols + oh * row_stride)
+                dst = u(((j * fn + f) * out_h + oh) * out_w)
+                for ow in range(uow):
+                    v = pf[src + ow] + bf
+                    of[dst + ow] = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
 
 
 @jit
@@ -285,23 +296,30 @@ def _out_to_cols_masked(dout, out, row_stride, cols):
     # _out_to_cols of the gradient through the ReLU whose output is `out`: dout where out > 0
     # (the book's Relu.backward zeroes where its input was <= 0, i.e. where out <= 0).
     n_img, fn, out_h, out_w = dout.shape
+    u = np.uint64
+    total = u(cols.shape[1])
     n_cols = cols.shape[1] // n_img
+    df = dout.reshape(-1)
+    mf = out.reshape(-1)
+    cf = cols.reshape(-1)
+    uow = u(out_w)
     zero = cols.dtype.type(0)
     for j in range(n_img):
         for f in range(fn):
             for oh in range(out_h):
-                start = j * n_cols + oh * row_stride
-                src = dout[j, f, oh]
-                o = out[j, f, oh]
-                dst = cols[f, start : start + out_w]
-                for ow in range(out_w):
-                    dst[ow] = zero if o[ow] <= zero else src[ow]
+                src = u(((j * fn + f) * out_h + oh) * out_w)
+                dst = u(f) * total + u(j * n_cols + oh * row_stride)
+                for ow in range(uow):
+                    v = df[src + ow]  # loaded before the select (see _bias_grad_masked)
+                    cf[dst + ow] = zero if mf[src + ow] <= zero else v
 
 
 @jit
 def _bias_grad_masked(dout, out, db):
     # _bias_grad of the gradient through the ReLU whose output is `out`, in the same order (the
-    # masked entries add +0, as the NumPy twin's zeros do).
+    # masked entries add +0, as the NumPy twin's zeros do). Both values are loaded before the
+    # select: a load inside the ternary's branch became a branch, mispredicted on ReLU masks
+    # (measured 33x slower).
     n_img, fn = dout.shape[0], dout.shape[1]
     n_pos = dout.shape[2] * dout.shape[3]
     d = dout.reshape(n_img, fn, n_pos)
@@ -314,10 +332,11 @@ def _bias_grad_masked(dout, out, db):
             r0, r1, r2, r3 = d[n, f], d[n, f + 1], d[n, f + 2], d[n, f + 3]
             m0, m1, m2, m3 = m[n, f], m[n, f + 1], m[n, f + 2], m[n, f + 3]
             for p in range(n_pos):
-                a0 += zero if m0[p] <= zero else r0[p]
-                a1 += zero if m1[p] <= zero else r1[p]
-                a2 += zero if m2[p] <= zero else r2[p]
-                a3 += zero if m3[p] <= zero else r3[p]
+                v0, v1, v2, v3 = r0[p], r1[p], r2[p], r3[p]
+                a0 += zero if m0[p] <= zero else v0
+                a1 += zero if m1[p] <= zero else v1
+                a2 += zero if m2[p] <= zero else v2
+                a3 += zero if m3[p] <= zero else v3
         db[f], db[f + 1], db[f + 2], db[f + 3] = a0, a1, a2, a3
         f += 4
     while f < fn:
@@ -326,7 +345,8 @@ def _bias_grad_masked(dout, out, db):
             row = d[n, f]
             mr = m[n, f]
             for p in range(n_pos):
-                acc += zero if mr[p] <= zero else row[p]
+                v = row[p]
+                acc += zero if mr[p] <= zero else v
         db[f] = acc
         f += 1
 
@@ -335,15 +355,19 @@ def _bias_grad_masked(dout, out, db):
 def _out_to_cols(dout, row_stride, cols):
     # dout (B, FN, OH, OW) → cols (FN, B·L); junk columns are left untouched (zero).
     n_img, fn, out_h, out_w = dout.shape
+    u = np.uint64
+    total = u(cols.shape[1])
     n_cols = cols.shape[1] // n_img
+    df = dout.reshape(-1)
+    cf = cols.reshape(-1)
+    uow = u(out_w)
     for j in range(n_img):
         for f in range(fn):
             for oh in range(out_h):
-                start = j * n_cols + oh * row_stride
-                src = dout[j, f, oh]
-                dst = cols[f, start : start + out_w]
-                for ow in range(out_w):
-                    dst[ow] = src[ow]
+                src = u(((j * fn + f) * out_h + oh) * out_w)
+                dst = u(f) * total + u(j * n_cols + oh * row_stride)
+                for ow in range(uow):
+                    cf[dst + ow] = df[src + ow]
 
 
 @jit
@@ -598,7 +622,8 @@ def _relu_masked(dout, out, masked):
     m = masked.reshape(-1)
     zero = masked.dtype.type(0)
     for i in range(d.shape[0]):
-        m[i] = zero if o[i] <= zero else d[i]
+        v = d[i]  # loaded before the select (see _bias_grad_masked)
+        m[i] = zero if o[i] <= zero else v
 
 
 #: Winograd for 3x3 unit-stride layers with at least this many input channels (it needs C ≥ 2 to
