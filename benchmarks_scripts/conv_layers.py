@@ -6,6 +6,9 @@ minimum of ``--repeat`` calls, each on a batch drawn at random from a ``--pool``
 the inputs come from memory as in training) and the rate in GFLOP/s (``2·N·FN·C·FH·FW·OH·OW`` for a
 forward; twice that for a backward with ``dx``, once for the first layer, which needs no ``dx``).
 
+Then the whole conv stack of each net (every conv + ReLU, the 2x2 poolings), forward and backward,
+as a fused training step runs it (zerodl: ``conv_relu_pool`` / ``conv_relu``; PyTorch: autograd).
+
 Each contender runs in its own subprocess (one thread pool per process, see NUMBA-NOTES "Threads"),
 with ``--threads`` threads (default 2): zerodl through :func:`zerodl.set_num_threads`, PyTorch through
 ``torch.set_num_threads`` (``F.conv2d`` / ``F.max_pool2d`` forward, backward through autograd, as a
@@ -155,6 +158,85 @@ def _pool_rows(contender: str, mods: dict, dtype: str, name: str, fn: int, oh: i
     return rows
 
 
+def _stack_rows(contender: str, mods: dict, dtype: str, net: str, repeat: int, pool: int,
+                rng: np.random.Generator) -> list[dict]:
+    """The whole conv stack of ``net`` (every conv + ReLU, 2x2 pooling where the net pools), forward
+    and backward, as a fused training step would run it: zerodl's ``conv_relu_pool`` for the pooled
+    layers and ``conv_relu`` for the others (the first layer without dx); PyTorch's conv2d, relu and
+    max_pool2d through autograd."""
+    layers = LAYERS[net]
+    data = rng.random((pool, *layers[0][1:4])).astype(dtype)
+    params = [((0.1 * rng.standard_normal((fn, c, f, f))).astype(dtype), np.zeros(fn, dtype=dtype))
+              for _, c, _, _, fn, f, _, _ in layers]
+    idx = [rng.choice(pool, BATCH, replace=False) for _ in range(8)]
+    flops = sum(_flops(c, h, w, fn, f, pad) for _, c, h, w, fn, f, pad, _ in layers)
+    bwd_flops = sum(_flops(c, h, w, fn, f, pad) * (2 if c > 1 else 1) for _, c, h, w, fn, f, pad, _ in layers)
+    if contender == "torch":
+        torch, F = mods["torch"], mods["F"]
+        tparams = [(torch.from_numpy(W).requires_grad_(True), torch.from_numpy(b).requires_grad_(True))
+                   for W, b in params]
+
+        def forward(x, grad):
+            h = torch.from_numpy(x)
+            with torch.set_grad_enabled(grad):
+                for (_, _, _, _, _, _, pad, pooled), (W, b) in zip(layers, tparams):
+                    h = F.relu(F.conv2d(h, W, b, 1, pad))
+                    if pooled:
+                        h = F.max_pool2d(h, 2, 2)
+            return h
+
+        def fwd(i):
+            forward(data[i], False)
+
+        def step(i):
+            h = forward(data[i], True)
+            t0 = time.perf_counter()
+            h.backward(torch.ones_like(h))
+            for W, b in tparams:
+                W.grad = b.grad = None
+            return time.perf_counter() - t0
+    else:
+        crp_f, crp_b = mods["conv_relu_pool_forward"], mods["conv_relu_pool_backward"]
+        cr_f, cr_b = mods["conv_relu_forward"], mods["conv_relu_backward"]
+
+        def forward(x):
+            saved = []
+            h = x
+            for (_, _, _, _, _, _, pad, pooled), (W, b) in zip(layers, params):
+                if pooled:
+                    out, arg, keep = crp_f(h, W, b, 1, pad)
+                    saved.append((h, out, arg, keep))
+                else:
+                    out, keep = cr_f(h, W, b, 1, pad)
+                    saved.append((h, out, None, keep))
+                h = out
+            return h, saved
+
+        def fwd(i):
+            forward(data[i])
+
+        def step(i):
+            h, saved = forward(data[i])
+            t0 = time.perf_counter()
+            g = np.ones_like(h)
+            for k in range(len(layers) - 1, -1, -1):
+                (_, _, _, _, _, _, pad, pooled), (W, _) = layers[k], params[k]
+                x, out, arg, keep = saved[k]
+                if pooled:
+                    g, _, _ = crp_b(g, out, arg, x, W, keep, 1, pad, k > 0)
+                else:
+                    g, _, _ = cr_b(g, out, x, W, keep, 1, pad, k > 0)
+            return time.perf_counter() - t0
+
+    med, mn = _time(fwd, idx, repeat)
+    rows = [{"layer": f"{net} conv stack", "phase": "forward", "med": med, "min": mn, "flops": flops}]
+    step(idx[0])
+    bt = [step(idx[(k + 1) % len(idx)]) for k in range(repeat)]
+    rows.append({"layer": f"{net} conv stack", "phase": "backward", "med": 1e3 * float(np.median(bt)),
+                 "min": 1e3 * float(np.min(bt)), "flops": bwd_flops})
+    return rows
+
+
 def _worker(contender: str, dtype: str, nets: list[str], repeat: int, pool: int, threads: int) -> list[dict]:
     """Time every layer of ``nets`` with one contender; returns one dict per (layer, phase)."""
     rng = np.random.default_rng(0)
@@ -170,11 +252,14 @@ def _worker(contender: str, dtype: str, nets: list[str], repeat: int, pool: int,
 
         zerodl.set_num_threads(threads)
         mods = {op: kernels.get(op, contender)
-                for op in ("conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward")}
+                for op in ("conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward",
+                           "conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward",
+                           "conv_relu_pool_backward")}
     rows = []
     for net in nets:
         for layer in LAYERS[net]:
             rows += _layer_rows(contender, mods, dtype, layer, repeat, pool, rng)
+        rows += _stack_rows(contender, mods, dtype, net, repeat, pool, rng)
     return rows
 
 
@@ -219,11 +304,13 @@ def main(argv: list[str] | None = None) -> None:
                 if r is None:
                     cells.append(f"{'-':>24}")
                     continue
-                totals[c] += r["med"]
+                if "stack" not in layer:
+                    totals[c] += r["med"]
                 rate = f" {r['flops'] / r['min'] / 1e6:6.1f} GF/s" if r["flops"] else " " * 12
                 cells.append(f"{r['med']:6.2f} ({r['min']:6.2f}){rate}")
             print(f"{dtype:8} {layer:18} {phase:8} " + " ".join(cells))
-        print(f"{dtype:8} {'total (medians)':27} " + " ".join(f"{totals[c]:21.1f} ms" for c in args.contenders))
+        print(f"{dtype:8} {'per-layer rows (medians)':27} "
+              + " ".join(f"{totals[c]:21.1f} ms" for c in args.contenders))
 
 
 if __name__ == "__main__":
