@@ -25,16 +25,26 @@ books' nets), for fused training steps; same arguments, same ``col``:
 
 All arrays share one floating dtype; outputs are new C-contiguous arrays of it; inputs are never
 written. The NumPy twins are the book's ``Convolution`` in structure (``np.dot`` and NumPy
-transposes around ``im2col`` / ``col2im``). The Numba twins never build the transposed layouts: they
-copy patches into a per-chunk ``(K, columns)`` matrix whose product with ``W (FN, K)`` is already in
-output order, and scatter it with the bias in one compiled pass (details above ``_patches_wide``). The
-matrix products of both twins go to NumPy's BLAS (one thread pool per process; see NUMBA-NOTES;
-BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limited to one thread
-per product while it runs (:class:`_OneBlasThread`), so the twins differ only by the rounding of
-differently blocked products; the bias gradient and the ``col2im`` summation order match the book's
-exactly. The Numba twins use both cores by running fixed groups of chunks on
-``numba.get_num_threads()`` threads (:func:`~zerodl.kernels._tasks.run_tasks`); chunks and groups
-depend on the shapes only, so results are bit-identical whatever the number of threads.
+transposes around ``im2col`` / ``col2im``). The Numba twins take one of two routes, chunk by chunk
+of images:
+
+* 3x3 filters, unit stride, at least :data:`WINO_MIN_CHANNELS` channels (every DeepConvNet layer
+  but the first): Winograd's F(2x2, 3x3) — forward, dx and dW each as 16 batched BLAS products on
+  transformed tiles, 2.25x fewer multiplications (details above ``_wino_filter``). Its results
+  differ from the direct sums by rounding only (a few float32 ulps; the tests' tolerances cover
+  it, and the book's weights give the book's accuracies in both backends).
+* otherwise: a per-chunk ``(K, columns)`` patch matrix whose product with ``W (FN, K)`` is already
+  in output order, scattered with the bias in one compiled pass (details above ``_patches_wide``);
+  the twins then differ only by the rounding of differently blocked products.
+
+The matrix products of both twins go to NumPy's BLAS (one thread pool per process; see
+NUMBA-NOTES; BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limited to
+one thread per product while it runs (:class:`_OneBlasThread`). The bias gradient (and, on the
+patch route, the ``col2im`` summation order) match the book's exactly. The Numba twins use both
+cores by running fixed groups of chunks on ``numba.get_num_threads()`` threads
+(:func:`~zerodl.kernels._tasks.run_tasks`); chunks and groups depend on the shapes only and the
+weight gradient's partial sums are added group by group in order, so results are bit-identical
+whatever the number of threads.
 """
 
 from __future__ import annotations
