@@ -641,6 +641,12 @@ def _relu_masked(dout, out, masked):
 WINO_MIN_CHANNELS = 4
 
 
+#: Transform bytes per chunk of the Winograd weight gradient (a module constant, like CHUNK_BYTES):
+#: longer reductions per product and fewer partial-sum additions with bigger chunks, but 1 and
+#: 2 MiB measured within noise of 512 KiB on the books' layers (one thread, float32).
+WINO_DW_CHUNK_BYTES = 512 * 2**10
+
+
 def _winograd_ok(C: int, FH: int, FW: int, stride: int, pad: int) -> bool:
     return WINOGRAD and FH == 3 and FW == 3 and stride == 1 and pad <= 2 and C >= WINO_MIN_CHANNELS
 
@@ -657,13 +663,14 @@ class _Wino:
     """
 
     def __init__(self, x_shape: tuple[int, ...], fn: int, pad: int, dtype: np.dtype,
-                 full_output: bool = True) -> None:
+                 full_output: bool = True, chunk_bytes: int | None = None) -> None:
         N, C, H, Wd = x_shape
         self.out_h, self.out_w = H + 2 * pad - 2, Wd + 2 * pad - 2
         self.th, self.tw = (self.out_h + 1) // 2, (self.out_w + 1) // 2
         self.tiles = self.th * (self.tw + 1)  # wide tile rows (see _wino_input)
         self.C, self.fn, self.pad, self.dtype, self.n = C, fn, pad, dtype, N
-        self.chunk = int(max(1, min(N, CHUNK_BYTES // (16 * (C + fn) * self.tiles * dtype.itemsize))))
+        budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        self.chunk = int(max(1, min(N, budget // (16 * (C + fn) * self.tiles * dtype.itemsize))))
         n_chunks = -(-N // self.chunk)
         self.groups = min(GROUPS, n_chunks)
         self.first = [g * n_chunks // self.groups for g in range(self.groups + 1)]
@@ -893,7 +900,8 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
     db = np.empty(FN, dtype=dout.dtype)
     # Winograd where it applies: dW from the transforms of x's and dout's tiles; dx as the 3x3
     # "full" correlation of dout with the flipped, transposed filters (padding 2 - pad).
-    wino_dW = _Wino(x.shape, FN, pad, x.dtype) if _winograd_ok(C, FH, FW, stride, pad) else None
+    wino_dW = (_Wino(x.shape, FN, pad, x.dtype, full_output=False, chunk_bytes=WINO_DW_CHUNK_BYTES)
+               if _winograd_ok(C, FH, FW, stride, pad) else None)
     wino_dx = None
     if need_dx and pad <= 2 and _winograd_ok(FN, FH, FW, stride, 2 - pad):
         wino_dx = _Wino(dout.shape, C, 2 - pad, dout.dtype)
