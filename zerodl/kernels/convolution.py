@@ -909,7 +909,8 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
         zero_b = np.zeros(C, dtype=dout.dtype)
     g_src = dout
     if relu_out is not None and (wino_dW is not None or wino_dx is not None):
-        # The Winograd transforms read the masked gradient, stored once.
+        # The Winograd transforms read the masked gradient, stored once (masking inside the
+        # transforms' row copies measured 25-35 % slower: the branch spoilt their loops).
         g_src = np.empty_like(dout)
         _relu_masked(dout, relu_out, g_src)
     fold_dx = need_dx and wino_dx is None
