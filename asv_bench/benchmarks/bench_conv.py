@@ -194,7 +194,9 @@ class ConvSpeedup:
                 relu_in, pooled, arg_max = bench.relu_out, bench.pooled, bench.arg_max
                 need_dx = bench.need_dx
             f = {op: kernels.get(op, backend) for op in ("conv_forward", "conv_backward", "max_pool_forward",
-                                                         "max_pool_backward")}
+                                                         "max_pool_backward", "conv_relu_pool_forward",
+                                                         "conv_relu_pool_backward")}
+            dpooled = np.ones(pooled.shape, dtype=dtype)
             b = np.zeros(W.shape[0], dtype=dtype)
             self.cases[backend] = {
                 "conv_forward": lambda f=f, x=x, W=W, b=b, pad=pad: f["conv_forward"](x, W, b, 1, pad),
@@ -203,6 +205,10 @@ class ConvSpeedup:
                 "pool_forward": lambda f=f, y=relu_in: f["max_pool_forward"](y, 2, 2, 2, 0),
                 "pool_backward": lambda f=f, p=pooled, a=arg_max, s=relu_in.shape: f["max_pool_backward"](
                     p, a, s, 2, 2, 2, 0),
+                "conv_relu_pool_forward": lambda f=f, x=x, W=W, b=b, pad=pad: f["conv_relu_pool_forward"](
+                    x, W, b, 1, pad),
+                "conv_relu_pool_backward": lambda f=f, d=dpooled, p=pooled, a=arg_max, x=x, W=W, k=keep, pad=pad,
+                nd=need_dx: f["conv_relu_pool_backward"](d, p, a, x, W, k, 1, pad, nd),
             }
 
     def _ratio(self, kernel: str) -> float:
@@ -223,6 +229,12 @@ class ConvSpeedup:
 
     def track_pool_backward(self, dtype, layer):
         return self._ratio("pool_backward")
+
+    def track_conv_relu_pool_forward(self, dtype, layer):
+        return self._ratio("conv_relu_pool_forward")
+
+    def track_conv_relu_pool_backward(self, dtype, layer):
+        return self._ratio("conv_relu_pool_backward")
 
 
 class SimpleConvNetStep:
