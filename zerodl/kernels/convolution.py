@@ -480,14 +480,23 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
     pof = po.reshape(-1)
     r0, r1, r2, r3 = R[0], R[1], R[2], R[3]
     one, two, three = u(1), u(2), u(3)
+    xf = x.reshape(-1)
+    uw = u(w)
+    upad = u(pad)
     for n in range(n_img):
         for c in range(n_ch):
             for y in range(h):
+                # Flat unsigned indices here too: two row views per input row cost more than
+                # copying the row.
                 yy = y + pad
-                src = x[n, c, y]
-                dst = pe[yy // 2, pad : pad + w] if yy % 2 == 0 else po[yy // 2, pad : pad + w]
-                for k in range(w):
-                    dst[k] = src[k]
+                src = u(((n * n_ch + c) * h + y) * w)
+                dst = u(yy // 2) * wp + upad
+                if yy % 2 == 0:
+                    for k in range(uw):
+                        pef[dst + k] = xf[src + k]
+                else:
+                    for k in range(uw):
+                        pof[dst + k] = xf[src + k]
             for q in range(Q):
                 e0 = pef[q]
                 e1 = pef[q + wp]
@@ -576,13 +585,19 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
     of = O.reshape(-1)
     r0, r1, r2, r3 = R[0], R[1], R[2], R[3]
     one, two, three = u(1), u(2), u(3)
+    df = dout.reshape(-1)
+    uow = u(out_w)
     for n in range(n_img):
         for f in range(fn):
             for y in range(out_h):
-                src = dout[n, f, y]
-                dst = E[y // 2, :out_w] if y % 2 == 0 else O[y // 2, :out_w]
-                for k in range(out_w):
-                    dst[k] = src[k]
+                src = u(((n * fn + f) * out_h + y) * out_w)
+                dst = u(y // 2) * wp
+                if y % 2 == 0:
+                    for k in range(uow):
+                        ef[dst + k] = df[src + k]
+                else:
+                    for k in range(uow):
+                        of[dst + k] = df[src + k]
             for q in range(Q):
                 g0 = ef[q]
                 g1 = of[q]
