@@ -145,3 +145,41 @@ def max_pool_backward(dout: np.ndarray, arg: np.ndarray, shape, ph: int, pw: int
                     if 0 <= y < H and 0 <= xx < W:
                         dx[n, c, y, xx] += float(dout[n, c, oh, ow])
     return dx
+
+
+def conv_relu_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """:func:`conv_forward` then the book's ReLU, element by element (``v <= 0`` → 0)."""
+    out = conv_forward(x, W, b, stride, pad)
+    for idx in np.ndindex(out.shape):
+        if out[idx] <= 0:
+            out[idx] = 0.0
+    return out
+
+
+def conv_relu_backward(dout: np.ndarray, out: np.ndarray, x: np.ndarray, W: np.ndarray, stride: int = 1,
+                       pad: int = 0):
+    """:func:`conv_backward` of ``dout`` with every entry where the ReLU output ``out <= 0`` dropped."""
+    masked = np.zeros(dout.shape, dtype=np.float64)
+    for idx in np.ndindex(dout.shape):
+        if not out[idx] <= 0:
+            masked[idx] = float(dout[idx])
+    return conv_backward(masked, x, W, stride, pad)
+
+
+def conv_relu_pool_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0):
+    """``(pooled, arg_max)``: :func:`max_pool_forward` (2x2, stride 2) of :func:`conv_relu_forward`."""
+    return max_pool_forward(conv_relu_forward(x, W, b, stride, pad), 2, 2, 2, 0)
+
+
+def conv_relu_pool_backward(dpooled: np.ndarray, pooled: np.ndarray, arg: np.ndarray, x: np.ndarray,
+                            W: np.ndarray, stride: int = 1, pad: int = 0):
+    """:func:`max_pool_backward` of ``dpooled`` (entries whose maximum ``pooled <= 0`` dropped: the
+    ReLU's mask), then :func:`conv_backward`."""
+    N, _, H, Wd = x.shape
+    FN, _, FH, FW = W.shape
+    shape = (N, FN, out_size(H, FH, stride, pad), out_size(Wd, FW, stride, pad))
+    masked = np.zeros(dpooled.shape, dtype=np.float64)
+    for idx in np.ndindex(dpooled.shape):
+        if not pooled[idx] <= 0:
+            masked[idx] = float(dpooled[idx])
+    return conv_backward(max_pool_backward(masked, arg, shape, 2, 2, 2, 0), x, W, stride, pad)

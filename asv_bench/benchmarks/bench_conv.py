@@ -1,6 +1,7 @@
-"""asv benchmarks of the convolution family: kernels, a SimpleConvNet training step, DeepConvNet
-inference over 10,000 MNIST-shaped images. Every class is parametrised by backend and dtype; ``setup``
-warms the JIT so compile time never counts.
+"""asv benchmarks of the convolution family: kernels (SimpleConvNet's layer; every DeepConvNet layer,
+conv, conv+ReLU, pooling), Numba-over-NumPy speed ratios (``track_``), a SimpleConvNet training step,
+DeepConvNet inference over 10,000 MNIST-shaped images. Every class is parametrised by backend and
+dtype; ``setup`` warms the JIT so compile time never counts.
 
 Run: ``asv run --python=same --bench bench_conv`` (from ``asv_bench/``). For a quick side-by-side of
 both backends in one process (medians, ratios, peak memory of a step) without asv::
@@ -90,6 +91,150 @@ class ConvKernels:
 
     def time_pool_backward(self, backend, dtype):
         self.pool_backward(self.pooled, self.arg_max, self.out.shape, 2, 2, 2, 0)
+
+
+#: DeepConvNet's six 3x3 convolutions (batch 100, MNIST): (C, H, W, FN, pad), append-only.
+DEEP_LAYERS = {
+    "conv1": (1, 28, 28, 16, 1),
+    "conv2": (16, 28, 28, 16, 1),
+    "conv3": (16, 14, 14, 32, 1),
+    "conv4": (32, 14, 14, 32, 2),
+    "conv5": (32, 8, 8, 64, 1),
+    "conv6": (64, 8, 8, 64, 1),
+}
+
+
+class DeepConvLayers:
+    """Every kernel a DeepConvNet conv layer uses, per layer: conv (+ReLU) forward and backward, the
+    2x2 pooling that follows and conv+ReLU+pool fused (on every layer's output, for one shape
+    table). JIT warmed in setup."""
+
+    params = (BACKENDS, DTYPES, list(DEEP_LAYERS))
+    param_names = ("backend", "dtype", "layer")
+
+    def setup(self, backend, dtype, layer):
+        c, h, w, fn, pad = DEEP_LAYERS[layer]
+        rng = np.random.default_rng(SEED)
+        self.pad = pad
+        self.need_dx = c > 1  # a network's first layer computes no dx
+        self.x = rng.random((100, c, h, w)).astype(dtype)
+        self.W = (0.1 * rng.standard_normal((fn, c, 3, 3))).astype(dtype)
+        self.b = (0.1 * rng.standard_normal(fn)).astype(dtype)
+        self.f = {op: kernels.get(op, backend) for op in ("conv_forward", "conv_backward", "conv_relu_forward",
+                                                          "conv_relu_backward", "max_pool_forward",
+                                                          "max_pool_backward", "conv_relu_pool_forward",
+                                                          "conv_relu_pool_backward")}
+        self.out, self.keep = self.f["conv_forward"](self.x, self.W, self.b, 1, pad)
+        self.relu_out, _ = self.f["conv_relu_forward"](self.x, self.W, self.b, 1, pad)
+        self.dout = rng.standard_normal(self.out.shape).astype(dtype)
+        self.pooled, self.arg_max = self.f["max_pool_forward"](self.relu_out, 2, 2, 2, 0)
+        self.dpooled = rng.standard_normal(self.pooled.shape).astype(dtype)
+        for name in dir(self):  # warm every kernel (JIT compile or cache load)
+            if name.startswith("time_"):
+                getattr(self, name)(backend, dtype, layer)
+
+    def time_conv_forward(self, backend, dtype, layer):
+        self.f["conv_forward"](self.x, self.W, self.b, 1, self.pad)
+
+    def time_conv_backward(self, backend, dtype, layer):
+        self.f["conv_backward"](self.dout, self.x, self.W, self.keep, 1, self.pad, self.need_dx)
+
+    def time_conv_relu_forward(self, backend, dtype, layer):
+        self.f["conv_relu_forward"](self.x, self.W, self.b, 1, self.pad)
+
+    def time_conv_relu_backward(self, backend, dtype, layer):
+        self.f["conv_relu_backward"](self.dout, self.relu_out, self.x, self.W, self.keep, 1, self.pad, self.need_dx)
+
+    def time_pool_forward(self, backend, dtype, layer):
+        self.f["max_pool_forward"](self.relu_out, 2, 2, 2, 0)
+
+    def time_pool_backward(self, backend, dtype, layer):
+        self.f["max_pool_backward"](self.pooled, self.arg_max, self.relu_out.shape, 2, 2, 2, 0)
+
+    def time_conv_relu_pool_forward(self, backend, dtype, layer):
+        self.f["conv_relu_pool_forward"](self.x, self.W, self.b, 1, self.pad)
+
+    def time_conv_relu_pool_backward(self, backend, dtype, layer):
+        self.f["conv_relu_pool_backward"](self.dpooled, self.pooled, self.arg_max, self.x, self.W, self.keep, 1,
+                                          self.pad, self.need_dx)
+
+
+def _best_seconds(fn, repeats: int = 7) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+class ConvSpeedup:
+    """Numba-over-NumPy speed ratio of each conv kernel (NumPy time / Numba time, > 1: Numba faster),
+    per DeepConvNet layer (and SimpleConvNet's ``simple``), so ``asv publish`` graphs the speedup
+    across commits. Both twins timed in the same process, alternately, best of 7 calls each."""
+
+    params = (DTYPES, [*DEEP_LAYERS, "simple"])
+    param_names = ("dtype", "layer")
+    unit = "ratio"
+    timeout = 300
+
+    def setup(self, dtype, layer):
+        self.cases = {}
+        for backend in BACKENDS:
+            if layer == "simple":
+                bench = ConvKernels()
+                bench.setup(backend, dtype)
+                pad, dout, W, x, keep = 0, bench.out, bench.W, bench.x, bench.cache
+                relu_in, pooled, arg_max = bench.out, bench.pooled, bench.arg_max
+                need_dx = False
+            else:
+                bench = DeepConvLayers()
+                bench.setup(backend, dtype, layer)
+                pad, dout, W, x, keep = bench.pad, bench.dout, bench.W, bench.x, bench.keep
+                relu_in, pooled, arg_max = bench.relu_out, bench.pooled, bench.arg_max
+                need_dx = bench.need_dx
+            f = {op: kernels.get(op, backend) for op in ("conv_forward", "conv_backward", "max_pool_forward",
+                                                         "max_pool_backward", "conv_relu_pool_forward",
+                                                         "conv_relu_pool_backward")}
+            dpooled = np.ones(pooled.shape, dtype=dtype)
+            b = np.zeros(W.shape[0], dtype=dtype)
+            self.cases[backend] = {
+                "conv_forward": lambda f=f, x=x, W=W, b=b, pad=pad: f["conv_forward"](x, W, b, 1, pad),
+                "conv_backward": lambda f=f, d=dout, x=x, W=W, k=keep, pad=pad, nd=need_dx:
+                    f["conv_backward"](d, x, W, k, 1, pad, nd),
+                "pool_forward": lambda f=f, y=relu_in: f["max_pool_forward"](y, 2, 2, 2, 0),
+                "pool_backward": lambda f=f, p=pooled, a=arg_max, s=relu_in.shape: f["max_pool_backward"](
+                    p, a, s, 2, 2, 2, 0),
+                "conv_relu_pool_forward": lambda f=f, x=x, W=W, b=b, pad=pad: f["conv_relu_pool_forward"](
+                    x, W, b, 1, pad),
+                "conv_relu_pool_backward": lambda f=f, d=dpooled, p=pooled, a=arg_max, x=x, W=W, k=keep, pad=pad,
+                nd=need_dx: f["conv_relu_pool_backward"](d, p, a, x, W, k, 1, pad, nd),
+            }
+
+    def _ratio(self, kernel: str) -> float:
+        t = {b: [] for b in BACKENDS}
+        for _ in range(3):  # alternate the twins, so both see the same machine load
+            for b in BACKENDS:
+                t[b].append(_best_seconds(self.cases[b][kernel]))
+        return min(t["numpy"]) / min(t["numba"])
+
+    def track_conv_forward(self, dtype, layer):
+        return self._ratio("conv_forward")
+
+    def track_conv_backward(self, dtype, layer):
+        return self._ratio("conv_backward")
+
+    def track_pool_forward(self, dtype, layer):
+        return self._ratio("pool_forward")
+
+    def track_pool_backward(self, dtype, layer):
+        return self._ratio("pool_backward")
+
+    def track_conv_relu_pool_forward(self, dtype, layer):
+        return self._ratio("conv_relu_pool_forward")
+
+    def track_conv_relu_pool_backward(self, dtype, layer):
+        return self._ratio("conv_relu_pool_backward")
 
 
 class SimpleConvNetStep:

@@ -1,5 +1,6 @@
-"""conv_forward / conv_backward: numpy vs numba (both dtypes, hypothesis shapes/stride/pad), vs the
-naive per-element oracle; each backward accepts the other twin's forward cache."""
+"""conv_forward / conv_backward and the ReLU-fused conv_relu_forward / conv_relu_backward: numpy vs
+numba (both dtypes, hypothesis shapes/stride/pad), vs the naive per-element oracle, gradient checks;
+each backward accepts the other twin's forward cache; bit-identical for one or two threads."""
 
 import numpy as np
 import pytest
@@ -90,6 +91,14 @@ def test_bias_gradient_bit_identical_to_the_book_order():
     _, _, db_np = kernels.get("conv_backward", "numpy")(dout, x, W, None, 1, 0)
     _, _, db_nb = kernels.get("conv_backward", "numba")(dout, x, W, None, 1, 0)
     np.testing.assert_array_equal(db_nb, db_np)
+    # The ReLU-fused backward too (masked entries add +0 in both twins). Tiny shapes can make
+    # NumPy sum the column pairwise instead, so this is checked at this shape only.
+    b = rng.standard_normal(3)
+    out, _ = kernels.get("conv_relu_forward", "numpy")(x, W, b, 1, 0)
+    assert (out == 0).any() and (out > 0).any()
+    _, _, db_np = kernels.get("conv_relu_backward", "numpy")(dout, out, x, W, None, 1, 0)
+    _, _, db_nb = kernels.get("conv_relu_backward", "numba")(dout, out, x, W, None, 1, 0)
+    np.testing.assert_array_equal(db_nb, db_np)
 
 
 @pytest.mark.parametrize("wide_max_junk", [0.0, 1.0], ids=["row-copies", "wide-grid"])
@@ -99,6 +108,7 @@ def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
 
     monkeypatch.setattr(convolution, "WIDE_MAX_JUNK", wide_max_junk)
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: exercises chunking
+    monkeypatch.setattr(convolution, "GEMM_COLS", 7)  # and products cut into column blocks
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2, 5, 6))
     W = rng.standard_normal((4, 2, 3, 2))
@@ -138,3 +148,160 @@ def test_numba_twin_restores_the_blas_thread_limit():
         with pytest.raises(RuntimeError), _OneBlasThread():
             raise RuntimeError("boom")
         assert blas_threads() == before
+
+
+def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
+    # The groups of chunks run on several threads; chunks and groups depend on the shapes only, the
+    # weight gradient adds the groups' partial sums in group order: one thread or two, same bits.
+    import numba
+
+    from zerodl.kernels import convolution
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks, 4 groups
+    monkeypatch.setattr(convolution, "GEMM_COLS", 11)  # products in column blocks
+    rng = np.random.default_rng(8)
+    # 3 channels: the patch-matrix route; 4 (= WINO_MIN_CHANNELS) and 4 filters: Winograd, dx too.
+    for dtype, C in ((np.float32, 3), (np.float64, 3), (np.float32, 4), (np.float64, 4)):
+        x = rng.standard_normal((7, C, 6, 5)).astype(dtype)
+        W = rng.standard_normal((4, C, 3, 3)).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        dout = rng.standard_normal((7, 4, 6, 5)).astype(dtype)
+        runs = []
+        old = numba.get_num_threads()
+        try:
+            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+                numba.set_num_threads(threads)
+                out, keep = convolution.conv_forward_numba(x, W, b, 1, 1)
+                relu_out, _ = convolution.conv_relu_forward_numba(x, W, b, 1, 1)
+                runs.append((out, *convolution.conv_backward_numba(dout, x, W, keep, 1, 1), relu_out,
+                             *convolution.conv_relu_backward_numba(dout, relu_out, x, W, None, 1, 1)))
+        finally:
+            numba.set_num_threads(old)
+        for a, r in zip(*runs):
+            np.testing.assert_array_equal(a, r)
+            assert a.dtype == dtype
+        assert convolution._Plan(x.shape, W.shape, 1, 1, x.itemsize).groups == convolution.GROUPS
+
+
+@settings(max_examples=15)
+@given(shape=convs(), seed=st.integers(0, 2**16))
+def test_conv_relu_twins_agree_and_match_naive(shape, seed):
+    # The ReLU-fused pair: forward = relu(conv), backward = conv_backward of the masked gradient.
+    for dtype in DTYPES:
+        x, W, b, stride, pad, rng = _inputs(shape, seed, dtype)
+        before = [a.copy() for a in (x, W, b)]
+        out_np, col_np = kernels.get("conv_relu_forward", "numpy")(x, W, b, stride, pad)
+        out_nb, col_nb = kernels.get("conv_relu_forward", "numba")(x, W, b, stride, pad)
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)
+        assert_close(out_nb, out_np, what="conv_relu_forward out")
+        assert out_nb.dtype == dtype and out_nb.flags.c_contiguous and col_nb is None
+        assert (out_nb >= 0).all()
+        # The same col as conv_forward keeps, and the ReLU of conv_forward's output.
+        np.testing.assert_array_equal(col_np, kernels.get("im2col", "numpy")(x, *W.shape[2:], stride, pad))
+        plain, _ = kernels.get("conv_forward", "numba")(x, W, b, stride, pad)
+        np.testing.assert_array_equal(out_nb, np.where(plain <= 0, dtype(0), plain))
+        np.testing.assert_allclose(out_nb, naive.conv_relu_forward(x, W, b, stride, pad), **tolerance(dtype))
+
+        dout = rng.standard_normal(out_np.shape).astype(dtype)
+        out = out_np
+        before = [a.copy() for a in (dout, out, x, W, col_np)]
+        ref = kernels.get("conv_relu_backward", "numpy")(dout, out, x, W, col_np, stride, pad)
+        for backend, cache in (("numba", None), ("numba", col_np), ("numpy", None)):
+            got = kernels.get("conv_relu_backward", backend)(dout, out, x, W, cache, stride, pad)
+            for name, g, r in zip(("dx", "dW", "db"), got, ref):
+                assert_close(g, r, what=f"conv_relu_backward {backend} {name}")
+                assert g.flags.c_contiguous and g.dtype == dtype
+            # need_dx=False: no dx, the same dW and db.
+            none_dx, dW_only, db_only = kernels.get("conv_relu_backward", backend)(
+                dout, out, x, W, cache, stride, pad, False)
+            assert none_dx is None
+            np.testing.assert_array_equal(dW_only, got[1])
+            np.testing.assert_array_equal(db_only, got[2])
+        for a, orig in zip((dout, out, x, W, col_np), before):
+            np.testing.assert_array_equal(a, orig)
+        for name, g, r in zip(("dx", "dW", "db"), ref, naive.conv_relu_backward(dout, out, x, W, stride, pad)):
+            np.testing.assert_allclose(g, r, err_msg=name, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("op", ["conv", "conv_relu"])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("stride, pad", [(1, 1), (2, 0)])
+def test_gradient_check(op, backend, stride, pad):
+    # Analytic dx, dW, db against central differences of sum(forward(x) * dout), float64.
+    from tests.helpers import check_layer_gradient
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 2, 5, 5))
+    W = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    forward = kernels.get(f"{op}_forward", backend)
+    backward = kernels.get(f"{op}_backward", backend)
+    out, keep = forward(x, W, b, stride, pad)
+    dout = rng.standard_normal(out.shape)
+    extra = (out,) if op == "conv_relu" else ()
+    dx, dW, db = backward(dout, *extra, x, W, keep, stride, pad)
+    check_layer_gradient(lambda v: forward(v, W, b, stride, pad)[0], x, dout, dx)
+    check_layer_gradient(lambda v: forward(x, v, b, stride, pad)[0], W, dout, dW)
+    check_layer_gradient(lambda v: forward(x, W, v, stride, pad)[0], b, dout, db)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+@pytest.mark.parametrize("hw", [(6, 6), (5, 7)], ids=["even", "odd"])
+def test_winograd_route_matches_numpy_and_naive(monkeypatch, pad, hw):
+    # 3x3 unit-stride layers with >= WINO_MIN_CHANNELS channels take Winograd F(2x2, 3x3) in the
+    # Numba twins (forward, and dx when dout has that many channels): rounding differs from the
+    # direct sums by a few ulps, inside the dtype tolerances (see the comment in convolution.py).
+    from zerodl.kernels import convolution
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+    rng = np.random.default_rng(17 + pad)
+    C = FN = convolution.WINO_MIN_CHANNELS
+    for dtype in DTYPES:
+        x = rng.standard_normal((3, C, *hw)).astype(dtype)
+        W = rng.standard_normal((FN, C, 3, 3)).astype(dtype)
+        b = rng.standard_normal(FN).astype(dtype)
+        assert convolution._winograd_ok(C, 3, 3, 1, pad) and convolution._winograd_ok(FN, 3, 3, 1, 2 - pad)
+        before = [a.copy() for a in (x, W, b)]
+        for op in ("conv", "conv_relu"):
+            out, col = kernels.get(f"{op}_forward", "numpy")(x, W, b, 1, pad)
+            got, _ = kernels.get(f"{op}_forward", "numba")(x, W, b, 1, pad)
+            assert_close(got, out, what=f"{op} winograd forward")
+            assert got.flags.c_contiguous and got.shape == out.shape
+            ref_naive = (naive.conv_relu_forward if op == "conv_relu" else naive.conv_forward)(x, W, b, 1, pad)
+            np.testing.assert_allclose(got, ref_naive, **tolerance(dtype))
+            dout = rng.standard_normal(out.shape).astype(dtype)
+            extra = (out,) if op == "conv_relu" else ()
+            ref = kernels.get(f"{op}_backward", "numpy")(dout, *extra, x, W, col, 1, pad)
+            grads = kernels.get(f"{op}_backward", "numba")(dout, *extra, x, W, None, 1, pad)
+            for name, g, r in zip(("dx", "dW", "db"), grads, ref):
+                assert_close(g, r, what=f"{op} winograd {name}")
+                assert g.flags.c_contiguous
+            # The direct (patch matrix) route of the same twin agrees too.
+            monkeypatch.setattr(convolution, "WINOGRAD", False)
+            direct = kernels.get(f"{op}_backward", "numba")(dout, *extra, x, W, None, 1, pad)
+            monkeypatch.setattr(convolution, "WINOGRAD", True)
+            for name, g, r in zip(("dx", "dW", "db"), grads, direct):
+                assert_close(g, r, what=f"{op} winograd vs direct {name}")
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)
+
+
+def test_winograd_gradient_check():
+    from tests.helpers import check_layer_gradient
+    from zerodl.kernels import convolution
+
+    rng = np.random.default_rng(23)
+    C = convolution.WINO_MIN_CHANNELS
+    x = rng.standard_normal((2, C, 4, 5))
+    W = rng.standard_normal((C, C, 3, 3))
+    b = rng.standard_normal(C)
+    for op in ("conv", "conv_relu"):
+        forward = kernels.get(f"{op}_forward", "numba")
+        out, keep = forward(x, W, b, 1, 1)
+        dout = rng.standard_normal(out.shape)
+        extra = (out,) if op == "conv_relu" else ()
+        dx, dW, db = kernels.get(f"{op}_backward", "numba")(dout, *extra, x, W, keep, 1, 1)
+        check_layer_gradient(lambda v, f=forward: f(v, W, b, 1, 1)[0], x, dout, dx)
+        check_layer_gradient(lambda v, f=forward: f(x, v, b, 1, 1)[0], W, dout, dW)
+        check_layer_gradient(lambda v, f=forward: f(x, W, v, 1, 1)[0], b, dout, db)

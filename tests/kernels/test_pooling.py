@@ -87,3 +87,25 @@ def test_books_2x2_stride2_path_with_ties(hw):
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, _ = assert_backends_agree("max_pool_backward", dout, arg, x.shape, 2, 2, 2, 0)
         np.testing.assert_array_equal(dx, naive.max_pool_backward(dout, arg, x.shape, 2, 2, 2, 0).astype(dtype))
+
+
+def test_numba_twins_bit_identical_across_thread_counts():
+    # Parts of the batch run on several threads; each output element is computed alone.
+    import numba
+
+    from zerodl import kernels
+
+    rng = np.random.default_rng(4)
+    x = np.round(rng.standard_normal((7, 2, 6, 6)) * 2)
+    runs = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            out, arg = kernels.get("max_pool_forward", "numba")(x, 2, 2, 2, 0)
+            dx = kernels.get("max_pool_backward", "numba")(out, arg, x.shape, 2, 2, 2, 0)
+            runs.append((out, arg, dx))
+    finally:
+        numba.set_num_threads(old)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from zerodl.kernels._jit import jit
+from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
 
 OPS = ("max_pool_forward", "max_pool_backward")
@@ -188,23 +189,29 @@ def _max_pool_forward(x, ph, pw, stride, pad, out, arg_max):
 @jit
 def _max_pool_backward_2x2(dout, arg_max, dx):
     # 2x2 windows, stride 2, no padding, tiling dx exactly: every dx entry is written once (the
-    # gradient or zero), so no separate zeroing pass.
+    # gradient or zero), so no separate zeroing pass. Walks dx, not dout: each pair of dx rows is
+    # written contiguously from its output row (element xx comes from window xx // 2), through
+    # flat unsigned indices — measured 3.2x faster than four strided stores per window from row
+    # views with signed indices (whose wraparound tests kept LLVM from vectorising).
     n_img, n_ch, out_h, out_w = dout.shape
+    u = np.uint64
+    W = u(dx.shape[3])
+    OW = u(out_w)
+    gf = dout.reshape(-1)
+    af = arg_max.reshape(-1)
+    df = dx.reshape(-1)
     zero = dx.dtype.type(0)
-    for n in range(n_img):
-        for c in range(n_ch):
-            for oh in range(out_h):
-                r0 = dx[n, c, 2 * oh]
-                r1 = dx[n, c, 2 * oh + 1]
-                g = dout[n, c, oh]
-                a = arg_max[n, c, oh]
-                for ow in range(out_w):
-                    k = a[ow]
-                    v = g[ow]
-                    r0[2 * ow] = v if k == 0 else zero
-                    r0[2 * ow + 1] = v if k == 1 else zero
-                    r1[2 * ow] = v if k == 2 else zero
-                    r1[2 * ow + 1] = v if k == 3 else zero
+    one, two = u(1), u(2)
+    for rr in range(u(n_img * n_ch * out_h)):
+        bg = rr * OW
+        bd = rr * two * W
+        for xx in range(W):
+            o = bg + (xx >> one)
+            k = af[o]
+            v = gf[o]
+            par = xx & one
+            df[bd + xx] = v if k == par else zero
+            df[bd + W + xx] = v if k == par + two else zero
 
 
 @jit
@@ -243,15 +250,35 @@ def _max_pool_backward(dout, arg_max, ph, pw, stride, pad, dx):
                                 dx[n, c, y, xx] += dout[n, c, oh, ow]
 
 
+#: Parts of the batch the compiled twins hand to threads (:func:`~zerodl.kernels._tasks.run_tasks`);
+#: every output element is computed the same way whatever the split, so any number is exact.
+PARTS = 4
+
+
+def _parts(n: int) -> list[tuple[int, int]]:
+    k = min(PARTS, n)
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
 def max_pool_forward_numba(
     x: np.ndarray, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Compiled twin of :func:`max_pool_forward_numpy`: one pass over each window, no ``col``."""
+    """Compiled twin of :func:`max_pool_forward_numpy`: one pass over each window, no ``col``.
+
+    Parts of the batch run on both cores.
+    """
     N, C, H, W = x.shape
     out_h, out_w = out_hw(H, W, pool_h, pool_w, stride, pad)
     out = np.empty((N, C, out_h, out_w), dtype=x.dtype)
     arg_max = np.empty((N, C, out_h, out_w), dtype=np.intp)
-    _max_pool_forward(np.ascontiguousarray(x), pool_h, pool_w, stride, pad, out, arg_max)
+    x = np.ascontiguousarray(x)
+    parts = _parts(N)
+
+    def part(i: int) -> None:
+        n0, n1 = parts[i]
+        _max_pool_forward(x[n0:n1], pool_h, pool_w, stride, pad, out[n0:n1], arg_max[n0:n1])
+
+    run_tasks(part, len(parts))
     return out, arg_max
 
 
@@ -264,10 +291,18 @@ def max_pool_backward_numba(
     stride: int = 2,
     pad: int = 0,
 ) -> np.ndarray:
-    """Compiled twin of :func:`max_pool_backward_numpy`: scatters ``dout`` straight into ``dx``."""
+    """Compiled twin of :func:`max_pool_backward_numpy`: scatters ``dout`` straight into ``dx``.
+
+    Parts of the batch run on both cores.
+    """
     dx = np.empty(tuple(int(s) for s in x_shape), dtype=dout.dtype)
-    _max_pool_backward(
-        np.ascontiguousarray(dout), np.ascontiguousarray(arg_max, dtype=np.intp),
-        pool_h, pool_w, stride, pad, dx,
-    )
+    dout = np.ascontiguousarray(dout)
+    arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
+    parts = _parts(dx.shape[0])
+
+    def part(i: int) -> None:
+        n0, n1 = parts[i]
+        _max_pool_backward(dout[n0:n1], arg_max[n0:n1], pool_h, pool_w, stride, pad, dx[n0:n1])
+
+    run_tasks(part, len(parts))
     return dx

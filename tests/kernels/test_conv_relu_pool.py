@@ -1,0 +1,131 @@
+"""conv_relu_pool_forward / conv_relu_pool_backward (conv + ReLU + 2x2 max pooling, fused): numpy vs
+numba (both dtypes; the Winograd-fused route and the chained one), vs the naive oracle and vs the
+unfused chain of ops, inputs untouched, dtypes, gradient check, bit-identical for 1 or 2 threads."""
+
+import numpy as np
+import pytest
+
+from tests import naive
+from tests.helpers import assert_close, check_layer_gradient, tolerance
+from zerodl import kernels
+from zerodl.kernels import conv_relu_pool, convolution
+
+DTYPES = (np.float32, np.float64)
+
+#: (N, C, H, W, FN, F, pad): Winograd-fused (C >= 4, 3x3, even output), odd output (chained),
+#: few channels (chained), a 5x5 filter (chained).
+CASES = [
+    (3, 4, 6, 6, 5, 3, 1),
+    (2, 4, 5, 7, 4, 3, 2),
+    (2, 4, 6, 4, 4, 3, 0),
+    (3, 2, 6, 6, 3, 3, 1),
+    (2, 1, 8, 8, 3, 5, 0),
+]
+
+
+def _inputs(case, dtype, seed=0):
+    n, c, h, w, fn, f, pad = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = rng.standard_normal((fn, c, f, f)).astype(dtype)
+    b = rng.standard_normal(fn).astype(dtype)
+    return x, W, b, pad, rng
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_twins_agree_and_match_naive_and_the_chain(case):
+    for dtype in DTYPES:
+        x, W, b, pad, _ = _inputs(case, dtype)
+        before = [a.copy() for a in (x, W, b)]
+        p_np, a_np, col = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, 1, pad)
+        p_nb, a_nb, col_nb = kernels.get("conv_relu_pool_forward", "numba")(x, W, b, 1, pad)
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)
+        assert col_nb is None
+        np.testing.assert_array_equal(col, kernels.get("im2col", "numpy")(x, *W.shape[2:], 1, pad))
+        assert_close(p_nb, p_np, what="pooled")
+        np.testing.assert_array_equal(a_nb, a_np)
+        assert p_nb.dtype == dtype and a_nb.dtype == np.intp and p_nb.flags.c_contiguous
+        ref_p, ref_a = naive.conv_relu_pool_forward(x, W, b, 1, pad)
+        np.testing.assert_allclose(p_nb, ref_p, **tolerance(dtype))
+        np.testing.assert_array_equal(a_nb, ref_a)
+        # The unfused chain of the Numba twins gives the same maxima and positions.
+        out, _ = kernels.get("conv_relu_forward", "numba")(x, W, b, 1, pad)
+        p_chain, a_chain = kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)
+        assert_close(p_nb, p_chain, what="pooled vs chain")
+        np.testing.assert_array_equal(a_nb, a_chain)
+
+
+def test_winograd_fused_route_is_taken_for_the_books_shapes():
+    # The books' DeepConvNet pooled layers (16 channels and up, 3x3, pad 1/2) take the fused route.
+    assert convolution._winograd_ok(16, 3, 3, 1, 1) and convolution._winograd_ok(32, 3, 3, 1, 2)
+    assert CASES[0][1] >= convolution.WINO_MIN_CHANNELS
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backward_twins_agree_and_match_naive(case):
+    for dtype in DTYPES:
+        x, W, b, pad, rng = _inputs(case, dtype, seed=1)
+        pooled, arg, col = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, 1, pad)
+        assert (pooled == 0).any() and (pooled > 0).any()  # both sides of the ReLU's mask
+        dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+        before = [a.copy() for a in (dpooled, pooled, arg, x, W, col)]
+        ref = kernels.get("conv_relu_pool_backward", "numpy")(dpooled, pooled, arg, x, W, col, 1, pad)
+        for backend, cache in (("numba", None), ("numba", col), ("numpy", None)):
+            got = kernels.get("conv_relu_pool_backward", backend)(dpooled, pooled, arg, x, W, cache, 1, pad)
+            for name, g, r in zip(("dx", "dW", "db"), got, ref):
+                assert_close(g, r, what=f"{backend} {name}")
+                assert g.flags.c_contiguous and g.dtype == dtype
+            none_dx, dW_only, db_only = kernels.get("conv_relu_pool_backward", backend)(
+                dpooled, pooled, arg, x, W, cache, 1, pad, False)
+            assert none_dx is None
+            np.testing.assert_array_equal(dW_only, got[1])
+            np.testing.assert_array_equal(db_only, got[2])
+        for a, orig in zip((dpooled, pooled, arg, x, W, col), before):
+            np.testing.assert_array_equal(a, orig)
+        for name, g, r in zip(("dx", "dW", "db"), ref,
+                              naive.conv_relu_pool_backward(dpooled, pooled, arg, x, W, 1, pad)):
+            np.testing.assert_allclose(g, r, err_msg=name, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=["fused", "odd", "chained"])
+def test_gradient_check(backend, case):
+    x, W, b, pad, rng = _inputs(case, np.float64, seed=2)
+    forward = kernels.get("conv_relu_pool_forward", backend)
+    pooled, arg, keep = forward(x, W, b, 1, pad)
+    dpooled = rng.standard_normal(pooled.shape)
+    dx, dW, db = kernels.get("conv_relu_pool_backward", backend)(dpooled, pooled, arg, x, W, keep, 1, pad)
+    check_layer_gradient(lambda v: forward(v, W, b, 1, pad)[0], x, dpooled, dx)
+    check_layer_gradient(lambda v: forward(x, v, b, 1, pad)[0], W, dpooled, dW)
+    check_layer_gradient(lambda v: forward(x, W, v, 1, pad)[0], b, dpooled, db)
+
+
+def test_nan_propagates_like_the_chain():
+    x, W, b, pad, _ = _inputs(CASES[0], np.float64, seed=3)
+    x[0, 0, 2, 2] = np.nan
+    p_nb, a_nb, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+    p_np, a_np, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
+    assert np.isnan(p_nb).any()
+    np.testing.assert_array_equal(np.isnan(p_nb), np.isnan(p_np))
+    np.testing.assert_array_equal(a_nb, a_np)
+
+
+def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+    x, W, b, pad, _ = _inputs((7, 4, 6, 6, 4, 3, 1), np.float32, seed=4)
+    runs = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+            dpooled = np.random.default_rng(5).standard_normal(pooled.shape).astype(np.float32)
+            grads = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad)
+            runs.append((pooled, arg, *grads))
+    finally:
+        numba.set_num_threads(old)
+    for a, r in zip(*runs):
+        np.testing.assert_array_equal(a, r)

@@ -1,0 +1,78 @@
+"""Both cores for the compiled twins that call BLAS between compiled passes (convolution, pooling).
+
+:func:`run_tasks` runs ``task(0) … task(n - 1)`` on up to ``numba.get_num_threads()`` threads: the
+calling thread and the workers of one process-wide :class:`~concurrent.futures.ThreadPoolExecutor`.
+The compiled passes release the GIL (``nogil`` in ``_jit.py``) and so do NumPy's products, so the
+threads really run at once. Why Python threads rather than numba's ``prange``: a task calls NumPy's
+BLAS between compiled passes (BLAS inside njit code would load SciPy's second OpenBLAS, see
+NUMBA-NOTES), and one pool of threads that sleep when idle never busy-waits against BLAS's or
+numba's own (numba's OpenMP workers spin for a while after each parallel loop).
+
+Tasks must write disjoint outputs and must not depend on which thread runs them, or on how many
+threads there are: callers cut their work by the shapes alone, so results are bit-identical for
+any thread count. ``zerodl.num_threads(1)`` (which sets numba's count) makes every call sequential.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+_local = threading.local()
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    # One pool per process, created on first use; a forked child (whose copy of the pool has no
+    # threads) makes its own.
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="zerodl")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
+    """``task(i)`` for every ``i < n_tasks``, on up to ``numba.get_num_threads()`` threads.
+
+    The caller's thread works too, and returns only when every task has finished; the first error
+    raised by a task is re-raised here (after the other threads have stopped).
+    """
+    threads = min(numba.get_num_threads(), n_tasks)
+    if threads <= 1 or getattr(_local, "in_worker", False):
+        # Sequential, also when a task itself calls run_tasks: a pool thread waiting on tasks
+        # queued behind it could otherwise deadlock the pool.
+        for i in range(n_tasks):
+            task(i)
+        return
+    counter = itertools.count()  # next() is atomic under the GIL: each task is taken once
+
+    def worker() -> None:
+        for i in counter:
+            if i >= n_tasks:
+                return
+            task(i)
+
+    def pool_worker() -> None:
+        _local.in_worker = True
+        try:
+            worker()
+        finally:
+            _local.in_worker = False
+
+    futures = [_thread_pool().submit(pool_worker) for _ in range(threads - 1)]
+    try:
+        worker()
+    finally:
+        for f in futures:
+            f.exception()  # wait for every worker before the caller's buffers go away
+    for f in futures:
+        f.result()  # re-raise a worker's error
