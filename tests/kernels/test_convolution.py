@@ -128,7 +128,7 @@ def test_numba_twin_restores_the_blas_thread_limit():
     # also when nested, also after an exception.
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from zerodl.kernels.convolution import _OneBlasThread
+    from zerodl.kernels.convolution import _one_blas_thread
 
     def blas_threads():  # NumPy's BLAS, the one the products use
         return [lib["num_threads"] for lib in threadpool_info()
@@ -139,13 +139,13 @@ def test_numba_twin_restores_the_blas_thread_limit():
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         assert before  # NumPy's BLAS is visible (2 threads where the machine has 2 cores)
-        with _OneBlasThread():
+        with _one_blas_thread():
             assert all(n == 1 for n in blas_threads())
-            with _OneBlasThread():
+            with _one_blas_thread():
                 kernels.get("conv_forward", "numba")(x, W, b, 1, 0)
             assert all(n == 1 for n in blas_threads())
         assert blas_threads() == before
-        with pytest.raises(RuntimeError), _OneBlasThread():
+        with pytest.raises(RuntimeError), _one_blas_thread():
             raise RuntimeError("boom")
         assert blas_threads() == before
 

@@ -17,6 +17,7 @@ importing anything above them.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -27,12 +28,18 @@ _baseline: list[tuple[Any, int]] = []  # (library controller, its limit) while r
 _controller: Any = None
 
 
+_modules_seen = 0  # len(sys.modules) at the last scan
+
+
 def _libraries() -> list[Any]:
-    global _controller
-    if _controller is None:
+    # A new BLAS/OpenMP library arrives with a Python import (SciPy, PyTorch): rescan the loaded
+    # libraries when the module table has grown since the last scan, not on every call.
+    global _controller, _modules_seen
+    if _controller is None or len(sys.modules) != _modules_seen:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController()
+        _modules_seen = len(sys.modules)
     return [lib for lib in _controller.lib_controllers if lib.user_api in ("blas", "openmp")]
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
-    _OneBlasThread,
+    _one_blas_thread,
     _Wino,
     _wino_filters,
     _winograd_ok,
@@ -264,7 +264,7 @@ def conv_relu_pool_forward_numba(
         if _wino_output_pool_finite(M, b, wino.th, wino.tw, pooled[n0:n1], arg_max[n0:n1]):
             _wino_output_pool(M, b, wino.th, wino.tw, pooled[n0:n1], arg_max[n0:n1])
 
-    with _OneBlasThread():
+    with _one_blas_thread():
         run_tasks(lambda g: wino.group(g, x, U, b, True, emit), wino.groups)
     return pooled, arg_max, None
 

@@ -39,7 +39,7 @@ of images:
 
 The matrix products of both twins go to NumPy's BLAS (one thread pool per process; see
 NUMBA-NOTES; BLAS inside njit would load SciPy's second OpenBLAS pool), the Numba twin's limited to
-one thread per product while it runs (:class:`_OneBlasThread`). The bias gradient (and, on the
+one thread per product while it runs (:func:`_one_blas_thread`). The bias gradient (and, on the
 patch route, the ``col2im`` summation order) match the book's exactly. The Numba twins use both
 cores by running fixed groups of chunks on ``numba.get_num_threads()`` threads
 (:func:`~zerodl.kernels._tasks.run_tasks`); chunks and groups depend on the shapes only and the
@@ -49,12 +49,11 @@ whatever the number of threads.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 import numpy as np
 
+from zerodl.kernels import _threads
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
@@ -115,7 +114,7 @@ def conv_backward_numpy(
 # output row that the products compute and the scatter drops. Other strides use R = OW, L = OH·OW
 # and copy tap rows one output row at a time. Chunks amortise the per-call costs (Python, BLAS
 # dispatch) over several images while buf stays in L2, instead of the book's whole (N·P, K) col
-# going through memory. The products run on one BLAS thread (see _OneBlasThread).
+# going through memory. The products run on one BLAS thread (see _one_blas_thread).
 
 #: Bytes of patch matrix per chunk (see above); a module constant, not read inside kernels.
 #: Measured (1 BLAS thread, batch 100, the books' layers): 128-512 KiB best — the chunk's patches
@@ -760,47 +759,19 @@ def _wino_filters(W: np.ndarray) -> np.ndarray:
     return U
 
 
-class _OneBlasThread:
-    """Context manager: NumPy's BLAS limited to one thread while a compiled conv twin runs.
+def _one_blas_thread():
+    """NumPy's BLAS limited to one thread while a compiled conv twin runs.
 
-    The twins call BLAS once per chunk of images, between compiled passes. With OpenBLAS's default
-    two threads on a 2-core machine, its worker spins between those calls and fights the compiled
-    code (and any other process) for the cores: a SimpleConvNet step measured 15x slower on a busy
-    machine. One thread per product is as fast on a quiet machine at these sizes and stable on a
-    busy one. Process-wide (BLAS has no per-thread setting), so nested and concurrent uses are
-    counted under a lock: the first entrant lowers the limit, the last one restores it. A user's
-    own lower limit (``zerodl.num_threads(1)``) is left alone.
+    The twins call BLAS once per chunk of images, between compiled passes, on their own worker
+    threads. With OpenBLAS's default two threads on a 2-core machine, its worker spins between those
+    calls and fights the compiled code (and any other process) for the cores: a SimpleConvNet step
+    measured 15x slower on a busy machine. Process-wide (BLAS has no per-thread setting), so it goes
+    through the package's one owner of the limit (:mod:`zerodl.kernels._threads`): overlapping uses,
+    here or in ``zerodl.num_threads``, combine and the last one restores the limits.
     """
+    return _threads.limited(1)
 
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-    _depth: ClassVar[int] = 0
-    _saved: ClassVar[list[tuple[Any, int]]] = []
-    _controller: ClassVar[Any] = None
 
-    def __enter__(self) -> None:
-        cls = type(self)
-        with cls._lock:
-            if cls._depth == 0:
-                if cls._controller is None:
-                    # NumPy's BLAS is loaded with numpy, so the first scan always finds it.
-                    from threadpoolctl import ThreadpoolController
-
-                    cls._controller = ThreadpoolController()
-                cls._saved = []
-                for lib in cls._controller.lib_controllers:
-                    if lib.user_api == "blas" and lib.num_threads > 1:
-                        cls._saved.append((lib, lib.num_threads))
-                        lib.set_num_threads(1)
-            cls._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        cls = type(self)
-        with cls._lock:
-            cls._depth -= 1
-            if cls._depth == 0:
-                for lib, n in cls._saved:
-                    lib.set_num_threads(n)
-                cls._saved = []
 
 
 class _Plan:
@@ -874,7 +845,7 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
     if _winograd_ok(C, FH, FW, stride, pad):
         wino = _Wino(x.shape, FN, pad, x.dtype)
         U = _wino_filters(W)
-        with _OneBlasThread():
+        with _one_blas_thread():
             run_tasks(lambda g: wino.group(g, x, U, b, relu), wino.groups)
         return wino.result()
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
@@ -898,7 +869,7 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
                 np.matmul(W_mat, buf[:, c0:c1], out=prod[:, c0:c1])
             scatter(prod, b, plan.row_stride, out[n0:n1])
 
-    with _OneBlasThread():
+    with _one_blas_thread():
         run_tasks(group, plan.groups)
     return out
 
@@ -984,7 +955,7 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
 
         tasks += [lambda g=g: patch_group(g) for g in range(plan.groups)]
 
-    with _OneBlasThread():
+    with _one_blas_thread():
         run_tasks(lambda i: tasks[i](), len(tasks))
     # Partial sums added group by group, in order: the same bits for any number of threads.
     if wino_dW is not None:
