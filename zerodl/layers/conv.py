@@ -25,6 +25,7 @@ import numpy as np
 import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 from zerodl._validate import as_float_array, check_ndim, check_nonempty, check_same_shape
 from zerodl.layers.base import Layer
+from zerodl.layers.core import Relu
 from zerodl.layers.fused import ActivationSpec, Epilogue, Piece
 from zerodl.util import conv_output_size
 
@@ -205,41 +206,80 @@ def _image_shape(in_shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
 
 
 class ConvolutionPiece(Piece):
-    """Convolution's part of a fused step: the conv kernels without per-call validation; a
-    following activation is absorbed (the bias is added with it, in one pass over the output)."""
+    """Convolution's part of a fused step: the conv kernels without per-call validation.
+
+    A following ReLU is absorbed into the convolution's own fused kernels (``conv_relu_*``: the ReLU
+    in the pass that scatters the product, its mask read off the output), and then a following 2x2,
+    stride-2 max pooling too (``conv_relu_pool_*``: the full-resolution output is never kept). Any
+    other activation becomes the epilogue (bias and activation in one pass over the output).
+    """
 
     def __init__(self, layer: Convolution) -> None:
         super().__init__(layer)
         self.epilogue = Epilogue()
+        self.relu = False  # ReLU absorbed into the conv_relu kernels
+        self.pool: Pooling | None = None  # 2x2/2 pooling absorbed into conv_relu_pool
         self.zero_bias = np.zeros_like(layer.b)
         self.x: np.ndarray | None = None
-        self.keep: object = None
+        self.kept: tuple = ()
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
-        return (in_shape[0], *self.layer.output_shape(_image_shape(in_shape, where)))
+        shape = (in_shape[0], *self.layer.output_shape(_image_shape(in_shape, where)))
+        if self.pool is not None:
+            shape = (shape[0], *self.pool.output_shape(shape[1:]))
+        return shape
 
     def absorb(self, activation: ActivationSpec, name: str) -> bool:
+        if self.relu or self.pool is not None:
+            return False
+        if activation is Relu.fused_activation and self.epilogue.activation is None:
+            self.relu = True
+            return True
         return self.epilogue.absorb(activation, name)
+
+    def absorb_layer(self, layer: object) -> bool:
+        if (self.relu and self.pool is None and type(layer) is Pooling
+                and (layer.pool_h, layer.pool_w, layer.stride, layer.pad) == (2, 2, 2, 0)):
+            self.pool = layer
+            return True
+        return False
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         layer = self.layer
-        # With an absorbed activation the bias is the epilogue's: the product gets a zero bias
+        self.x = x
+        if self.pool is not None:
+            pooled, arg_max, keep = kernels.get("conv_relu_pool_forward")(x, layer.W, layer.b, layer.stride, layer.pad)
+            self.kept = (pooled, arg_max, keep)
+            return pooled
+        if self.relu:
+            out, keep = kernels.get("conv_relu_forward")(x, layer.W, layer.b, layer.stride, layer.pad)
+            self.kept = (out, keep)
+            return out
+        # With an epilogue activation the bias is the epilogue's: the product gets a zero bias
         # (x + 0 is exact, so the output is the layer path's to the bit).
         bias = self.zero_bias if self.epilogue.activation is not None else layer.b
-        out, self.keep = kernels.get("conv_forward")(x, layer.W, bias, layer.stride, layer.pad)
-        self.x = x
+        out, keep = kernels.get("conv_forward")(x, layer.W, bias, layer.stride, layer.pad)
+        self.kept = (keep,)
         if self.epilogue.activation is None:
             return out
         return self.epilogue.forward(out, layer.b, self.buffers)
 
     def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        dout = self.epilogue.backward(dout)
         layer = self.layer
-        dx, self.dW, self.db = kernels.get("conv_backward")(
-            dout, self.x, layer.W, self.keep, layer.stride, layer.pad, need_dx
-        )
+        if self.pool is not None:
+            pooled, arg_max, keep = self.kept
+            dx, self.dW, self.db = kernels.get("conv_relu_pool_backward")(
+                dout, pooled, arg_max, self.x, layer.W, keep, layer.stride, layer.pad, need_dx)
+        elif self.relu:
+            out, keep = self.kept
+            dx, self.dW, self.db = kernels.get("conv_relu_backward")(
+                dout, out, self.x, layer.W, keep, layer.stride, layer.pad, need_dx)
+        else:
+            dout = self.epilogue.backward(dout)
+            dx, self.dW, self.db = kernels.get("conv_backward")(
+                dout, self.x, layer.W, self.kept[0], layer.stride, layer.pad, need_dx)
         return dx
 
     def grad_arrays(self) -> tuple[np.ndarray, ...]:
@@ -247,7 +287,10 @@ class ConvolutionPiece(Piece):
 
     def describe(self) -> str:
         layer = self.layer
-        return f"Convolution{layer.W.shape}/s{layer.stride}p{layer.pad}{self.epilogue.describe()}"
+        extra = " + Relu" if self.relu else self.epilogue.describe()
+        if self.pool is not None:
+            extra += " + Pooling(2x2/s2)"
+        return f"Convolution{layer.W.shape}/s{layer.stride}p{layer.pad}{extra}"
 
 
 class PoolingPiece(Piece):

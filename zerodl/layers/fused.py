@@ -100,6 +100,11 @@ class Piece:
         ``False`` if it cannot."""
         return False
 
+    def absorb_layer(self, layer: Layer) -> bool:
+        """Take the following (non-activation) layer into this piece's own fused kernels (a
+        Convolution + ReLU takes a 2x2 max pooling); ``False`` if it cannot."""
+        return False
+
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -186,6 +186,8 @@ def build_plan(net: Any, base: type) -> FusedStep:
         spec = getattr(layer, "fused_activation", None)
         if spec is not None and pieces and pieces[-1].absorb(spec, type(layer).__name__):
             continue
+        if spec is None and pieces and pieces[-1].absorb_layer(layer):
+            continue
         piece = layer.fused_piece() if isinstance(layer, Layer) else None
         if piece is None:
             raise NotFusable(f"{name} ({type(layer).__name__}) declares no fused piece")
