@@ -594,7 +594,7 @@ class TrainingLoop:
             self._owns_checkpoint = True
 
     # -- the loop ------------------------------------------------------------------------------
-    def train(self) -> TrainingLoop:
+    def train(self) -> Self:
         """Run ``max_iter - current_iter`` steps (a callback or a stop signal may stop earlier),
         write the final checkpoint, then measure the final test accuracy (not after a stop
         signal). Returns ``self``."""
