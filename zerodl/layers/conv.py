@@ -214,6 +214,8 @@ class ConvolutionPiece(Piece):
     other activation becomes the epilogue (bias and activation in one pass over the output).
     """
 
+    uses_task_threads = True
+
     def __init__(self, layer: Convolution) -> None:
         super().__init__(layer)
         self.epilogue = Epilogue()
@@ -295,6 +297,8 @@ class ConvolutionPiece(Piece):
 
 class PoolingPiece(Piece):
     """Pooling's part of a fused step: the pooling kernels without per-call validation."""
+
+    uses_task_threads = True
 
     def __init__(self, layer: Pooling) -> None:
         super().__init__(layer)

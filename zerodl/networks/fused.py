@@ -28,6 +28,7 @@ leaves; on the Numba backend it agrees to rounding.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ import numpy as np
 
 import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
 from zerodl._validate import as_float_array, check_labels, check_nonempty
+from zerodl.kernels import _threads
 from zerodl.layers.base import Layer
 from zerodl.layers.fused import LossPiece, Piece
 
@@ -94,8 +96,18 @@ class FusedStep:
         return x, out
 
     # -- training ---------------------------------------------------------------------------
+    def _blas_threads(self) -> Any:
+        # See Piece.uses_task_threads: with convolutions, every BLAS call of the step on one thread.
+        if any(p.uses_task_threads for p in self.pieces):
+            return _threads.limited(1)
+        return contextlib.nullcontext()
+
     def run(self, x: Any, t: Any, optimizer: Any) -> np.generic:
         """One step: returns the loss before the update (weight decay included)."""
+        with self._blas_threads():
+            return self._run(x, t, optimizer)
+
+    def _run(self, x: Any, t: Any, optimizer: Any) -> np.generic:
         where = f"{self.owner}.train_step"
         x, scores_shape = self.check_batch(x, where, self.dtype)
         t = check_labels(t, x.shape[0], scores_shape[1], where, self.dtype)
@@ -127,6 +139,10 @@ class FusedStep:
         """Inference scores ``(N, C)`` of the network's dtype, :data:`PREDICT_ROWS` rows at a time
         through the pieces' reused buffers; ``predict(x)``'s scores to rounding (bit for bit on the
         NumPy backend). The layers' own caches are not touched."""
+        with self._blas_threads():
+            return self._scores(x, where)
+
+    def _scores(self, x: Any, where: str) -> np.ndarray:
         x, scores_shape = self.check_batch(x, where, None)  # float32 images are cast chunk by chunk
         n = x.shape[0]
         out = np.empty((n, scores_shape[1]), dtype=self.dtype)
