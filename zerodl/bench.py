@@ -238,6 +238,34 @@ def _in_conv_backward(rng, dt, size):
     return (rng.standard_normal(out.shape).astype(dt), x, W, None, stride, pad), shape
 
 
+def _deep_conv2_shapes(size):
+    # DeepConvNet's second layer (16 -> 16 filters 3x3, pad 1, 28x28): its costliest conv + ReLU + pool.
+    return _realistic(size, ((100, 16, 28, 28), (16, 16, 3, 3)), ((2, 4, 6, 6), (4, 4, 3, 3)))
+
+
+def _in_conv_relu_forward(rng, dt, size):
+    xs, ws = _deep_conv2_shapes(size)
+    x = rng.random(xs).astype(dt)
+    W = (0.1 * rng.standard_normal(ws)).astype(dt)
+    return (x, W, (0.01 * rng.standard_normal(ws[0])).astype(dt), 1, 1), f"x{xs} W{ws} p1"
+
+
+def _in_conv_relu_backward(rng, dt, size):
+    from zerodl import kernels
+
+    (x, W, b, stride, pad), shape = _in_conv_relu_forward(rng, dt, size)
+    out, _ = kernels.get("conv_relu_forward", "numpy")(x, W, b, stride, pad)
+    return (rng.standard_normal(out.shape).astype(dt), out, x, W, None, stride, pad), shape
+
+
+def _in_conv_relu_pool_backward(rng, dt, size):
+    from zerodl import kernels
+
+    (x, W, b, stride, pad), shape = _in_conv_relu_forward(rng, dt, size)
+    pooled, arg_max, _ = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, stride, pad)
+    return (rng.standard_normal(pooled.shape).astype(dt), pooled, arg_max, x, W, None, stride, pad), shape
+
+
 def _in_im2col(rng, dt, size):
     s = _conv_shapes(size)
     fh, fw = s["W"][2:]
@@ -338,6 +366,10 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "gelu_backward_into": _in_act_backward_into,
     "softmax_loss_grad": _in_softmax_grad,
     "conv_forward": _in_conv_forward,
+    "conv_relu_forward": _in_conv_relu_forward,
+    "conv_relu_backward": _in_conv_relu_backward,
+    "conv_relu_pool_forward": _in_conv_relu_forward,
+    "conv_relu_pool_backward": _in_conv_relu_pool_backward,
     "conv_backward": _in_conv_backward,
     "im2col": _in_im2col,
     "col2im": _in_col2im,
