@@ -399,8 +399,6 @@ def test_the_experiments_loader_errors_are_one_line(files, capsys):
     """experiments/cli.py prints its own errors; a multi-line loader message must not pass through."""
     code, _, err = _main(["experiment", "init", "--quick", "--dataset", "mnist", "--data-dir", files["{empty}"]],
                          capsys)
-    if len(err.strip().splitlines()) != 1:
-        pytest.xfail("lead: experiments/cli.py _runner prints multi-line loader errors (see the report)")
     assert_one_line_error(code, err, "MNIST")
 
 

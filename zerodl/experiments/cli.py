@@ -51,7 +51,9 @@ def _runner(name: str) -> Callable[[argparse.Namespace], int]:
         try:
             result = module.run(out, **kwargs)
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            print(f"zerodl experiment {name}: error: {exc}", file=sys.stderr)
+            # One line, as every zerodl error (a loader's message may span several).
+            message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            print(f"zerodl experiment {name}: error: {message}", file=sys.stderr)
             return 2
         print(result.table)
         print(f"\nwrote {result.figure} ({result.seconds:.1f}s)")
