@@ -18,7 +18,6 @@ from __future__ import annotations
 import io as _io
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from zerodl._fileio import atomic_write
+from zerodl._version import __version__
 
 PARAM_PREFIX = "param/"
 BUFFER_PREFIX = "buffer/"
@@ -36,9 +36,8 @@ ErrorFactory = Callable[[str], Exception]
 
 
 def zerodl_version() -> str:
-    """``zerodl.__version__``, read from the loaded package: importing ``zerodl`` here would make
-    an import circle (``zerodl`` imports ``io``, which imports this module)."""
-    return getattr(sys.modules.get("zerodl"), "__version__", "unknown")
+    """``zerodl.__version__`` (from :mod:`zerodl._version`: no import of the package's top level)."""
+    return __version__
 
 
 def network_buffers(network: Any) -> dict[str, np.ndarray]:

@@ -70,7 +70,14 @@ from typing import Any
 import numpy as np
 
 from zerodl._fileio import atomic_write, open_regular, read_regular_file
-from zerodl._version import __version__
+from zerodl._npz import (
+    BUFFER_PREFIX,
+    PARAM_PREFIX,
+    network_buffers,
+    strip_prefix,
+    write_npz,
+    zerodl_version,
+)
 
 #: Name of the format written in the metadata, and its version. Bump the version on any change a
 #: reader of the old version would misread; readers refuse files newer than they understand.
@@ -78,8 +85,7 @@ FORMAT_NAME = "zerodl-network"
 FORMAT_VERSION = 1
 
 META_KEY = "__zerodl__"
-PARAM_PREFIX = "param/"
-BUFFER_PREFIX = "buffer/"
+# The entry prefixes are the ones checkpoints use too (zerodl._npz, shared by both formats).
 
 PathLike = str | os.PathLike[str]
 
@@ -130,18 +136,6 @@ def network_registry() -> dict[str, type]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _buffers(network: Any) -> dict[str, np.ndarray]:
-    """``network.buffers()`` when the network has non-trainable state, else ``{}``."""
-    method = getattr(network, "buffers", None)
-    if method is None or not callable(method):
-        return {}
-    return dict(method())
-
-
-def _version() -> str:
-    return __version__
-
-
 def _json_config(network: Any) -> dict[str, Any] | None:
     config = getattr(network, "config", None)
     if config is None:
@@ -184,7 +178,7 @@ def save_network(network: Any, path: PathLike, metadata: Mapping[str, Any] | Non
     params = getattr(network, "params", None)
     if not isinstance(params, Mapping) or not params:
         raise TypeError(f"save_network: expected a network with a non-empty params dict, got {type(network).__name__}")
-    buffers = _buffers(network)
+    buffers = network_buffers(network)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         if metadata:
             raise ValueError(f"save_network: {path}: the book's pickle format holds only the parameters; "
@@ -207,7 +201,7 @@ def save_network(network: Any, path: PathLike, metadata: Mapping[str, Any] | Non
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "zerodl_version": _version(),
+        "zerodl_version": zerodl_version(),
         "class": type(network).__name__,
         "config": _json_config(network),
         "params": list(params),
@@ -218,13 +212,9 @@ def save_network(network: Any, path: PathLike, metadata: Mapping[str, Any] | Non
         meta_json = json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"save_network: metadata must be JSON-serialisable: {exc}") from exc
-    arrays[META_KEY] = np.array(meta_json)
-    # Render in memory first: a failure while serialising never even creates the temporary file.
-    buf = _io.BytesIO()
-    np.savez(buf, **arrays)
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getbuffer())
-    return path
+    del meta_json  # checked above (no NaN, JSON-able); written by the shared npz writer
+    # Rendered in memory first: a failure while serialising never even creates the temporary file.
+    return write_npz(path, arrays, META_KEY, meta)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -390,9 +380,7 @@ def read_npz(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dic
                              ("metadata", (dict, type(None)), "an object")):
         if key in meta and not isinstance(meta[key], kinds):
             raise ModelFormatError(f"{path}: metadata field {key!r} is {_short(meta[key])}, expected {what}")
-    params = {k[len(PARAM_PREFIX):]: v for k, v in files.items() if k.startswith(PARAM_PREFIX)}
-    buffers = {k[len(BUFFER_PREFIX):]: v for k, v in files.items() if k.startswith(BUFFER_PREFIX)}
-    return meta, params, buffers
+    return meta, strip_prefix(files, PARAM_PREFIX), strip_prefix(files, BUFFER_PREFIX)
 
 
 def read_metadata(path: PathLike) -> dict[str, Any]:
@@ -810,7 +798,7 @@ def _buffer_names(network: Any) -> list[str]:
     index = getattr(network, "_buffer_index", None)
     if callable(index):
         return [name for name, _, _ in index()]
-    return list(_buffers(network))
+    return list(network_buffers(network))
 
 
 def copy_into(
@@ -835,7 +823,7 @@ def copy_into(
         _check_array("parameter", name, target, np.asarray(params[name]), path, strict_dtype)
     existing: dict[str, np.ndarray] = {}
     if buffers is not None:
-        existing = _buffers(network)
+        existing = network_buffers(network)
         known = _buffer_names(network)
         unexpected = [n for n in buffers if n not in known]
         missing = [n for n in existing if n not in buffers]
