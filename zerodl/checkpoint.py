@@ -60,7 +60,7 @@ from zerodl._npz import (
     write_npz,
     zerodl_version,
 )
-from zerodl.io import ModelFormatError, copy_into, scan_npz
+from zerodl.io import ModelFormatError, copy_into, read_npz_arrays
 
 FORMAT_NAME = "zerodl-checkpoint"
 #: Bump on any change an older reader would misread; readers refuse newer versions.
@@ -594,19 +594,16 @@ def read_checkpoint(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarra
         CheckpointError (a ValueError): unreadable, truncated, corrupt or foreign file.
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        scan_npz(path)
+        # One regular-file descriptor (a FIFO or device is refused, never blocks), every entry's
+        # header checked against the file before anything is allocated, no pickle.
+        files = read_npz_arrays(path, "checkpoint file")
     except CheckpointError:
         raise
     except ModelFormatError as exc:
         raise CheckpointError(f"checkpoint {exc}") from None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = {key: data[key] for key in data.files}
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint archive ({type(exc).__name__}: {exc})") from None
     if META_KEY not in files:
         raise CheckpointError(f"{path}: not a zerodl checkpoint (no {META_KEY!r} entry)")
     meta = read_meta_entry(files, META_KEY, str(path), CheckpointError)
