@@ -129,7 +129,10 @@ def _bias_forward(z3, b, out3):
 
 def bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """Compiled twin of :func:`bias_forward_numpy`: one pass over ``z``."""
-    _bias_forward(_as3d(z), b, _as3d(out))
+    if out is z and z.ndim == 2:
+        _add_bias_rows(z, b)  # one array written: vectorises (see relu.py)
+    else:
+        _bias_forward(_as3d(z), b, _as3d(out))
 
 
 def affine_backward_into_numba(

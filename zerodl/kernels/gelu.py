@@ -132,6 +132,18 @@ def gelu_bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> No
     _gelu_bias_forward(_as3d(z), b, _as3d(out))
 
 
+@jit
+def _gelu_backward_inplace(d, x):
+    # dx is dout: one array written, so the loop vectorises (aliased arguments would not).
+    t = x.dtype.type
+    k, c, c3, half, one = t(SQRT_2_OVER_PI), t(CUBIC), t(3 * CUBIC), t(0.5), t(1)
+    for i in range(x.size):
+        d[i] = d[i] * _gelu_grad(x[i], k, c, c3, half, one)
+
+
 def gelu_backward_into_numba(dout: np.ndarray, z: np.ndarray, dx: np.ndarray) -> None:
     """Compiled twin of :func:`gelu_backward_into_numpy`."""
-    _gelu_backward(dout.reshape(-1), z.reshape(-1), dx.reshape(-1))
+    if dx is dout:
+        _gelu_backward_inplace(dout.reshape(-1), z.reshape(-1))
+    else:
+        _gelu_backward(dout.reshape(-1), z.reshape(-1), dx.reshape(-1))

@@ -119,12 +119,15 @@ def weight_decay_grad_numpy(grad: ArrayOrArrays, param: ArrayOrArrays, lam: floa
 
 # ----------------------------------------------------------------------------- compiled loops
 # Each takes tuples of flat views (one per parameter) and loops over them: one dispatch per step.
+# Every iteration reads all its inputs before it writes: LLVM then vectorises the loop behind a
+# runtime no-overlap check (written as "x[i] += ...", Adam ran 3x slower, scalar). Same expressions,
+# same rounding as the NumPy twins.
 @jit
 def _sgd(ps, gs, lr):
     for k in range(len(ps)):
         p, g = ps[k], gs[k]
         for i in range(p.size):
-            p[i] -= lr * g[i]
+            p[i] = p[i] - lr * g[i]
 
 
 @jit
@@ -132,8 +135,10 @@ def _momentum(ps, gs, vs, lr, momentum):
     for k in range(len(ps)):
         p, g, v = ps[k], gs[k], vs[k]
         for i in range(p.size):
-            v[i] = momentum * v[i] - lr * g[i]
-            p[i] += v[i]
+            vi = momentum * v[i] - lr * g[i]
+            pi = p[i] + vi
+            v[i] = vi
+            p[i] = pi
 
 
 @jit
@@ -141,10 +146,11 @@ def _nesterov(ps, gs, vs, lr, momentum, momentum_sq, lr_plus):
     for k in range(len(ps)):
         p, g, v = ps[k], gs[k], vs[k]
         for i in range(p.size):
-            p[i] += momentum_sq * v[i]
-            p[i] -= lr_plus * g[i]
-            v[i] = v[i] * momentum
-            v[i] -= lr * g[i]
+            gi, vi = g[i], v[i]
+            pi = (p[i] + momentum_sq * vi) - lr_plus * gi
+            vi = vi * momentum - lr * gi
+            p[i] = pi
+            v[i] = vi
 
 
 @jit
@@ -152,8 +158,11 @@ def _adagrad(ps, gs, hs, lr, eps):
     for k in range(len(ps)):
         p, g, h = ps[k], gs[k], hs[k]
         for i in range(p.size):
-            h[i] += g[i] * g[i]
-            p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+            gi = g[i]
+            hi = h[i] + gi * gi
+            pi = p[i] - lr * gi / (np.sqrt(hi) + eps)
+            h[i] = hi
+            p[i] = pi
 
 
 @jit
@@ -161,9 +170,11 @@ def _rmsprop(ps, gs, hs, lr, decay_rate, keep, eps):
     for k in range(len(ps)):
         p, g, h = ps[k], gs[k], hs[k]
         for i in range(p.size):
-            h[i] = h[i] * decay_rate
-            h[i] += keep * g[i] * g[i]
-            p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+            gi = g[i]
+            hi = h[i] * decay_rate + keep * gi * gi
+            pi = p[i] - lr * gi / (np.sqrt(hi) + eps)
+            h[i] = hi
+            p[i] = pi
 
 
 @jit
@@ -171,9 +182,13 @@ def _adam(ps, gs, ms, vs, lr_t, one_minus_b1, one_minus_b2, eps):
     for k in range(len(ps)):
         p, g, m, v = ps[k], gs[k], ms[k], vs[k]
         for i in range(p.size):
-            m[i] += one_minus_b1 * (g[i] - m[i])
-            v[i] += one_minus_b2 * (g[i] * g[i] - v[i])
-            p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+            gi, mi, vi = g[i], m[i], v[i]
+            mi = mi + one_minus_b1 * (gi - mi)
+            vi = vi + one_minus_b2 * (gi * gi - vi)
+            pi = p[i] - lr_t * mi / (np.sqrt(vi) + eps)
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi
 
 
 @jit
@@ -181,16 +196,22 @@ def _weight_decay(gs, ps, lam):
     for k in range(len(gs)):
         g, p = gs[k], ps[k]
         for i in range(g.size):
-            g[i] = g[i] + lam * p[i]
+            gi = g[i] + lam * p[i]
+            g[i] = gi
 
 
 def _flat(a: ArrayOrArrays) -> tuple[np.ndarray, ...]:
-    # reshape(-1) of a C-contiguous array is a view, so writes reach the caller's arrays.
+    # reshape(-1) of a C-contiguous array is a view, so writes reach the caller's arrays. A tuple
+    # of 1-d arrays (what a fused step hands over, prepared once) is used as it is.
+    if type(a) is tuple and all(x.ndim == 1 for x in a):
+        return a
     return tuple(x.reshape(-1) for x in _seq(a))
 
 
 def _flat_read(a: ArrayOrArrays, dtype: np.dtype) -> tuple[np.ndarray, ...]:
     # Read-only arrays are another numba type: one of them would make the tuple heterogeneous.
+    if type(a) is tuple and all(x.ndim == 1 and x.dtype == dtype and x.flags.writeable for x in a):
+        return a
     flat = []
     for x in _seq(a):
         x = np.ascontiguousarray(x, dtype=dtype)

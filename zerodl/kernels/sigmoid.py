@@ -210,6 +210,17 @@ def sigmoid_bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) ->
     fused(_as3d(z), b, out.reshape(-1))
 
 
+@jit
+def _sigmoid_backward_inplace(d, out):
+    # dx is dout: one array written, so the loop vectorises (aliased arguments would not).
+    one = out.dtype.type(1)
+    for i in range(d.size):
+        d[i] = d[i] * (one - out[i]) * out[i]
+
+
 def sigmoid_backward_into_numba(dout: np.ndarray, out: np.ndarray, dx: np.ndarray) -> None:
     """Compiled twin of :func:`sigmoid_backward_into_numpy`."""
-    _sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+    if dx is dout:
+        _sigmoid_backward_inplace(dout.reshape(-1), out.reshape(-1))
+    else:
+        _sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))

@@ -71,6 +71,10 @@ class FusedStep:
         self.dtype = params[0].dtype if params else np.dtype(np.float64)
         self._net_weight_decay = net.weight_decay
         self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._flat_params = tuple(p.reshape(-1) for p in params)
+        self._grads_cache: tuple[list[np.ndarray], tuple[np.ndarray, ...]] | None = None
+        self._states_cache: tuple | None = None
+        self._one_blas_thread = any(p.uses_task_threads for p in pieces)
 
     # -- validation -------------------------------------------------------------------------
     def check_batch(self, x: Any, where: str, dtype: np.dtype | None) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -98,7 +102,7 @@ class FusedStep:
     # -- training ---------------------------------------------------------------------------
     def _blas_threads(self) -> Any:
         # See Piece.uses_task_threads: with convolutions, every BLAS call of the step on one thread.
-        if any(p.uses_task_threads for p in self.pieces):
+        if self._one_blas_thread:
             return _threads.limited(1)
         return contextlib.nullcontext()
 
@@ -128,11 +132,31 @@ class FusedStep:
         if rule is None:
             optimizer.update(dict(zip(self.names, self.params)), dict(zip(self.names, grads)))
         else:
-            states = [optimizer.state_arrays(key, p) for key, p in zip(self.names, self.params)]
-            per_name = [[s[k] for s in states] for k in range(len(rule.state_names))]
-            kernels.get(rule.op)(self.params, grads, *per_name, *rule.scalars)
+            kernels.get(rule.op)(self._flat_params, self._flat_grads(grads), *self._flat_states(optimizer, rule),
+                                 *rule.scalars)
             optimizer.iter += 1
         return loss + decay if self.lam else loss
+
+    # Flat views handed to the update kernel (its sequences of 1-d arrays), kept while the arrays
+    # behind them stay the same: the per-step cost of a deep MLP is its Python overhead.
+    def _flat_grads(self, grads: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        cached = self._grads_cache
+        if cached is None or len(cached[0]) != len(grads) or any(a is not b for a, b in zip(cached[0], grads)):
+            cached = self._grads_cache = (grads, tuple(g.reshape(-1) for g in grads))
+        return cached[1]
+
+    def _flat_states(self, optimizer: Any, rule: Any) -> list[tuple[np.ndarray, ...]]:
+        cached = self._states_cache
+        if cached is not None and cached[0] is optimizer and cached[1] == rule.state_names:
+            tables = [optimizer.state.get(name, {}) for name in rule.state_names]
+            if all(table.get(key) is arr for table, arrays in zip(tables, cached[2])
+                   for key, arr in zip(self.names, arrays)):
+                return cached[3]
+        states = [optimizer.state_arrays(key, p) for key, p in zip(self.names, self.params)]
+        per_name = [[st[k] for st in states] for k in range(len(rule.state_names))]
+        flat = [tuple(a.reshape(-1) for a in arrays) for arrays in per_name]
+        self._states_cache = (optimizer, rule.state_names, per_name, flat)
+        return flat
 
     # -- inference --------------------------------------------------------------------------
     def scores(self, x: Any, where: str) -> np.ndarray:
