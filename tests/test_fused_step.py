@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import tracemalloc
 
 import numpy as np
@@ -20,10 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zerodl
-from tests.helpers import assert_backends_agree, assert_close, tolerance
-from zerodl.layers import GELU, Affine, Convolution, Dropout, Pooling, Relu, Sigmoid
+from tests.helpers import assert_close
+from zerodl.layers import GELU, Affine, Relu, Sigmoid
 from zerodl.layers.base import Layer
-from zerodl.networks.fused import plan_for
 from zerodl.networks import (
     MultiLayerNet,
     MultiLayerNetExtend,
@@ -32,6 +30,7 @@ from zerodl.networks import (
     TwoLayerNet,
 )
 from zerodl.networks.conv import DeepConvNet
+from zerodl.networks.fused import plan_for
 from zerodl.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 OPTIMIZERS = [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam]
@@ -192,7 +191,7 @@ class _Scale(Layer):
 
 def test_a_layer_without_a_piece_is_a_visible_fallback(backend, rng):
     r = np.random.default_rng(0)
-    make = lambda: Sequential([Affine(r.standard_normal((5, 4)), np.zeros(4)), _Scale(),  # noqa: E731
+    make = lambda: Sequential([Affine(r.standard_normal((5, 4)), np.zeros(4)), _Scale(),
                                Affine(r.standard_normal((4, 3)), np.zeros(3))])
     net = make()
     assert net.step_path == "generic (_Scale1 (_Scale) declares no fused piece)"

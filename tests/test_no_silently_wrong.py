@@ -22,6 +22,7 @@ from zerodl.gradient import numerical_gradient
 from zerodl.layers import Affine, Relu, SoftmaxWithLoss
 from zerodl.networks import Sequential, TwoLayerNet
 
+
 # -- accuracy's labels, as the loss checks them --------------------------------------------------------
 @pytest.mark.parametrize("t, exc, fragment", [
     (np.array([0, 1, 3]), ValueError, "label 3 is out of range for 3 classes"),

@@ -146,7 +146,6 @@ def _worker_init() -> None:
     # One BLAS thread per worker: two workers on two cores must not each start two threads.
     # threadpoolctl only limits libraries already loaded, so load NumPy's BLAS first (each trial
     # also runs under its own limit, see train_trial).
-    import numpy
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)

@@ -94,7 +94,10 @@ def conv_backward_numpy(
     FN, C, FH, FW = W.shape
     if col is None:
         col = im2col_numpy(x, FH, FW, stride, pad)
-    dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    # A C-ordered copy, as the book's reshape of its (always non-contiguous) dout makes: for a single
+    # image the reshape of a contiguous dout is a view in another memory order, and db / dW would be
+    # summed in that order instead of the book's (ch07/gradient_check.py printed other last digits).
+    dout = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, FN)
     db = np.sum(dout, axis=0)
     dW = np.dot(col.T, dout)
     dW = np.ascontiguousarray(dW.transpose(1, 0).reshape(FN, C, FH, FW))

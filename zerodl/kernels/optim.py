@@ -118,86 +118,126 @@ def weight_decay_grad_numpy(grad: ArrayOrArrays, param: ArrayOrArrays, lam: floa
 
 
 # ----------------------------------------------------------------------------- compiled loops
-# Each takes tuples of flat views (one per parameter) and loops over them: one dispatch per step.
-# Every iteration reads all its inputs before it writes: LLVM then vectorises the loop behind a
+# One parameter's loop per optimizer (the formula, once), and a loop over tuples of flat views that
+# calls it for every parameter: one dispatch per step for a whole network, one plain call for a single
+# array. Every iteration reads all its inputs before it writes: LLVM then vectorises the loop behind a
 # runtime no-overlap check (written as "x[i] += ...", Adam ran 3x slower, scalar). Same expressions,
 # same rounding as the NumPy twins.
 @jit
+def _sgd_one(p, g, lr):
+    for i in range(p.size):
+        p[i] = p[i] - lr * g[i]
+
+
+@jit
 def _sgd(ps, gs, lr):
     for k in range(len(ps)):
-        p, g = ps[k], gs[k]
-        for i in range(p.size):
-            p[i] = p[i] - lr * g[i]
+        _sgd_one(ps[k], gs[k], lr)
+
+
+@jit
+def _momentum_one(p, g, v, lr, momentum):
+    for i in range(p.size):
+        vi = momentum * v[i] - lr * g[i]
+        pi = p[i] + vi
+        v[i] = vi
+        p[i] = pi
 
 
 @jit
 def _momentum(ps, gs, vs, lr, momentum):
     for k in range(len(ps)):
-        p, g, v = ps[k], gs[k], vs[k]
-        for i in range(p.size):
-            vi = momentum * v[i] - lr * g[i]
-            pi = p[i] + vi
-            v[i] = vi
-            p[i] = pi
+        _momentum_one(ps[k], gs[k], vs[k], lr, momentum)
+
+
+@jit
+def _nesterov_one(p, g, v, lr, momentum, momentum_sq, lr_plus):
+    for i in range(p.size):
+        gi, vi = g[i], v[i]
+        pi = (p[i] + momentum_sq * vi) - lr_plus * gi
+        vi = vi * momentum - lr * gi
+        p[i] = pi
+        v[i] = vi
 
 
 @jit
 def _nesterov(ps, gs, vs, lr, momentum, momentum_sq, lr_plus):
     for k in range(len(ps)):
-        p, g, v = ps[k], gs[k], vs[k]
-        for i in range(p.size):
-            gi, vi = g[i], v[i]
-            pi = (p[i] + momentum_sq * vi) - lr_plus * gi
-            vi = vi * momentum - lr * gi
-            p[i] = pi
-            v[i] = vi
+        _nesterov_one(ps[k], gs[k], vs[k], lr, momentum, momentum_sq, lr_plus)
+
+
+@jit
+def _adagrad_one(p, g, h, lr, eps):
+    for i in range(p.size):
+        gi = g[i]
+        hi = h[i] + gi * gi
+        pi = p[i] - lr * gi / (np.sqrt(hi) + eps)
+        h[i] = hi
+        p[i] = pi
 
 
 @jit
 def _adagrad(ps, gs, hs, lr, eps):
     for k in range(len(ps)):
-        p, g, h = ps[k], gs[k], hs[k]
-        for i in range(p.size):
-            gi = g[i]
-            hi = h[i] + gi * gi
-            pi = p[i] - lr * gi / (np.sqrt(hi) + eps)
-            h[i] = hi
-            p[i] = pi
+        _adagrad_one(ps[k], gs[k], hs[k], lr, eps)
+
+
+@jit
+def _rmsprop_one(p, g, h, lr, decay_rate, keep, eps):
+    for i in range(p.size):
+        gi = g[i]
+        hi = h[i] * decay_rate + keep * gi * gi
+        pi = p[i] - lr * gi / (np.sqrt(hi) + eps)
+        h[i] = hi
+        p[i] = pi
 
 
 @jit
 def _rmsprop(ps, gs, hs, lr, decay_rate, keep, eps):
     for k in range(len(ps)):
-        p, g, h = ps[k], gs[k], hs[k]
-        for i in range(p.size):
-            gi = g[i]
-            hi = h[i] * decay_rate + keep * gi * gi
-            pi = p[i] - lr * gi / (np.sqrt(hi) + eps)
-            h[i] = hi
-            p[i] = pi
+        _rmsprop_one(ps[k], gs[k], hs[k], lr, decay_rate, keep, eps)
+
+
+@jit
+def _adam_one(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps):
+    for i in range(p.size):
+        gi, mi, vi = g[i], m[i], v[i]
+        mi = mi + one_minus_b1 * (gi - mi)
+        vi = vi + one_minus_b2 * (gi * gi - vi)
+        pi = p[i] - lr_t * mi / (np.sqrt(vi) + eps)
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi
 
 
 @jit
 def _adam(ps, gs, ms, vs, lr_t, one_minus_b1, one_minus_b2, eps):
     for k in range(len(ps)):
-        p, g, m, v = ps[k], gs[k], ms[k], vs[k]
-        for i in range(p.size):
-            gi, mi, vi = g[i], m[i], v[i]
-            mi = mi + one_minus_b1 * (gi - mi)
-            vi = vi + one_minus_b2 * (gi * gi - vi)
-            pi = p[i] - lr_t * mi / (np.sqrt(vi) + eps)
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi
+        _adam_one(ps[k], gs[k], ms[k], vs[k], lr_t, one_minus_b1, one_minus_b2, eps)
+
+
+@jit
+def _weight_decay_one(g, p, lam):
+    for i in range(g.size):
+        gi = g[i] + lam * p[i]
+        g[i] = gi
 
 
 @jit
 def _weight_decay(gs, ps, lam):
     for k in range(len(gs)):
-        g, p = gs[k], ps[k]
-        for i in range(g.size):
-            gi = g[i] + lam * p[i]
-            g[i] = gi
+        _weight_decay_one(gs[k], ps[k], lam)
+
+
+def _call(loop_all, loop_one, arrays: list[tuple[np.ndarray, ...]], *scalars: object) -> None:
+    # One array each: the single-array loop (a tuple costs numba more to dispatch than the update of
+    # a small parameter takes); sequences: the loop over all of them.
+    if not arrays[0]:
+        return  # nothing to update (and numba cannot type an empty tuple)
+    if len(arrays[0]) == 1:
+        loop_one(*(a[0] for a in arrays), *scalars)
+    else:
+        loop_all(*arrays, *scalars)
 
 
 def _flat(a: ArrayOrArrays) -> tuple[np.ndarray, ...]:
@@ -226,7 +266,7 @@ def _dtype(param: ArrayOrArrays) -> np.dtype:
 def sgd_update_numba(param: ArrayOrArrays, grad: ArrayOrArrays, lr: float) -> None:
     """Compiled twin of :func:`sgd_update_numpy`."""
     dt = _dtype(param)
-    _sgd(_flat(param), _flat_read(grad, dt), dt.type(lr))
+    _call(_sgd, _sgd_one, [_flat(param), _flat_read(grad, dt)], dt.type(lr))
 
 
 def momentum_update_numba(
@@ -235,7 +275,7 @@ def momentum_update_numba(
     """Compiled twin of :func:`momentum_update_numpy`."""
     dt = _dtype(param)
     t = dt.type
-    _momentum(_flat(param), _flat_read(grad, dt), _flat(v), t(lr), t(momentum))
+    _call(_momentum, _momentum_one, [_flat(param), _flat_read(grad, dt), _flat(v)], t(lr), t(momentum))
 
 
 def nesterov_update_numba(
@@ -247,7 +287,8 @@ def nesterov_update_numba(
     # Python computes the scalar products exactly as the reference's left-to-right evaluation.
     momentum_sq = t(momentum * momentum)
     lr_plus = t((1 + momentum) * lr)
-    _nesterov(_flat(param), _flat_read(grad, dt), _flat(v), t(lr), t(momentum), momentum_sq, lr_plus)
+    _call(_nesterov, _nesterov_one, [_flat(param), _flat_read(grad, dt), _flat(v)], t(lr), t(momentum), momentum_sq,
+          lr_plus)
 
 
 def adagrad_update_numba(
@@ -256,7 +297,7 @@ def adagrad_update_numba(
     """Compiled twin of :func:`adagrad_update_numpy`."""
     dt = _dtype(param)
     t = dt.type
-    _adagrad(_flat(param), _flat_read(grad, dt), _flat(h), t(lr), t(eps))
+    _call(_adagrad, _adagrad_one, [_flat(param), _flat_read(grad, dt), _flat(h)], t(lr), t(eps))
 
 
 def rmsprop_update_numba(
@@ -265,7 +306,8 @@ def rmsprop_update_numba(
     """Compiled twin of :func:`rmsprop_update_numpy`."""
     dt = _dtype(param)
     t = dt.type
-    _rmsprop(_flat(param), _flat_read(grad, dt), _flat(h), t(lr), t(decay_rate), t(1 - decay_rate), t(eps))
+    _call(_rmsprop, _rmsprop_one, [_flat(param), _flat_read(grad, dt), _flat(h)], t(lr), t(decay_rate), t(1 - decay_rate),
+          t(eps))
 
 
 def adam_update_numba(
@@ -281,10 +323,11 @@ def adam_update_numba(
     """Compiled twin of :func:`adam_update_numpy`."""
     dt = _dtype(param)
     t = dt.type
-    _adam(_flat(param), _flat_read(grad, dt), _flat(m), _flat(v), t(lr_t), t(1 - beta1), t(1 - beta2), t(eps))
+    _call(_adam, _adam_one, [_flat(param), _flat_read(grad, dt), _flat(m), _flat(v)], t(lr_t), t(1 - beta1),
+          t(1 - beta2), t(eps))
 
 
 def weight_decay_grad_numba(grad: ArrayOrArrays, param: ArrayOrArrays, lam: float) -> None:
     """Compiled twin of :func:`weight_decay_grad_numpy`."""
     dt = _dtype(grad)
-    _weight_decay(_flat(grad), _flat_read(param, dt), dt.type(lam))
+    _call(_weight_decay, _weight_decay_one, [_flat(grad), _flat_read(param, dt)], dt.type(lam))

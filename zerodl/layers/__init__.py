@@ -10,5 +10,18 @@ from zerodl.layers.graph import AddLayer, MulLayer
 from zerodl.layers.normalization import BatchNormalization
 from zerodl.layers.regularization import Dropout
 
-__all__ = ["ACTIVATIONS", "Layer", "Affine", "Relu", "Sigmoid", "GELU", "SoftmaxWithLoss", "MulLayer", "AddLayer", "Dropout",
-           "BatchNormalization", "Convolution", "Pooling"]
+__all__ = [
+           "ACTIVATIONS",
+           "GELU",
+           "AddLayer",
+           "Affine",
+           "BatchNormalization",
+           "Convolution",
+           "Dropout",
+           "Layer",
+           "MulLayer",
+           "Pooling",
+           "Relu",
+           "Sigmoid",
+           "SoftmaxWithLoss",
+]

@@ -8,7 +8,6 @@ import numpy as np
 
 from zerodl.layers.fused import ActivationPiece, ActivationSpec, Piece
 
-
 #: Activation layers by name (``"relu"``, ``"sigmoid"``, ``"gelu"``), filled by the classes that set
 #: ``activation_name``: a new activation is chosen everywhere by defining it.
 ACTIVATIONS: dict[str, type] = {}
@@ -28,6 +27,10 @@ class Layer:
     #: attribute names, collected by ``Sequential.buffers()``; updated in place by the layer.
     buffer_names: tuple[str, ...] = ()
     takes_train_flg: bool = False
+    #: The layer's kernels spread their work over zerodl's own task threads with one BLAS thread per
+    #: product (Convolution, Pooling): a network holding one runs its BLAS calls on one thread (see
+    #: :attr:`zerodl.layers.fused.Piece.uses_task_threads`).
+    uses_task_threads: bool = False
     #: An elementwise activation's part in a fused step (its two kernel ops and what it keeps);
     #: ``None`` for other layers. See :mod:`zerodl.layers.fused`.
     fused_activation: ActivationSpec | None = None

@@ -63,6 +63,7 @@ class Convolution(Layer):
     """
 
     param_names = ("W", "b")
+    uses_task_threads = True
 
     def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
         W = as_float_array(W, "Convolution", "W")
@@ -152,6 +153,8 @@ class Pooling(Layer):
     that was the maximum.
     """
 
+    uses_task_threads = True
+
     def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
         self.pool_h = _positive_int(pool_h, "Pooling", "pool_h")
         self.pool_w = _positive_int(pool_w, "Pooling", "pool_w")
@@ -213,8 +216,6 @@ class ConvolutionPiece(Piece):
     stride-2 max pooling too (``conv_relu_pool_*``: the full-resolution output is never kept). Any
     other activation becomes the epilogue (bias and activation in one pass over the output).
     """
-
-    uses_task_threads = True
 
     def __init__(self, layer: Convolution) -> None:
         super().__init__(layer)
@@ -297,8 +298,6 @@ class ConvolutionPiece(Piece):
 
 class PoolingPiece(Piece):
     """Pooling's part of a fused step: the pooling kernels without per-call validation."""
-
-    uses_task_threads = True
 
     def __init__(self, layer: Pooling) -> None:
         super().__init__(layer)

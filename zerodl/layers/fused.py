@@ -84,6 +84,7 @@ class Piece:
     def __init__(self, layer: Layer) -> None:
         self.layer = layer
         self.buffers = Buffers()
+        self.uses_task_threads = bool(getattr(layer, "uses_task_threads", False))
 
     @property
     def name(self) -> str:

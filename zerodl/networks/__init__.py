@@ -19,7 +19,7 @@ __all__ = [
 
 # Make every exported network class rebuildable by zerodl.load_network (io sits below the networks
 # and must not import them; see zerodl.io.register_network_class).
-from zerodl.io import register_network_class as _register  # noqa: E402
+from zerodl.io import register_network_class as _register
 
 for _cls in (Sequential, TwoLayerNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, DeepConvNet):
     _register(_cls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from zerodl._validate import check_class_labels, check_distinct_layers
+from zerodl.kernels import _threads
 from zerodl.gradient import numerical_gradient as _numerical_gradient
 from zerodl.layers.base import Layer
 from zerodl.layers.core import SoftmaxWithLoss
@@ -102,9 +104,18 @@ class Sequential:
     # -- the book's methods ------------------------------------------------------------------
     def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
         """Scores ``(N, C)`` for input ``x (N, ...)``; ``train_flg`` drives Dropout / BatchNorm."""
-        for layer in self.layers.values():
-            x = layer.forward(x, train_flg) if layer.takes_train_flg else layer.forward(x)
+        with self._blas_threads():
+            for layer in self.layers.values():
+                x = layer.forward(x, train_flg) if layer.takes_train_flg else layer.forward(x)
         return x
+
+    def _blas_threads(self) -> Any:
+        # With convolutions every BLAS call runs on one thread, as in the fused step: an OpenBLAS
+        # worker woken by a two-thread product (an Affine) spins and takes a core from the
+        # convolutions' task threads (see zerodl.layers.fused.Piece.uses_task_threads).
+        if any(layer.uses_task_threads for layer in self.layers.values()):
+            return _threads.limited(1)
+        return contextlib.nullcontext()
 
     def weight_decay(self) -> float:
         """The L2 penalty ``Σ 0.5 λ ΣW²`` over the weight matrices (0 when λ = 0)."""
@@ -155,14 +166,15 @@ class Sequential:
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode)."""
-        self.loss(x, t, train_flg=True)
-        dout = self.last_layer.backward(1)
-        layers = list(self.layers.values())
-        for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
-        if layers:
-            # Nobody reads the gradient of the input: the first layer sets only its parameters'.
-            layers[0].backward_params(dout)
+        with self._blas_threads():
+            self.loss(x, t, train_flg=True)
+            dout = self.last_layer.backward(1)
+            layers = list(self.layers.values())
+            for layer in reversed(layers[1:]):
+                dout = layer.backward(dout)
+            if layers:
+                # Nobody reads the gradient of the input: the first layer sets only its parameters'.
+                layers[0].backward_params(dout)
         grads: dict[str, np.ndarray] = {}
         for name, layer, attr in self._param_index:
             grad = getattr(layer, "d" + attr)
