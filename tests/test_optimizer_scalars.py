@@ -33,6 +33,8 @@ def test_plain_floats_follow_the_books_trajectory(name, backend):
         bx, by = _df(book_params["x"], book_params["y"])
         book.update(book_params, {"x": bx, "y": by})
         assert isinstance(params["x"], float) and isinstance(params["y"], float)
+        # The same type as the book's: NumPy scalars once the 0-d state arrays took part.
+        assert type(params["x"]) is type(book_params["x"]), (type(params["x"]), type(book_params["x"]))
     np.testing.assert_allclose([params["x"], params["y"]],
                                [float(book_params["x"]), float(book_params["y"])], rtol=1e-12, atol=1e-14)
 

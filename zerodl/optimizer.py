@@ -122,8 +122,12 @@ class Optimizer:
                 self._step(param, grad, *self.state_arrays(key, param))
         for key in scalar_keys:
             value = arrays[keys.index(key)][()]
-            # A NumPy scalar stays a NumPy scalar (np.float64 is a float too: test it first).
-            params[key] = value if isinstance(params[key], np.generic) else value.item()
+            # The type the book's `params[key] -= ...` leaves: a NumPy scalar once NumPy took part (a
+            # NumPy scalar parameter or gradient, or the optimizer's 0-d state arrays), a Python float
+            # only for plain SGD on plain numbers.
+            plain = not self.state_names and not isinstance(params[key], np.generic) \
+                and not isinstance(grads[key], (np.generic, np.ndarray))
+            params[key] = value.item() if plain else value
 
     def _step(self, param: np.ndarray, grad: np.ndarray, *state: np.ndarray) -> None:
         """One parameter's update with the built-in kernel (``iter`` counts this step already)."""
