@@ -49,3 +49,26 @@ def gaussian(
     very expression, so ``np.random.seed(0)`` gives the book's weights bit for bit.
     """
     return (scale * normal(rng, shape)).astype(dtype)
+
+
+def check_size(name: str, value: object) -> int:
+    """A layer width: a positive integer (bools refused), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def two_layer_weights(owner: str, input_size: int, hidden_size: int, output_size: int,
+                      weight_init_std: float, dtype: object, seed: SeedLike):
+    """The book's two-layer parameters, drawn in its order (``W1``, then ``W2``; biases zero).
+
+    Returns ``(sizes, dtype, W1 (input, hidden), b1 (hidden,), W2 (hidden, output), b2 (output,))``;
+    shared by chapter 4's and chapter 5's ``TwoLayerNet``.
+    """
+    sizes = [check_size(n, v) for n, v in
+             (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size))]
+    dt = check_dtype(dtype)
+    rng = make_rng(seed, owner)
+    W1 = gaussian(rng, (sizes[0], sizes[1]), weight_init_std, dt)
+    W2 = gaussian(rng, (sizes[1], sizes[2]), weight_init_std, dt)
+    return sizes, dt, W1, np.zeros(sizes[1], dtype=dt), W2, np.zeros(sizes[2], dtype=dt)

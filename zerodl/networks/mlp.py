@@ -10,17 +10,21 @@ import numpy as np
 from zerodl.layers import Affine, Relu, Sigmoid  # noqa: F401  (the book's names, re-exported)
 from zerodl.layers.base import ACTIVATIONS as LAYER_ACTIVATIONS
 from zerodl.layers.base import Layer
-from zerodl.networks._init import SeedLike, check_dtype, gaussian, init_scale, make_rng
+from zerodl.networks._init import (
+    SeedLike,
+    check_dtype,
+    check_size,
+    gaussian,
+    init_scale,
+    make_rng,
+    two_layer_weights,
+)
 from zerodl.networks.sequential import Sequential
 
 #: Activation layers by name: every layer class that sets ``activation_name`` (relu, sigmoid, gelu).
 ACTIVATIONS: dict[str, type[Layer]] = LAYER_ACTIVATIONS
 
 
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class TwoLayerNet(Sequential):
@@ -48,16 +52,12 @@ class TwoLayerNet(Sequential):
         dtype: Any = np.float64,
         seed: SeedLike = None,
     ) -> None:
-        sizes = [_check_size(n, v) for n, v in
-                 (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size))]
-        dt = check_dtype(dtype)
-        rng = make_rng(seed, "TwoLayerNet")
-        W1 = gaussian(rng, (sizes[0], sizes[1]), weight_init_std, dt)
-        W2 = gaussian(rng, (sizes[1], sizes[2]), weight_init_std, dt)
+        sizes, dt, W1, b1, W2, b2 = two_layer_weights(
+            "TwoLayerNet", input_size, hidden_size, output_size, weight_init_std, dtype, seed)
         layers = {
-            "Affine1": Affine(W1, np.zeros(sizes[1], dtype=dt)),
+            "Affine1": Affine(W1, b1),
             "Relu1": Relu(),
-            "Affine2": Affine(W2, np.zeros(sizes[2], dtype=dt)),
+            "Affine2": Affine(W2, b2),
         }
         super().__init__(layers)
         self.config = {
@@ -91,8 +91,8 @@ class MultiLayerNet(Sequential):
         dtype: Any = np.float64,
         seed: SeedLike = None,
     ) -> None:
-        hidden = [_check_size("hidden_size_list entry", h) for h in hidden_size_list]
-        sizes = [_check_size("input_size", input_size), *hidden, _check_size("output_size", output_size)]
+        hidden = [check_size("hidden_size_list entry", h) for h in hidden_size_list]
+        sizes = [check_size("input_size", input_size), *hidden, check_size("output_size", output_size)]
         act = ACTIVATIONS.get(str(activation).lower())
         if act is None:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")

@@ -10,8 +10,8 @@ import numpy as np
 
 from zerodl.layers import Affine, BatchNormalization, Dropout
 from zerodl.layers.base import Layer
-from zerodl.networks._init import SeedLike, check_dtype, gaussian, init_scale, make_rng
-from zerodl.networks.mlp import ACTIVATIONS, _check_size
+from zerodl.networks._init import SeedLike, check_dtype, check_size, gaussian, init_scale, make_rng
+from zerodl.networks.mlp import ACTIVATIONS
 from zerodl.networks.sequential import Sequential
 
 
@@ -84,8 +84,8 @@ class MultiLayerNetExtend(Sequential):
         seed: SeedLike = None,
         dropout_ratio: float | None = None,
     ) -> None:
-        hidden = [_check_size("hidden_size_list entry", h) for h in hidden_size_list]
-        sizes = [_check_size("input_size", input_size), *hidden, _check_size("output_size", output_size)]
+        hidden = [check_size("hidden_size_list entry", h) for h in hidden_size_list]
+        sizes = [check_size("input_size", input_size), *hidden, check_size("output_size", output_size)]
         act = ACTIVATIONS.get(str(activation).lower())
         if act is None:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")

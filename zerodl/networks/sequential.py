@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from zerodl._validate import check_class_labels, check_distinct_layers
-from zerodl.kernels import _threads
 from zerodl.gradient import numerical_gradient as _numerical_gradient
+from zerodl.kernels import _threads
 from zerodl.layers.base import Layer
 from zerodl.layers.core import SoftmaxWithLoss
 from zerodl.networks.fused import generic_step, plan_for, step_path

@@ -30,8 +30,7 @@ import numpy as np
 from zerodl._validate import as_float_array, check_labels, check_nonempty
 from zerodl.functions import cross_entropy_error, sigmoid, sigmoid_grad, softmax
 from zerodl.gradient import numerical_gradient as _numerical_gradient
-from zerodl.networks._init import SeedLike, check_dtype, gaussian, make_rng
-from zerodl.networks.mlp import _check_size
+from zerodl.networks._init import SeedLike, two_layer_weights
 from zerodl.networks.sequential import ParamDict
 
 __all__ = ["TwoLayerNetCh4"]
@@ -63,18 +62,12 @@ class TwoLayerNetCh4:
         dtype: Any = np.float64,
         seed: SeedLike = None,
     ) -> None:
-        sizes = [_check_size(n, v) for n, v in
-                 (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size))]
         if isinstance(weight_init_std, bool) or not isinstance(weight_init_std, numbers.Real):
             raise TypeError(f"TwoLayerNetCh4: weight_init_std must be a number, got {weight_init_std!r}")
-        dt = check_dtype(dtype)
-        rng = make_rng(seed, "TwoLayerNetCh4")
         # The book's order: W1, b1, W2, b2 (only the weights draw random numbers).
-        W1 = gaussian(rng, (sizes[0], sizes[1]), weight_init_std, dt)
-        W2 = gaussian(rng, (sizes[1], sizes[2]), weight_init_std, dt)
-        self.params = ParamDict(
-            W1=W1, b1=np.zeros(sizes[1], dtype=dt), W2=W2, b2=np.zeros(sizes[2], dtype=dt)
-        )
+        sizes, dt, W1, b1, W2, b2 = two_layer_weights(
+            "TwoLayerNetCh4", input_size, hidden_size, output_size, weight_init_std, dtype, seed)
+        self.params = ParamDict(W1=W1, b1=b1, W2=W2, b2=b2)
         self.input_size, self.hidden_size, self.output_size = sizes
         self.config = {
             "input_size": sizes[0], "hidden_size": sizes[1], "output_size": sizes[2],
