@@ -19,10 +19,12 @@ ROOT = pathlib.Path(zerodl.__file__).parent
 #: Module-name prefix → floor (the longest matching prefix wins).
 FLOORS = {
     "zerodl._version": 0,
+    "zerodl._numba_env": 0,
     "zerodl.backend": 0,
     "zerodl.kernels": 0,
     "zerodl._validate": 1,
     "zerodl._fileio": 1,
+    "zerodl._runlock": 1,
     "zerodl._random": 1,
     "zerodl._npz": 1,
     "zerodl.util": 1,

@@ -4,6 +4,11 @@ Every hot path has two twins, a NumPy reference and a Numba kernel, chosen at ca
 active backend (:func:`set_backend`, :func:`use_backend`, ``ZERODL_BACKEND``).
 """
 
+# Before anything imports numba: a bad NUMBA_* variable is one clear line, not numba's traceback.
+from zerodl._numba_env import check_numba_environment as _check_numba_environment
+
+_check_numba_environment()
+
 from zerodl._version import __version__
 from zerodl.allocator import tune_malloc
 from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend

@@ -1063,13 +1063,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from zerodl.allocator import tune_malloc
 
             tune_malloc()  # freed step-sized blocks are reused, not faulted in again (zerodl.allocator)
-        threads = getattr(args, "threads", None)
-        if threads is None:
-            return int(args.func(args) or 0)
-        from zerodl.threads import num_threads
+        # The run owns its outputs until it ends: a second run naming one of them is refused here,
+        # before any work (zerodl._runlock; OutputInUseError is a ValueError: one line, exit 1).
+        from zerodl._runlock import hold_outputs
 
-        with num_threads(threads):
-            return int(args.func(args) or 0)
+        outputs, _ = _outputs_and_inputs(args)
+        invocation = " ".join(["zerodl", *(sys.argv[1:] if argv is None else [str(a) for a in argv])])
+        with hold_outputs([path for _, path, *_ in outputs], command=invocation):
+            threads = getattr(args, "threads", None)
+            if threads is None:
+                return int(args.func(args) or 0)
+            from zerodl.threads import num_threads
+
+            with num_threads(threads):
+                return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\nzerodl: interrupted", file=sys.stderr)
         return 130

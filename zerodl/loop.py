@@ -382,6 +382,7 @@ class TrainingLoop:
         self.run_config = dict(run_config) if run_config is not None else None
         self.overwrite_checkpoint = bool(overwrite_checkpoint)
         self._owns_checkpoint = False
+        self._checkpoint_lock: Any = None  # a zerodl._runlock.RunLock while train()/resume() own the file
         self.check_finite = bool(check_finite)
         self.checkpoint_path, self.checkpoint_every = checkpoint_options(checkpoint_path, checkpoint_every)
         if self.check_finite:
@@ -589,6 +590,26 @@ class TrainingLoop:
                 "continue that run, or pass overwrite_checkpoint=True to start over and replace it")
         self._owns_checkpoint = True
 
+    def _hold_checkpoint(self) -> None:
+        """Lock :attr:`checkpoint_path` for this run (``<checkpoint>.lock``, see :mod:`zerodl._runlock`).
+
+        Held from :meth:`train` (or :meth:`~zerodl.trainer.Trainer.resume`) until :meth:`train`
+        returns or raises. Another run on the same file — another process, or another loop in this
+        one — raises :class:`zerodl._runlock.OutputInUseError` before any step. A lock that the
+        caller already holds for this run (``zerodl train`` locks its outputs up front) is used as is.
+        """
+        if self.checkpoint_path is None or (self._checkpoint_lock is not None and self._checkpoint_lock.held):
+            return
+        from zerodl._runlock import RunLock
+
+        self._checkpoint_lock = RunLock([self.checkpoint_path], command=f"{type(self).__name__}.train "
+                                        f"(checkpoint {self.checkpoint_path})")
+
+    def _release_checkpoint(self) -> None:
+        lock, self._checkpoint_lock = self._checkpoint_lock, None
+        if lock is not None:
+            lock.release()
+
     def _claim_checkpoint(self, path: str | os.PathLike[str]) -> None:
         if self.checkpoint_path is not None and Path(path) == self.checkpoint_path:
             self._owns_checkpoint = True
@@ -597,7 +618,18 @@ class TrainingLoop:
     def train(self) -> Self:
         """Run ``max_iter - current_iter`` steps (a callback or a stop signal may stop earlier),
         write the final checkpoint, then measure the final test accuracy (not after a stop
-        signal). Returns ``self``."""
+        signal). Returns ``self``.
+
+        The checkpoint file is locked for the whole call (see :meth:`_hold_checkpoint`): a second
+        run on the same ``checkpoint_path`` is refused with
+        :class:`zerodl._runlock.OutputInUseError` before its first step."""
+        self._hold_checkpoint()
+        try:
+            return self._train_holding_checkpoint()
+        finally:
+            self._release_checkpoint()
+
+    def _train_holding_checkpoint(self) -> Self:
         self._check_checkpoint_owner()
         self.stop_training = False
         self.interrupted = False

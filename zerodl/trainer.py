@@ -67,6 +67,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -225,10 +226,17 @@ class Trainer(TrainingLoop):
         path = path if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("Trainer.resume: no path given and no checkpoint_path set")
-        if not os.path.exists(path):
-            self._claim_checkpoint(path)
-            return False
-        load_checkpoint(self, path, hyperparams=hyperparams)
+        if self.checkpoint_path is not None and Path(path) == self.checkpoint_path:
+            # Locked from here to the end of train(): no other run writes it in between.
+            self._hold_checkpoint()
+        try:
+            if not os.path.exists(path):
+                self._claim_checkpoint(path)
+                return False
+            load_checkpoint(self, path, hyperparams=hyperparams)
+        except BaseException:
+            self._release_checkpoint()
+            raise
         self._claim_checkpoint(path)
         return True
 
