@@ -36,7 +36,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Self
 
 try:
     import fcntl
@@ -230,7 +230,7 @@ class RunLock:
         while self._locks:
             self._locks.pop().release()
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> Self:
         if self.inherit:
             self._token = _INHERITED.set((*_INHERITED.get(), self))
         return self

@@ -285,6 +285,10 @@ def _outputs_and_inputs(args: argparse.Namespace) -> tuple[list[tuple[Any, ...]]
         outputs += [("--plot", args.plot, "png"), ("--misclassified-png", args.misclassified_png, "png")]
     elif command == "experiment" and getattr(args, "experiment", None):
         outputs.append(("--out", getattr(args, "out", None) or f"zerodl-{args.experiment}.png", "png"))
+        if args.experiment == "search":
+            from zerodl.experiments.cli import search_results_path
+
+            outputs.append(("--results", search_results_path(args), "json"))
     for dest, option, *kind in getattr(args, "output_options", ()) or ():
         outputs.append((option, getattr(args, dest, None), *kind))
     if getattr(args, "dataset", None) == "mnist":  # an output must not overwrite the data either

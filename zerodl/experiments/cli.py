@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from zerodl.backend import BACKENDS
@@ -33,6 +34,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def search_results_path(args: argparse.Namespace) -> str:
+    """``zerodl experiment search``'s results file: ``--results``, else ``--out`` with ``.json``."""
+    if getattr(args, "results", None):
+        return str(args.results)
+    out = getattr(args, "out", None) or "zerodl-search.png"
+    return str(Path(out).with_suffix(".json"))
+
+
 def _runner(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -48,13 +57,30 @@ def _runner(name: str) -> Callable[[argparse.Namespace], int]:
             if args.scheduler and args.executor != "dask":
                 kwargs["executor"] = "dask"  # an address only makes sense for Dask
         out = args.out or f"zerodl-{name}.png"
+        outputs = [out]
+        if name == "search":
+            kwargs["results"] = search_results_path(args)
+            kwargs["resume"] = args.resume
+            outputs.append(kwargs["results"])
+        from zerodl._runlock import OutputInUseError, hold_outputs
+
         try:
-            result = module.run(out, **kwargs)
+            # The run owns its outputs until it ends (already held when run by the zerodl command).
+            with hold_outputs(outputs, command=f"zerodl experiment {name}"):
+                result = module.run(out, **kwargs)
+        except OutputInUseError as exc:
+            print(f"zerodl experiment {name}: error: {exc}", file=sys.stderr)
+            return 1
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             # One line, as every zerodl error (a loader's message may span several).
             message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             print(f"zerodl experiment {name}: error: {message}", file=sys.stderr)
             return 2
+        except BaseException as exc:
+            if type(exc).__name__ != "SearchInterrupted":
+                raise
+            print(f"zerodl experiment {name}: {exc}", file=sys.stderr)
+            return int(exc.exit_code)  # type: ignore[attr-defined]
         print(result.table)
         print(f"\nwrote {result.figure} ({result.seconds:.1f}s)")
         return 0
@@ -90,6 +116,11 @@ def add_subparsers(subparsers: Any) -> None:
                            help="where trials run (default process)")
             p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                            help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask)")
+            p.add_argument("--results", metavar="JSON", default=None,
+                           help="results file, rewritten as each trial finishes (default: --out with .json)")
+            p.add_argument("--resume", action="store_true",
+                           help="continue the search in --results: its finished trials are not run again "
+                                "(same --seed, --trials, --dataset, --quick, --backend, or it is refused)")
         p.set_defaults(func=_runner(name))
 
 

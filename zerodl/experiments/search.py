@@ -16,14 +16,28 @@ failed with its parameters and traceback; a worker process that dies (``os._exit
 the OOM killer) breaks a ``ProcessPoolExecutor``: the pool is rebuilt and the trials that were in
 flight are re-run one at a time in a fresh single-worker pool to find the one that kills its worker,
 which is then reported as crashed. On Dask, a task whose worker keeps dying ends in ``KilledWorker``,
-reported the same way. The search always continues with the other trials.
+reported the same way. On a local Dask cluster a task is not re-run by the scheduler
+(``allowed-failures`` 0): the search itself retries a trial whose worker died once, then reports
+it as crashed. The search always continues with the other trials.
+
+Results file and resume: with ``results_path`` every finished trial is recorded in a JSON file,
+rewritten atomically as each trial finishes, so a search stopped by Ctrl-C, SIGTERM or a crash keeps
+every finished trial. ``resume=True`` continues such a file: its trials are not run again, and the
+same search (trials drawn from the same seed, same data, epochs, network, batch size and backend)
+is required — a resume with other options is refused naming the option. A stop signal ends the
+search between trials with :class:`SearchInterrupted` (the file holds what finished).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from zerodl._fileio import atomic_write, read_regular_file
 from zerodl.experiments._common import (
     ExperimentResult,
     Progress,
@@ -67,6 +82,8 @@ class Trial:
     train_acc_list: list[float] = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
+    attempts: int = 0  # times it was started (2: its worker died once and it was run again)
+    resumed: bool = False  # its result comes from the results file of an earlier run
 
     @property
     def ok(self) -> bool:
@@ -87,6 +104,9 @@ class SearchResult:
     executor: str
     workers: int
     seconds: float
+    results_path: str | None = None
+    #: Trials actually run by this call (the others came from the results file, see ``resume``).
+    executed: int = 0
 
     @property
     def ranked(self) -> list[Trial]:
@@ -137,7 +157,7 @@ def execute_trial(trial_fn: TrialFn, spec: Mapping[str, Any], data: Mapping[str,
         return {"index": spec["index"], "status": "ok", "val_acc_list": val,
                 "train_acc_list": [float(v) for v in out.get("train_acc_list", [])], "error": "",
                 "seconds": time.perf_counter() - start}
-    except Exception:
+    except Exception:  # noqa: BLE001 - any error of a trial is its result: reported, the search goes on
         return {"index": spec["index"], "status": "failed", "val_acc_list": [], "train_acc_list": [],
                 "error": traceback.format_exc(), "seconds": time.perf_counter() - start}
 
@@ -153,6 +173,7 @@ def _worker_init() -> None:
 
 # ----------------------------------------------------------------------------- executors
 def _apply(trial: Trial, out: Mapping[str, Any]) -> None:
+    trial.attempts = int(out.get("attempts", 1))
     trial.status = out["status"]
     trial.val_acc_list = list(out["val_acc_list"])
     trial.train_acc_list = list(out["train_acc_list"])
@@ -182,13 +203,18 @@ def _run_process(specs, data, trial_fn, on_done, workers):
         # Trials that were in flight when a worker died: one at a time, alone in a pool, so the
         # one that kills its worker is identified and the others still run.
         for index in suspects:
-            with _process_pool(1) as pool:
-                try:
-                    on_done(index, pool.submit(execute_trial, trial_fn, by_index[index], data).result())
-                except BrokenProcessPool as exc:
-                    on_done(index, {"index": index, "status": "crashed", "val_acc_list": [],
-                                    "train_acc_list": [], "seconds": 0.0,
-                                    "error": f"worker process died while running this trial ({exc})"})
+            pool = _process_pool(1)
+            try:
+                out = dict(pool.submit(execute_trial, trial_fn, by_index[index], data).result(), attempts=2)
+            except BrokenProcessPool as exc:
+                out = {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
+                       "seconds": 0.0, "attempts": 2,
+                       "error": f"worker process died while running this trial ({exc})"}
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            pool.shutdown(wait=True)
+            on_done(index, out)
         suspects = []
         if not pending:
             break
@@ -215,12 +241,35 @@ def _run_process(specs, data, trial_fn, on_done, workers):
                     suspects = [i for i in pending if i not in queue]
                     pending = list(queue)
                     break
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # a stop signal: do not wait for the trials in flight
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End a pool now: queued trials cancelled, running workers terminated (their results are lost)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join()
+
+
+#: Times a trial is started at most when its worker process dies under it (Dask executor).
+DASK_ATTEMPTS = 2
 
 
 def _run_dask(specs, data, trial_fn, on_done, workers, scheduler):
     try:
+        import dask
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise RuntimeError("executor 'dask' needs dask.distributed: pip install 'zerodl[distributed]'") from exc
@@ -228,24 +277,230 @@ def _run_dask(specs, data, trial_fn, on_done, workers, scheduler):
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+        # The scheduler does not re-run a task whose worker died (allowed-failures 0): the search
+        # retries it itself, once, and knows how often each trial was started.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=40)
         client = Client(cluster)
     try:
         data_future = client.scatter(dict(data), broadcast=True)
-        futures = {client.submit(execute_trial, trial_fn, spec, data_future, pure=False): spec["index"]
-                   for spec in specs}
-        for fut in as_completed(list(futures)):
-            index = futures[fut]
+        by_index = {spec["index"]: spec for spec in specs}
+        futures: dict[Any, tuple[int, int]] = {}
+
+        def submit(index: int, attempt: int) -> Any:
+            fut = client.submit(execute_trial, trial_fn, by_index[index], data_future, pure=False)
+            futures[fut] = (index, attempt)
+            return fut
+
+        running = as_completed([submit(spec["index"], 1) for spec in specs])
+        for fut in running:
+            index, attempt = futures.pop(fut)
             try:
-                on_done(index, fut.result())
-            except Exception as exc:
-                on_done(index, {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
-                                "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}"})
+                out = dict(fut.result(), attempts=attempt)
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost connection: the worker, not the trial
+                if attempt < DASK_ATTEMPTS:
+                    running.add(submit(index, attempt + 1))
+                    continue
+                out = {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
+                       "seconds": 0.0, "attempts": attempt,
+                       "error": f"worker died while running this trial, {attempt} times "
+                                f"({type(exc).__name__}: {exc})"}
+            on_done(index, out)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+# ----------------------------------------------------------------------------- results file
+RESULTS_FORMAT = "zerodl-search-results"
+RESULTS_VERSION = 1
+#: A results file larger than this is refused before it is read (a 100-trial file is ~100 kB).
+MAX_RESULTS_BYTES = 64 << 20
+
+
+class SearchInterrupted(BaseException):
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) ended the search between trials.
+
+    A :class:`BaseException`, as :class:`KeyboardInterrupt`, so that no trial catches it.
+    Attributes: ``signum``, ``finished`` (trials in the results file), ``total``, ``results_path``.
+    """
+
+    def __init__(self, signum: int, finished: int = 0, total: int = 0, results_path: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum, self.finished, self.total, self.results_path = signum, finished, total, results_path
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        kept = (f"the {self.finished} finished are in {self.results_path} (continue with --resume)"
+                if self.results_path else "no results file")
+        return f"interrupted by {self.name} after {self.finished} of {self.total} trials; {kept}"
+
+
+class SearchResultsError(ValueError):
+    """A results file that cannot be resumed: damaged, foreign, or written by another search."""
+
+
+def data_digest(data: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of the search's four arrays (dtype, shape and bytes), to recognise the same data."""
+    h = hashlib.sha256()
+    for key in ("x_train", "t_train", "x_val", "t_val"):
+        a = np.ascontiguousarray(data[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+#: Keys of a results file's ``options`` → the option of ``zerodl experiment search`` that sets them.
+OPTION_NAMES = {"seed": "--seed", "trials": "--trials", "dataset": "--dataset", "quick": "--quick",
+                "train_size": "train_size", "validation_rate": "validation_rate", "epochs": "epochs (--quick)",
+                "hidden": "hidden", "batch_size": "batch_size", "backend": "--backend",
+                "data": "the data (--dataset / --data-dir)", "trial_specs": "the trials"}
+
+
+def _trial_record(trial: Trial) -> dict[str, Any]:
+    return {"index": trial.index, "params": trial.params, "seed": trial.seed, "status": trial.status,
+            "val_acc_list": trial.val_acc_list, "train_acc_list": trial.train_acc_list, "error": trial.error,
+            "seconds": trial.seconds, "attempts": trial.attempts}
+
+
+def _specs_digest(trials: Sequence[Trial]) -> str:
+    text = json.dumps([[t.index, t.params, t.seed] for t in trials], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _ResultsFile:
+    """The search's results file: read on resume, rewritten atomically after every finished trial."""
+
+    def __init__(self, path: str | os.PathLike[str], options: dict[str, Any], total: int) -> None:
+        self.path = os.fspath(path)
+        self.options = options
+        self.total = total
+        self.records: dict[int, dict[str, Any]] = {}
+
+    def _fail(self, what: str) -> SearchResultsError:
+        return SearchResultsError(f"{self.path}: {what}")
+
+    def read(self) -> dict[str, Any]:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError as exc:
+            raise self._fail(exc.strerror or str(exc)) from None
+        if size > MAX_RESULTS_BYTES:
+            raise self._fail(f"{size:,} bytes, more than a search results file holds")
+        try:
+            doc = json.loads(read_regular_file(self.path, "search results file").decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise self._fail(f"not a zerodl search results file ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != RESULTS_FORMAT:
+            raise self._fail("not a zerodl search results file")
+        if doc.get("version") != RESULTS_VERSION:
+            raise self._fail(f"results file version {doc.get('version')!r}, this zerodl reads {RESULTS_VERSION}")
+        if not isinstance(doc.get("options"), dict) or not isinstance(doc.get("trials"), list):
+            raise self._fail("damaged results file (no options or trials)")
+        return doc
+
+    def unfinished(self) -> tuple[int, int] | None:
+        """``(finished, total)`` if the file holds a search that did not finish, else ``None``."""
+        try:
+            doc = self.read()
+        except SearchResultsError:
+            return None
+        total = doc["options"].get("total")
+        done = len(doc["trials"])
+        return (done, total) if isinstance(total, int) and done < total else None
+
+    def resume(self, trials: dict[int, Trial]) -> list[int]:
+        """Load finished trials into ``trials``; refuse a file of another search. Returns their indices."""
+        doc = self.read()
+        saved = doc["options"]
+        for key, mine in self.options.items():
+            if key == "total" or key not in saved or saved[key] == mine:
+                continue
+            option = OPTION_NAMES.get(key, key)
+            if key in ("data", "trial_specs"):
+                raise self._fail(f"written by a search on other {option.removeprefix('the ')}; --resume continues "
+                                 "the same search (repeat its options, or start over without --resume)")
+            raise self._fail(f"written with {option} {saved[key]!r}, this search has {option} {mine!r}; "
+                             "--resume continues the same search (repeat its options, or start over "
+                             "without --resume)")
+        done = []
+        for rec in doc["trials"]:
+            trial = self._check_record(rec, trials)
+            trial.status, trial.error = rec["status"], rec["error"]
+            trial.val_acc_list = [float(v) for v in rec["val_acc_list"]]
+            trial.train_acc_list = [float(v) for v in rec["train_acc_list"]]
+            trial.seconds, trial.attempts, trial.resumed = float(rec["seconds"]), int(rec["attempts"]), True
+            final = trial.val_acc_list[-1] if trial.val_acc_list else float("nan")
+            trial.val_acc = final if math.isfinite(final) else float("nan")
+            self.records[trial.index] = rec
+            done.append(trial.index)
+        return done
+
+    def _check_record(self, rec: Any, trials: dict[int, Trial]) -> Trial:
+        if not isinstance(rec, dict):
+            raise self._fail("damaged results file (a trial is not an object)")
+        index = rec.get("index")
+        trial = trials.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
+        if trial is None:
+            raise self._fail(f"trial {index!r} is not one of this search's trials")
+        if index in self.records:
+            raise self._fail(f"trial {index} is recorded twice")
+        if rec.get("params") != trial.params or rec.get("seed") != trial.seed:
+            raise self._fail(f"trial {index} has other hyper-parameters or seed than this search draws")
+        if rec.get("status") not in ("ok", "failed", "crashed"):
+            raise self._fail(f"trial {index}: status {rec.get('status')!r}")
+        for key in ("val_acc_list", "train_acc_list"):
+            values = rec.get(key)
+            if not isinstance(values, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise self._fail(f"trial {index}: {key} is not a list of numbers")
+        if not isinstance(rec.get("error"), str) or not isinstance(rec.get("seconds"), (int, float)) \
+                or not isinstance(rec.get("attempts"), int) or rec["attempts"] < 0:
+            raise self._fail(f"trial {index}: damaged record")
+        return trial
+
+    def record(self, trial: Trial) -> None:
+        self.records[trial.index] = _trial_record(trial)
+        self.write()
+
+    def write(self) -> None:
+        doc = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "options": self.options,
+               "trials": [self.records[i] for i in sorted(self.records)]}
+        text = json.dumps(doc, indent=1)
+        with atomic_write(self.path, "w") as f:
+            f.write(text + "\n")
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Any:
+    """While the search runs: SIGTERM / SIGHUP raise :class:`SearchInterrupted` (Ctrl-C raises
+    KeyboardInterrupt as usual). Only in the main thread (elsewhere signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SearchInterrupted(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # ----------------------------------------------------------------------------- the search
@@ -289,6 +544,9 @@ def search(
     backend: str | None = None,
     trial_fn: TrialFn = train_trial,
     progress: bool = True,
+    results_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> SearchResult:
     """Run ``trials`` on ``data`` (``x_train``, ``t_train``, ``x_val``, ``t_val``) with ``executor``.
 
@@ -296,11 +554,20 @@ def search(
     count) or ``"dask"`` (the cluster at ``scheduler``, or a local cluster of ``workers`` processes
     with one thread each). ``trial_fn(spec, data)`` must be importable by the workers (a
     module-level function); it returns ``val_acc_list`` and ``train_acc_list``.
+
+    ``results_path``: a JSON file rewritten atomically after every finished trial. An existing
+    file of an unfinished search is not replaced unless ``resume`` continues it (its trials are
+    not run again; another search's file, or one written with other ``options`` — e.g. the
+    command's ``seed`` and ``trials`` — is refused with :class:`SearchResultsError`) or it is
+    removed first. Stop signals end the search with :class:`SearchInterrupted` (SIGTERM, SIGHUP,
+    and Ctrl-C's KeyboardInterrupt become it), the file holding every finished trial.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if scheduler and executor != "dask":
         raise ValueError("a scheduler address needs executor='dask'")
+    if resume and results_path is None:
+        raise ValueError("resume needs a results file (results_path / --results)")
     workers = max(1, int(workers or os.cpu_count() or 1))
     from zerodl.backend import get_backend
 
@@ -309,23 +576,55 @@ def search(
     by_index = {t.index: t for t in trials}
     if len(by_index) != len(trials):
         raise ValueError("trial indices must be unique")
+    results = None
+    done: list[int] = []
+    if results_path is not None:
+        header = {**dict(options or {}), "total": len(trials), "epochs": epochs, "hidden": list(hidden),
+                  "batch_size": batch_size, "backend": backend, "data": data_digest(data),
+                  "trial_specs": _specs_digest(trials)}
+        results = _ResultsFile(results_path, header, len(trials))
+        if resume and os.path.lexists(results.path):
+            done = results.resume(by_index)
+        elif not resume and os.path.lexists(results.path):
+            unfinished = results.unfinished()
+            if unfinished is not None:
+                raise SearchResultsError(
+                    f"{results.path} holds an unfinished search ({unfinished[0]} of {unfinished[1]} trials): "
+                    "continue it with --resume (resume=True), or delete it to start over")
     specs = [{"index": t.index, "params": t.params, "seed": t.seed, "epochs": epochs, "hidden": list(hidden),
-              "batch_size": batch_size, "backend": backend} for t in trials]
+              "batch_size": batch_size, "backend": backend} for t in trials if t.index not in set(done)]
     bar = Progress(f"search/{executor}", len(specs), progress)
+    executed = 0
 
     def on_done(index: int, out: Mapping[str, Any]) -> None:
+        nonlocal executed
         trial = by_index[index]
         _apply(trial, out)
+        executed += 1
+        if results is not None:
+            results.record(trial)
         bar.step(trial.describe())
 
     start = time.perf_counter()
-    if executor == "serial":
-        _run_serial(specs, data, trial_fn, on_done)
-    elif executor == "process":
-        _run_process(specs, data, trial_fn, on_done, workers)
-    else:
-        _run_dask(specs, data, trial_fn, on_done, workers, scheduler)
-    return SearchResult(trials, executor, 1 if executor == "serial" else workers, time.perf_counter() - start)
+    try:
+        with _stop_signals_raise():
+            if results is not None:
+                results.write()  # the file exists from the start: its options say what is running
+            if not specs:
+                pass
+            elif executor == "serial":
+                _run_serial(specs, data, trial_fn, on_done)
+            elif executor == "process":
+                _run_process(specs, data, trial_fn, on_done, workers)
+            else:
+                _run_dask(specs, data, trial_fn, on_done, workers, scheduler)
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        signum = exc.signum if isinstance(exc, SearchInterrupted) else int(signal.SIGINT)
+        finished = len(results.records) if results is not None else len(done) + executed
+        raise SearchInterrupted(signum, finished, len(trials),
+                                results.path if results is not None else None) from None
+    return SearchResult(trials, executor, 1 if executor == "serial" else workers, time.perf_counter() - start,
+                        results_path=results.path if results is not None else None, executed=executed)
 
 
 def run(
@@ -345,8 +644,14 @@ def run(
     epochs: int | None = None,
     top: int = 20,
     progress: bool = True,
+    results: str | None = None,
+    resume: bool = False,
+    trial_fn: TrialFn = train_trial,
 ) -> ExperimentResult:
-    """The book's random search; table of the best ``top`` trials (and every failure), PNG."""
+    """The book's random search; table of the best ``top`` trials (and every failure), PNG.
+
+    ``results``: the JSON results file (see :func:`search`), ``resume`` continues it.
+    """
     start = time.perf_counter()
     n_trials = trials or (6 if quick else 100)
     epochs = epochs or (3 if quick else 50)
@@ -354,8 +659,11 @@ def run(
     loaded = load_data(dataset, seed, data_dir)
     # Only the training split goes in; the test split is never seen by a trial.
     data = validation_split(loaded.x_train[:train_size], loaded.t_train[:train_size], validation_rate, seed)
+    options = {"seed": seed, "trials": n_trials, "quick": quick, "dataset": dataset, "train_size": train_size,
+               "validation_rate": validation_rate}
     result = search(data, make_trials(n_trials, seed), executor=executor, workers=workers,
-                    scheduler=scheduler, epochs=epochs, hidden=hidden, backend=backend, progress=progress)
+                    scheduler=scheduler, epochs=epochs, hidden=hidden, backend=backend, progress=progress,
+                    results_path=results, resume=resume, options=options, trial_fn=trial_fn)
     rows = [[rank, t.index, t.val_acc, t.train_acc_list[-1] if t.train_acc_list else float("nan"),
              t.params["lr"], t.params["weight_decay"]] for rank, t in enumerate(result.ranked[:top], 1)]
     table = format_table(
@@ -371,6 +679,10 @@ def run(
             [[t.index, t.status, t.params["lr"], t.params["weight_decay"],
               t.error.strip().splitlines()[-1] if t.error else ""] for t in result.failed],
         )
+    resumed = sum(t.resumed for t in result.trials)
+    if results:
+        table += (f"\n\nresults: {results} ({len(result.trials)} trials"
+                  + (f"; {resumed} from the earlier run, {result.executed} run now" if resume else "") + ")")
     figure = save_figure(_plot(result, top), out) if out else None
     return ExperimentResult("search", table, figure, {"result": result}, time.perf_counter() - start)
 
