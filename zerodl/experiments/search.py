@@ -278,34 +278,56 @@ def _run_dask(specs, data, trial_fn, on_done, workers, scheduler):
         client = Client(scheduler)
     else:
         # The scheduler does not re-run a task whose worker died (allowed-failures 0): the search
-        # retries it itself, once, and knows how often each trial was started.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        # retries it itself, once, and knows how often each trial was started. One task per worker
+        # thread at a time (worker-saturation 1.0): a dying worker takes no queued trial with it.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                              "distributed.scheduler.worker-saturation": 1.0}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=40)
         client = Client(cluster)
     try:
-        data_future = client.scatter(dict(data), broadcast=True)
         by_index = {spec["index"]: spec for spec in specs}
         futures: dict[Any, tuple[int, int]] = {}
+        shared: dict[str, Any] = {"data": None}
 
         def submit(index: int, attempt: int) -> Any:
-            fut = client.submit(execute_trial, trial_fn, by_index[index], data_future, pure=False)
+            if shared["data"] is None:  # at the start, and after a worker died (its copy is lost)
+                shared["data"] = client.scatter(dict(data), broadcast=True, hash=False)
+            fut = client.submit(execute_trial, trial_fn, by_index[index], shared["data"], pure=False)
             futures[fut] = (index, attempt)
             return fut
 
-        running = as_completed([submit(spec["index"], 1) for spec in specs])
+        # No more trials handed out than there are worker threads, so that a worker that dies
+        # takes only the trial it was running with it. A trial whose worker died (and any other
+        # that died with it) runs again alone, once the others in flight are done: the one that
+        # kills its worker is then told apart from the ones that were merely beside it.
+        threads = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info().get("workers", {}).values())
+        capacity = max(1, threads or workers)
+        waiting = [(spec["index"], 1) for spec in specs]
+        suspects: list[tuple[int, int]] = []
+        running = as_completed([submit(*waiting.pop(0)) for _ in range(min(capacity, len(waiting)))])
         for fut in running:
             index, attempt = futures.pop(fut)
             try:
-                out = dict(fut.result(), attempts=attempt)
+                out: dict[str, Any] | None = dict(fut.result(), attempts=attempt)
             except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost connection: the worker, not the trial
+                out = None
+                shared["data"] = None
                 if attempt < DASK_ATTEMPTS:
-                    running.add(submit(index, attempt + 1))
-                    continue
-                out = {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
-                       "seconds": 0.0, "attempts": attempt,
-                       "error": f"worker died while running this trial, {attempt} times "
-                                f"({type(exc).__name__}: {exc})"}
+                    suspects.append((index, attempt + 1))
+                else:
+                    out = {"index": index, "status": "crashed", "val_acc_list": [], "train_acc_list": [],
+                           "seconds": 0.0, "attempts": attempt,
+                           "error": f"worker died while running this trial, {attempt} times "
+                                    f"({type(exc).__name__}: {exc})"}
+            if suspects:
+                if not futures:
+                    running.add(submit(*suspects.pop(0)))
+            else:
+                while waiting and len(futures) < capacity:
+                    running.add(submit(*waiting.pop(0)))
+            if out is None:
+                continue
             on_done(index, out)
     finally:
         client.close()
