@@ -266,9 +266,9 @@ def test_locks_are_taken_all_or_nothing(tmp_path):
 
 
 def test_error_message_and_attributes(tmp_path):
-    with RunLock([tmp_path / "x.npz"], command="zerodl train --save x.npz"):
-        with pytest.raises(OutputInUseError) as err:
-            RunLock([tmp_path / "x.npz"])
+    with RunLock([tmp_path / "x.npz"], command="zerodl train --save x.npz"), \
+            pytest.raises(OutputInUseError) as err:
+        RunLock([tmp_path / "x.npz"])
     assert err.value.pid == os.getpid()
     assert isinstance(err.value, ValueError)
     message = str(err.value)

@@ -94,7 +94,7 @@ def test_a_worker_killed_mid_trial_costs_only_that_trial_which_is_run_again(exec
         try:
             outcome["result"] = search.search(data, trials, executor=executor, workers=2,
                                               trial_fn=hang_first_time, results_path=tmp_path / "r.json", **KW)
-        except BaseException as exc:  # reported by the test below
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
             outcome["error"] = exc
 
     thread = threading.Thread(target=run_search)
@@ -163,7 +163,7 @@ def test_sigterm_keeps_finished_trials_and_resume_runs_only_the_rest(executor, t
     try:
         _wait_for(tmp_path / "started", proc)  # trial 1 is running (and will not end by itself)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=WAIT)
+        _, err = proc.communicate(timeout=WAIT)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -292,7 +292,7 @@ def _run_dask(specs, data, trial_fn, on_done, workers, scheduler):
 
         def submit(index: int, attempt: int) -> Any:
             if shared["data"] is None:  # at the start, and after a worker died (its copy is lost)
-                shared["data"] = client.scatter(dict(data), broadcast=True, hash=False)
+                shared["data"] = client.scatter([dict(data)], broadcast=True, hash=False)[0]  # a fresh key
             fut = client.submit(execute_trial, trial_fn, by_index[index], shared["data"], pure=False)
             futures[fut] = (index, attempt)
             return fut
