@@ -32,22 +32,23 @@ MARKERS = "ZERODL_TEST_SEARCH_MARKERS"
 WAIT = 240.0
 
 
-def _markers() -> Path:
+def _markers(data) -> Path:
+    # In the data when the test passes it (a process pool's forkserver may predate any environment
+    # change of the test), else from the environment of the search's own process.
+    if "markers" in data:
+        return Path(str(data["markers"]))
     return Path(os.environ[MARKERS])
-
-
-def _note_run(index: int) -> None:
-    (_markers() / f"ran-{index}-{uuid.uuid4().hex}").touch()
 
 
 def hang_first_time(spec, data):
     """Trial 1, the first time it runs: records its worker's pid in ``started`` and waits to be
     killed. Every execution of every trial leaves a ``ran-<index>-*`` file."""
-    _note_run(spec["index"])
+    markers = _markers(data)
+    (markers / f"ran-{spec['index']}-{uuid.uuid4().hex}").touch()
     if spec["index"] == 1:
-        started = _markers() / "started"
+        started = markers / "started"
         if not started.exists():
-            tmp = _markers() / f".started.{os.getpid()}"
+            tmp = markers / f".started.{os.getpid()}"
             tmp.write_text(str(os.getpid()))
             tmp.rename(started)  # appears whole
             threading.Event().wait(WAIT)  # the test kills this process (or stops the search) here
@@ -63,11 +64,13 @@ def _ran(directory: Path) -> dict[int, int]:
     return counts
 
 
-def _wait_for(path: Path, proc: subprocess.Popen | None = None) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen | None = None, thread: threading.Thread | None = None) -> None:
     deadline = time.monotonic() + WAIT
     while not path.exists():
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"the search ended before {path.name} appeared: {proc.stderr.read()}")
+        if thread is not None and not thread.is_alive():
+            pytest.fail(f"the search ended before {path.name} appeared")
         if time.monotonic() > deadline:
             pytest.fail(f"{path.name} did not appear")
         time.sleep(0.01)  # polling for the file, not waiting for time to pass
@@ -85,9 +88,8 @@ KW = {"epochs": 1, "hidden": (4,), "batch_size": 10, "progress": False}
 
 # -- a worker killed mid-trial ------------------------------------------------------------------
 @pytest.mark.parametrize("executor", ["dask", "process"])
-def test_a_worker_killed_mid_trial_costs_only_that_trial_which_is_run_again(executor, tmp_path, monkeypatch):
-    monkeypatch.setenv(MARKERS, str(tmp_path))  # inherited by the worker processes started below
-    data, trials = _tiny_data(), search.make_trials(4, seed=2)
+def test_a_worker_killed_mid_trial_costs_only_that_trial_which_is_run_again(executor, tmp_path):
+    data, trials = {**_tiny_data(), "markers": np.array(str(tmp_path))}, search.make_trials(4, seed=2)
     outcome: dict[str, object] = {}
 
     def run_search():
@@ -100,7 +102,7 @@ def test_a_worker_killed_mid_trial_costs_only_that_trial_which_is_run_again(exec
     thread = threading.Thread(target=run_search)
     thread.start()
     try:
-        _wait_for(tmp_path / "started")
+        _wait_for(tmp_path / "started", thread=thread)
         os.kill(int((tmp_path / "started").read_text()), signal.SIGKILL)
     finally:
         thread.join(timeout=WAIT)
