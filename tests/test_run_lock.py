@@ -177,6 +177,9 @@ def test_cli_experiment_and_search_refuse_outputs_in_use(env, tmp_path):
             assert proc.stderr.startswith(f"zerodl experiment search: error: search.json is in use by another "
                                           f"run (pid {holder.pid}, ")
             assert not (tmp_path / "other.png").exists()
+        proc = _run(env, tmp_path, "zerodl", "bench", "--quick", "--json", "search.json")
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"zerodl bench: error: search.json is in use by another run (pid {holder.pid}, ")
     finally:
         _let_go(holder)
 

@@ -1136,14 +1136,22 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"zerodl bench: error: MNIST files not found in {config.mnist_dir} (use --ch5-data random)",
               file=sys.stderr)
         return 1
-    results = run_bench(config, progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
-    print(format_table(results))
-    if args.json:
-        from zerodl._fileio import atomic_write
+    from zerodl._runlock import OutputInUseError, RunLock
 
-        with atomic_write(args.json, "w") as f:
-            f.write(json.dumps(results, indent=1, default=float))
-        print(f"saved {args.json}", file=sys.stderr)
+    try:  # the JSON file is this run's until it ends: a second bench naming it is refused now
+        lock = RunLock([args.json], command="zerodl bench", inherit=True)
+    except OutputInUseError as exc:
+        print(f"zerodl bench: error: {exc}", file=sys.stderr)
+        return 1
+    with lock:
+        results = run_bench(config, progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+        print(format_table(results))
+        if args.json:
+            from zerodl._fileio import atomic_write
+
+            with atomic_write(args.json, "w") as f:
+                f.write(json.dumps(results, indent=1, default=float))
+            print(f"saved {args.json}", file=sys.stderr)
     return 0
 
 
