@@ -256,3 +256,15 @@ def test_cli_search_resume_mismatch_is_one_line_exit_2(tmp_path, capsys):
                           "this search has --trials 3")
     assert run("--trials", "2", "--resume") == 0
     assert "2 from the earlier run, 0 run now" in capsys.readouterr().out
+
+
+def test_a_results_file_in_use_by_another_search_is_refused(tmp_path):
+    from zerodl._runlock import OutputInUseError, RunLock
+
+    data, trials = _tiny_data(), search.make_trials(2, seed=1)
+    with RunLock([tmp_path / "s.json"], command="another search"), \
+            pytest.raises(OutputInUseError, match=r"s\.json is in use by another run .*another search"):
+        search.search(data, trials, executor="serial", results_path=tmp_path / "s.json", **KW)
+    assert not (tmp_path / "s.json").exists()
+    search.search(data, trials, executor="serial", results_path=tmp_path / "s.json", **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]

@@ -598,6 +598,25 @@ def search(
     by_index = {t.index: t for t in trials}
     if len(by_index) != len(trials):
         raise ValueError("trial indices must be unique")
+    # The results file is this search's until it returns (already held when the command runs it).
+    from zerodl._runlock import RunLock
+
+    lock = RunLock([results_path], command=f"zerodl search ({len(trials)} trials, results {results_path})")
+    try:
+        return _search_holding(data, trials, by_index, executor=executor, workers=workers, scheduler=scheduler,
+                               epochs=epochs, hidden=hidden, batch_size=batch_size, backend=backend,
+                               trial_fn=trial_fn, progress=progress, results_path=results_path, resume=resume,
+                               options=options)
+    finally:
+        lock.release()
+
+
+def _search_holding(data: Mapping[str, np.ndarray], trials: list[Trial], by_index: dict[int, Trial], *,
+                    executor: str, workers: int, scheduler: str | None, epochs: int, hidden: Sequence[int],
+                    batch_size: int, backend: str, trial_fn: TrialFn, progress: bool,
+                    results_path: str | os.PathLike[str] | None, resume: bool,
+                    options: Mapping[str, Any] | None) -> SearchResult:
+    """:func:`search` once its results file is locked."""
     results = None
     done: list[int] = []
     if results_path is not None:
