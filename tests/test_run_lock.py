@@ -279,3 +279,32 @@ def test_error_message_and_attributes(tmp_path):
     assert message.startswith(f"{tmp_path / 'x.npz'} is in use by another run (pid {os.getpid()}, this process, "
                               "started ")
     assert message.endswith(": zerodl train --save x.npz); wait for it or choose another path")
+
+
+def test_a_newcomer_that_locked_a_just_removed_lock_file_tries_again(tmp_path, monkeypatch):
+    """The holder removes its lock file (still holding it) and then lets go; a newcomer that had
+    opened the file just before gets the lock on a file nobody can find any more. It must notice
+    and lock the file at the path instead, or a third run would also get in."""
+    from zerodl import _runlock
+
+    out = tmp_path / "ck.npz"
+    holder = RunLock([out])
+    real_open = os.open
+    opened = []
+
+    def open_then_holder_leaves(path, flags, mode=0o777, **kw):
+        fd = real_open(path, flags, mode, **kw)
+        if not opened:
+            holder.release()  # between the newcomer's open and its flock
+        opened.append(path)
+        return fd
+
+    monkeypatch.setattr(_runlock.os, "open", open_then_holder_leaves)
+    newcomer = RunLock([out])
+    monkeypatch.undo()
+    assert len(opened) == 2  # the first file was gone: opened again
+    assert os.path.exists(lock_path(out))
+    with pytest.raises(OutputInUseError):
+        RunLock([out])
+    newcomer.release()
+    assert not os.path.exists(lock_path(out))

@@ -268,3 +268,21 @@ def test_a_results_file_in_use_by_another_search_is_refused(tmp_path):
     assert not (tmp_path / "s.json").exists()
     search.search(data, trials, executor="serial", results_path=tmp_path / "s.json", **KW)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_cli_reports_a_stopped_search_in_one_line_with_128_plus_signal(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from zerodl.experiments import cli
+
+    def stopped(out, **kwargs):
+        raise search.SearchInterrupted(signal.SIGTERM, 2, 6, kwargs["results"])
+
+    monkeypatch.setattr(search, "run", stopped)
+    parser = argparse.ArgumentParser(prog="zerodl")
+    cli.add_subparsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["experiment", "search", "--quick", "--out", str(tmp_path / "s.png")])
+    assert args.func(args) == 143
+    err = capsys.readouterr().err
+    assert err == (f"zerodl experiment search: interrupted by SIGTERM after 2 of 6 trials; the 2 finished are in "
+                   f"{tmp_path / 's.json'} (continue with --resume)\n")
