@@ -63,6 +63,7 @@ def _runner(name: str) -> Callable[[argparse.Namespace], int]:
             kwargs["resume"] = args.resume
             outputs.append(kwargs["results"])
         from zerodl._runlock import OutputInUseError, hold_outputs
+        from zerodl.experiments.search import SearchInterrupted
 
         try:
             # The run owns its outputs until it ends (already held when run by the zerodl command).
@@ -76,11 +77,9 @@ def _runner(name: str) -> Callable[[argparse.Namespace], int]:
             message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             print(f"zerodl experiment {name}: error: {message}", file=sys.stderr)
             return 2
-        except BaseException as exc:
-            if type(exc).__name__ != "SearchInterrupted":
-                raise
+        except SearchInterrupted as exc:  # Ctrl-C / SIGTERM: what finished is kept, one line says where
             print(f"zerodl experiment {name}: {exc}", file=sys.stderr)
-            return int(exc.exit_code)  # type: ignore[attr-defined]
+            return exc.exit_code
         print(result.table)
         print(f"\nwrote {result.figure} ({result.seconds:.1f}s)")
         return 0
