@@ -1042,8 +1042,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors are one line on stderr, ``zerodl <command>: error: <what, naming the option, variable or
     file>``. Exit codes: 0 success; 1 a failure at run time (missing or corrupt file, full disk, a
     failed gradient check, an output file another run holds — every output is locked for the
-    command's life before any work, see :mod:`zerodl._runlock`); 2 bad usage (argparse's options, and output paths or sizes refused before
-    any work — argparse prints its usage line first); 130 / 128 + signal when interrupted. An
+    command's life before any work, see :mod:`zerodl._runlock`); 2 bad usage (argparse's options,
+    and output paths or sizes refused before any work — argparse prints its usage line first); 130 / 128 + signal when interrupted. An
     unexpected exception is reported on one line too (``internal error: ...``, exit 1); set
     ``ZERODL_TRACEBACK=1`` to see its traceback.
     """
