@@ -15,20 +15,21 @@ cache) and starts two worker processes of the current interpreter, one importing
 one the working tree's. Both discover the benchmarks with asv's own discovery (``asv_runner``) from
 the working tree's ``asv_bench/benchmarks`` (one benchmark code measures both, as with
 ``asv continuous``), select the subset with asv's ``--bench`` regular expressions, and run each
-benchmark as asv does (``setup``, the timed method, ``teardown``). The parent asks the two workers
-in turn for one benchmark at a time (base then head, head then base, ...), so the two
-measurements of a benchmark are seconds apart and a burst of load hits both alike. Per round a benchmark reports
-its best of ``--repeats`` samples (each ``--sample-time`` long); a benchmark is suspect when HEAD's
-median over rounds AND its best over rounds are both more than ``--factor`` times BASE's; suspects
-are measured again (twice the rounds) and only a confirmed one fails the gate. A benchmark that
-errors on HEAD (and not on BASE) fails the gate too; one that errors on BASE only (a benchmark of a
-new API) is listed as not compared. Workers use ``--threads`` (default 1) BLAS/numba threads.
+benchmark as asv does (``setup``, the timed method, ``teardown``). For each benchmark both trees
+run setup, then their samples alternate (base, head, head, base, ...; each ``--sample-time`` long),
+so the two trees' samples are milliseconds apart and a burst of load hits both alike. A round
+keeps each tree's best sample; a benchmark is suspect when head/base of the median over rounds AND
+of the best over rounds both exceed ``--factor``; suspects are measured again in new worker
+processes (new memory layout) with twice the rounds, and only a confirmed one fails the gate. A
+benchmark that errors on HEAD (and not on BASE) fails the gate too; one that errors on BASE only
+(a benchmark of a new API) is listed as not compared. Workers use ``--threads`` (default 1)
+BLAS/numba threads.
 
 Recording the kept history (asv's own results format, ``asv_bench/results/<machine>/``)::
 
     python benchmarks_scripts/perf_gate.py --record [--machine NAME] [--commit REV]
 
-runs ``asv machine`` and ``asv run --python=same --quick`` on the gate's subset plus the ``track_``
+describes the machine for asv (``~/.asv-machine.json``) and runs ``asv run --python=same --quick`` on the gate's subset plus the ``track_``
 speed ratios, measuring REV's own ``zerodl/`` (default HEAD; extracted as BASE is) with the working
 tree's benchmark suite. Record commits of main's first-parent history (merged commits): ``asv
 publish`` draws a branch's first-parent commits only. Then, from ``asv_bench/``, ``asv compare``,
@@ -456,6 +457,23 @@ def run_gate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- recording
+def _describe_machine(machine: str) -> None:
+    """Make sure ``~/.asv-machine.json`` describes ``machine`` (os, arch, cpu, num_cpu, ram).
+
+    ``asv machine --machine NAME --yes`` stores the name alone when NAME is not the host name; the
+    kept results should say what they ran on, so missing fields take asv's own defaults (fields
+    already there, e.g. written by ``asv machine``, are kept)."""
+    from asv.machine import Machine, MachineCollection
+
+    try:
+        known = MachineCollection.load(machine)
+    except Exception:  # noqa: BLE001 -- asv's UserError: no such machine (or no file) yet
+        known = {}
+    described = {**Machine.get_defaults(), **{k: v for k, v in known.items() if v}, "machine": machine}
+    if described != known:
+        MachineCollection.save(machine, described)
+
+
 def record(args: argparse.Namespace) -> int:
     """``asv run --python=same --quick`` of :data:`RECORD_SUBSET` into ``asv_bench/results/<machine>``.
 
@@ -472,8 +490,7 @@ def record(args: argparse.Namespace) -> int:
     env = dict(os.environ, ASV_PYTHONPATH=str(tree), PYTHONPATH=str(tree),
                NUMBA_CACHE_DIR=str(tree / ".numba_cache"))
     asv = [sys.executable, "-m", "asv"]
-    subprocess.run([*asv, "machine", "--machine", machine, "--yes"], cwd=ASV_DIR, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    _describe_machine(machine)
     cmd = [*asv, "run", "--python=same", "--quick", "--show-stderr", "--machine", machine,
            "--set-commit-hash", sha]
     for pattern in RECORD_SUBSET:

@@ -121,7 +121,7 @@ def test_publish_draws_every_kept_benchmark(tmp_path):
     if _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
         pytest.skip("a shallow clone: the kept results' commits are not all there")
     first_parent = set(_git("rev-list", "--first-parent", "HEAD").stdout.split())
-    expected: dict[str, set[str]] = {}
+    expected: dict[str, dict[str, set[str]]] = {}  # machine -> benchmark -> commits with a value
     for path in _kept_result_files():
         result = json.loads(path.read_text())
         assert result["commit_hash"] in first_parent, (
@@ -129,7 +129,7 @@ def test_publish_draws_every_kept_benchmark(tmp_path):
             "record merged commits of main (perf_gate.py --record on main)")
         for name, value in result["results"].items():
             if value and value[0] is not None and any(v is not None for v in _flatten(value[0])):
-                expected.setdefault(name, set()).add(result["commit_hash"])
+                expected.setdefault(path.parent.name, {}).setdefault(name, set()).add(result["commit_hash"])
     conf = _conf()
     conf.update(repo=str(ROOT), branches=["HEAD"], results_dir=str(RESULTS), html_dir=str(tmp_path / "html"),
                 benchmark_dir=str(ASV_DIR / "benchmarks"), env_dir=str(tmp_path / "env"))
@@ -141,13 +141,20 @@ def test_publish_draws_every_kept_benchmark(tmp_path):
     html = tmp_path / "html"
     assert (html / "index.html").exists() and (html / "index.json").exists()
     index = json.loads((html / "index.json").read_text())
-    graphs = {p.stem: p for p in (html / "graphs").rglob("*.json")}
-    missing = sorted(set(expected) - set(graphs))
-    assert not missing, f"no graph data for {missing}"
-    assert set(expected) <= set(index["benchmarks"])
-    for name, commits in expected.items():  # a graph holds a point per kept commit, with a value
-        points = json.loads(graphs[name].read_text())
-        assert len(points) >= len(commits) and points[0][1] is not None
+    # graphs/<param dirs>/branch-HEAD/.../machine-<name>/.../<benchmark>.json: [[revision, value], ...]
+    for machine, names in expected.items():
+        # (one graph per environment: a machine recorded with two interpreters has two graph files)
+        graphs: dict[str, list[Path]] = {}
+        for p in (html / "graphs").rglob("*.json"):
+            if "branch-HEAD" in p.parts and f"machine-{machine}" in p.parts:
+                graphs.setdefault(p.stem, []).append(p)
+        missing = sorted(set(names) - set(graphs))
+        assert not missing, f"machine {machine}: no graph data for {missing}"
+        for name, commits in names.items():  # a point per kept commit, with a value
+            points = [point for g in graphs[name] for point in json.loads(g.read_text())]
+            assert len(points) == len(commits), name
+            assert all(value is not None for _, value in points), name
+    assert {n for names in expected.values() for n in names} <= set(index["benchmarks"])
 
 
 def _flatten(value):
