@@ -26,8 +26,6 @@ ASV_DIR = ROOT / "asv_bench"
 RESULTS = ASV_DIR / "results"
 GATE = ROOT / "benchmarks_scripts" / "perf_gate.py"
 
-tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
-asv_util = pytest.importorskip("asv.util", reason="asv is a test dependency (pip install -e '.[test]')")
 
 
 def _load(path: Path, name: str):
@@ -41,7 +39,13 @@ perf_gate = _load(GATE, "perf_gate")
 
 
 def _conf() -> dict:
+    asv_util = pytest.importorskip("asv.util", reason="asv is a test dependency (pip install -e '.[test]')")
     return asv_util.load_json(str(ASV_DIR / "asv.conf.json"), js_comments=True)
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def _requirement_name(requirement: str) -> str:
@@ -54,14 +58,14 @@ def _git(*args: str) -> subprocess.CompletedProcess:
 
 # ----------------------------------------------------------------------------- asv configuration
 def test_asv_matrix_lists_exactly_the_runtime_dependencies():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pyproject = _pyproject()
     runtime = {_requirement_name(r) for r in pyproject["project"]["dependencies"]}
     matrix = {_requirement_name(r) for r in _conf()["matrix"]["req"]}
     assert matrix == runtime
 
 
 def test_build_tools_come_from_the_build_system_not_the_matrix():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pyproject = _pyproject()
     build_requires = {_requirement_name(r) for r in pyproject["build-system"]["requires"]}
     conf = _conf()
     assert {"setuptools", "wheel"} <= build_requires
