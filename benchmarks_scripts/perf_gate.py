@@ -93,7 +93,10 @@ def _discover(bench_dir: Path, patterns: list[str], lenient: bool = False) -> li
 
     ``lenient``: a benchmark module that fails to import (BASE lacks an API it uses) is left out
     (its traceback goes to stderr) instead of failing the discovery."""
-    from asv_runner.discovery import disc_benchmarks
+    try:
+        from asv_runner.discovery import disc_benchmarks
+    except ImportError:
+        raise GateError("asv is not installed in this Python (pip install -e '.[bench]')") from None
 
     regexes = [re.compile(p) for p in patterns]
     found = []
