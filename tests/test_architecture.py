@@ -48,6 +48,7 @@ FLOORS = {
     "zerodl.experiments": 6,
     "zerodl.plots": 6,
     "zerodl.plots_conv": 6,
+    "zerodl.plots_bench": 6,
     "zerodl.__main__": 6,
     "zerodl": 5,
 }

@@ -1082,6 +1082,7 @@ def format_table(results: dict[str, Any]) -> str:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short run for CI (2 rounds, float64 kernels)")
     p.add_argument("--json", metavar="FILE", help="save every figure (per round, medians, table rows) as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the table as a bar chart (png, svg, pdf, ...)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
     p.add_argument("--repeats", type=int, help="timed repeats per case in a round (default 5, quick 3)")
     p.add_argument("--min-time", type=float, help="seconds per repeat (default 0.05, quick 0.01)")
@@ -1126,7 +1127,11 @@ def run_cli(args: argparse.Namespace) -> int:
 
     try:
         # The output is checked before minutes of measuring (writable, not a directory, a valid name).
-        check_output_paths([("--json", args.json, "json")])
+        check_output_paths([("--json", args.json, "json")] + ([("--plot", args.plot)] if args.plot else []))
+        if args.plot:
+            from zerodl.plots_bench import check_plot_path
+
+            check_plot_path(args.plot)
         config = config_from_args(args)
         config.validate()
     except (ValueError, OutputPathError) as exc:
@@ -1138,13 +1143,16 @@ def run_cli(args: argparse.Namespace) -> int:
         return 1
     from zerodl._runlock import OutputInUseError, RunLock
 
-    try:  # the JSON file is this run's until it ends: a second bench naming it is refused now
-        lock = RunLock([args.json], command="zerodl bench", inherit=True)
+    try:  # the JSON file and the picture are this run's until it ends: a second bench naming them is refused now
+        lock = RunLock([args.json, args.plot], command="zerodl bench", inherit=True)
     except OutputInUseError as exc:
         print(f"zerodl bench: error: {exc}", file=sys.stderr)
         return 1
     with lock:
         results = run_bench(config, progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+        # For the picture (--plot, and python -m zerodl.plots_bench on the --json file): when, and the rows' titles.
+        results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["step_titles"] = {s.key: f"{s.title}, {s.dtype}" for s in step_specs(config.size)}
         print(format_table(results))
         if args.json:
             from zerodl._fileio import atomic_write
@@ -1152,6 +1160,10 @@ def run_cli(args: argparse.Namespace) -> int:
             with atomic_write(args.json, "w") as f:
                 f.write(json.dumps(results, indent=1, default=float))
             print(f"saved {args.json}", file=sys.stderr)
+        if args.plot:
+            from zerodl.plots_bench import plot_bench
+
+            print(f"saved {plot_bench(results, args.plot)}", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,7 @@ backend; the generic path for SimpleConvNet); ``path="layers"`` is the book's
 """
 
 import zerodl
-from zerodl.networks import MultiLayerNet, SimpleConvNet, TwoLayerNet
+from zerodl.networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
 from zerodl.optimizer import SGD, Adam
 
 from .common import BACKENDS, DTYPES, MNIST_BATCH, mnist_like, rng, warm
@@ -76,6 +76,17 @@ class SimpleConvNetStep(_Step):
         x = rng(7).random((MNIST_BATCH, 1, 28, 28)).astype(dtype)
         t = rng(8).integers(0, 10, MNIST_BATCH)
         return SimpleConvNet(dtype=dtype, seed=0), SGD(0.1), x, t
+
+
+class DeepConvNetStep(_Step):
+    """The book's chapter 8 DeepConvNet (six 3x3 convolutions, dropout), Adam, batch 100, float32."""
+
+    params = (BACKENDS, PATHS, ["float32"])
+
+    def build(self, dtype):
+        x = rng(9).random((MNIST_BATCH, 1, 28, 28)).astype(dtype)
+        t = rng(10).integers(0, 10, MNIST_BATCH)
+        return DeepConvNet(dtype=dtype, seed=0), Adam(), x, t
 
 
 class TwoLayerNetAccuracy:
