@@ -1,6 +1,7 @@
 """The performance regression gate, and the recording of the kept asv history.
 
-Gate: the working tree against BASE (default: the merge base with ``main``) on a fixed fast subset of
+Gate: the working tree against BASE (default: the merge base with ``main``; on main itself with a clean
+``zerodl/``, the commit before HEAD) on a fixed fast subset of
 the asv suite (Numba kernels, the fused training steps), both measured in the same run, interleaved::
 
     python benchmarks_scripts/perf_gate.py                 # vs the merge base with main; exit 1 on a regression
@@ -214,13 +215,22 @@ def _git(*args: str, cwd: Path = REPO) -> str:
 
 
 def resolve_base(base: str | None) -> tuple[str, str]:
-    """``(sha, description)`` of BASE (default: the merge base of HEAD with ``main``)."""
+    """``(sha, description)`` of BASE (default: the merge base of HEAD with ``main``; on main itself with a
+    clean ``zerodl/``, HEAD's first parent)."""
     if base is None:
         for main in ("main", "origin/main"):
             try:
-                return _git("merge-base", "HEAD", main), f"merge base with {main}"
+                sha = _git("merge-base", "HEAD", main)
             except GateError:
                 continue
+            if sha == _git("rev-parse", "HEAD") and not _git("status", "--porcelain", "--", "zerodl"):
+                # On main itself with a clean zerodl/ (CI on a merged commit): the merge base is the tree
+                # being measured, so compare with the commit before it on main instead.
+                try:
+                    return _git("rev-parse", "--verify", "--quiet", "HEAD^1"), "HEAD^1 (HEAD is on main)"
+                except GateError:
+                    raise GateError("HEAD is main's first commit: nothing to compare with; name BASE") from None
+            return sha, f"merge base with {main}"
         raise GateError("no branch 'main' (or 'origin/main') to take the merge base with; name BASE")
     try:
         return _git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"), base
