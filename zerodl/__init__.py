@@ -4,6 +4,7 @@ Every hot path has two twins, a NumPy reference and a Numba kernel, chosen at ca
 active backend (:func:`set_backend`, :func:`use_backend`, ``ZERODL_BACKEND``).
 """
 
+from zerodl._validate import NonFiniteInputError
 from zerodl._version import __version__
 from zerodl.allocator import tune_malloc
 from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend
@@ -47,6 +48,7 @@ __all__ = [
     "MultiLayerNet",
     "MultiLayerNetExtend",
     "Nesterov",
+    "NonFiniteInputError",
     "Pooling",
     "RMSprop",
     "Relu",
