@@ -30,6 +30,7 @@ import zerodl
 from zerodl import kernels
 from zerodl.networks import MultiLayerNet, SimpleConvNet, TwoLayerNet
 from zerodl.networks import fused as fused_module
+from zerodl.networks import sequential as sequential_module
 from zerodl.optimizer import SGD, Adam
 
 POOL = 10_000
@@ -50,32 +51,40 @@ def _rows() -> list[tuple[str, Callable[[], Any], Callable[[], Any], tuple[int, 
 
 
 def measure(make_net: Callable[[], Any], make_opt: Callable[[], Any], sample: tuple[int, ...], dtype: str,
-            rounds: int, steps: int) -> dict[str, float]:
-    """Median ms per step with and without the scan, and the scan's measured share of the step."""
+            rounds: int, steps: int, method: str = "train_step") -> dict[str, float]:
+    """Median ms per step with and without the scan, and the scan's measured share of the step.
+
+    ``method``: ``"train_step"`` (the fused step) or ``"gradient"`` (the book's
+    ``optimizer.update(net.params, net.gradient(x, t))``, the bench's *numpy book* column).
+    """
     rng = np.random.default_rng(0)
     pool = rng.random((POOL, *sample)).astype(dtype)
     labels = rng.integers(0, 10, POOL)
     net, opt = make_net(), make_opt()
-    original = fused_module.check_finite_batch
+    module = fused_module if method == "train_step" else sequential_module
+    original = module.check_finite_batch
 
     def skip(*args: Any, **kwargs: Any) -> None:
         return None
 
     plan = fused_module.plan_for(net, zerodl.Sequential)
-    first, by_product = plan.pieces[0], plan.screen_by_product
+    first, by_product = plan.pieces[0], plan.screen_by_product and method == "train_step"
 
     def run(check: Callable[..., None]) -> float:
         # "without": neither the scan of x nor the first Affine's screen of its product.
-        fused_module.check_finite_batch = check
+        module.check_finite_batch = check
         plan.screen_by_product = first.screen_product = by_product and check is not skip
         try:
             start = time.perf_counter()
             for _ in range(steps):
                 idx = rng.integers(0, POOL, BATCH)
-                net.train_step(pool[idx], labels[idx], opt)
+                if method == "train_step":
+                    net.train_step(pool[idx], labels[idx], opt)
+                else:
+                    opt.update(net.params, net.gradient(pool[idx], labels[idx]))
             return (time.perf_counter() - start) / steps * 1e3
         finally:
-            fused_module.check_finite_batch = original
+            module.check_finite_batch = original
 
     run(original)
     run(skip)  # warm: JIT, buffers
@@ -111,14 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per variant (default 15)")
     parser.add_argument("--steps", type=int, default=200, help="MLP steps per round (conv: a tenth; default 200)")
     parser.add_argument("--backend", default="numba", choices=zerodl.BACKENDS)
+    parser.add_argument("--method", default="train_step", choices=("train_step", "gradient"),
+                        help="the fused train_step (default) or gradient + update (the bench's numpy book)")
     args = parser.parse_args(argv)
     zerodl.tune_malloc()
-    print(f"backend {args.backend}, {args.rounds} interleaved rounds, medians; ms per step")
+    print(f"{args.method}, backend {args.backend}, {args.rounds} interleaved rounds, medians; ms per step")
     print(f"{'step':<38} {'with check':>10} {'without':>10} {'A/B':>8} {'scans':>8} {'in-step':>9} {'share':>7}")
     with zerodl.use_backend(args.backend):
         for title, make_net, make_opt, sample, dtype, divisor in _rows():
             steps = max(5, args.steps // divisor)
-            r = measure(make_net, make_opt, sample, dtype, args.rounds, steps)
+            r = measure(make_net, make_opt, sample, dtype, args.rounds, steps, args.method)
             scans = "product" if r["by_product"] else "x"
             print(f"{title:<38} {r['with_ms']:>10.4f} {r['without_ms']:>10.4f} {r['ab_overhead_pct']:>+7.2f}% "
                   f"{scans:>8} {r['scan_us']:>7.2f}us {r['scan_share_pct']:>6.2f}%", flush=True)
