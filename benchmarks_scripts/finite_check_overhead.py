@@ -6,8 +6,9 @@ with the scan and with the scan swapped for a no-op, in interleaved rounds (medi
 bench's rows: TwoLayerNet 784-50-10 float64 SGD, MultiLayerNet 784-100x5-10 float32 Adam and
 SimpleConvNet (chapter 7) float32 Adam, batch 100 drawn at random from a pool of 10,000 samples
 and gathered every step (as ``zerodl bench`` and training do). It also reports the time spent
-inside the ``count_nonfinite`` kernel over the same steps (a share measured within the very steps
-it accounts for, less sensitive to the machine's load than a difference of two timings). Where the
+inside the ``count_nonfinite`` kernel in the same steps (the median call times the calls per step,
+over the median step: a share measured within the very steps it accounts for, far less sensitive
+to the machine's load than a difference of two timings). Where the
 first layer is an Affine the step screens its product ``(N, H)`` instead of scanning ``x (N, D)``
 (``scans``: ``product`` or ``x``).
 
@@ -93,23 +94,24 @@ def measure(make_net: Callable[[], Any], make_opt: Callable[[], Any], sample: tu
         pair = [(with_check, original), (without, skip)]
         for sink, fn in pair if r % 2 == 0 else pair[::-1]:
             sink.append(run(fn))
-    # The time inside the count_nonfinite kernel calls (the scan of x or of the first product).
+    # The time inside the count_nonfinite kernel calls (the scan of x or of the first product):
+    # the median call, so that a preemption of this busy machine inside one call does not count.
     key = ("count_nonfinite", zerodl.get_backend())
-    kernel, spent = kernels.REGISTRY[key], [0]
+    kernel, calls = kernels.REGISTRY[key], []
 
     def timed_kernel(a: np.ndarray) -> int:
         start = time.perf_counter_ns()
         try:
             return kernel(a)
         finally:
-            spent[0] += time.perf_counter_ns() - start
+            calls.append(time.perf_counter_ns() - start)
 
     kernels.REGISTRY[key] = timed_kernel
     try:
         timed_ms = statistics.median([run(original) for _ in range(3)])
     finally:
         kernels.REGISTRY[key] = kernel
-    scan_us = spent[0] / 1e3 / (3 * steps)
+    scan_us = statistics.median(calls) / 1e3 * len(calls) / (3 * steps) if calls else 0.0
     a, b = statistics.median(with_check), statistics.median(without)
     return {"with_ms": a, "without_ms": b, "ab_overhead_pct": (a / b - 1) * 100, "scan_us": scan_us,
             "scan_share_pct": scan_us / 10 / timed_ms, "by_product": by_product}
