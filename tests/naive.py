@@ -183,3 +183,8 @@ def conv_relu_pool_backward(dpooled: np.ndarray, pooled: np.ndarray, arg: np.nda
         if not pooled[idx] <= 0:
             masked[idx] = float(dpooled[idx])
     return conv_backward(max_pool_backward(masked, arg, shape, 2, 2, 2, 0), x, W, stride, pad)
+
+
+def count_nonfinite(x: np.ndarray) -> int:
+    """Entries of ``x`` that are NaN or ±inf, one Python float at a time (``math.isfinite``)."""
+    return sum(1 for v in np.asarray(x, dtype=np.float64).reshape(-1).tolist() if not math.isfinite(v))

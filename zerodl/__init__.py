@@ -9,6 +9,7 @@ from zerodl._numba_env import check_numba_environment as _check_numba_environmen
 
 _check_numba_environment()
 
+from zerodl._validate import NonFiniteInputError
 from zerodl._version import __version__
 from zerodl.allocator import tune_malloc
 from zerodl.backend import BACKENDS, get_backend, set_backend, use_backend
@@ -52,6 +53,7 @@ __all__ = [
     "MultiLayerNet",
     "MultiLayerNetExtend",
     "Nesterov",
+    "NonFiniteInputError",
     "Pooling",
     "RMSprop",
     "Relu",

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -198,3 +200,78 @@ def check_grad_array(where: str, name: str, grad: Any, param: np.ndarray) -> np.
     if arr.shape != param.shape:
         raise ValueError(f"{where}: gradient for {name!r} has shape {arr.shape}, parameter has {param.shape}")
     return np.require(arr, dtype=param.dtype, requirements="C")  # keeps a 0-d gradient 0-d
+
+
+class NonFiniteInputError(ValueError):
+    """A batch handed to a training method (``train_step``, ``gradient``) holds NaN or ±inf.
+
+    Raised before anything is changed: parameters, optimizer state and ``iter``, batch-norm running
+    statistics and Dropout's random streams are as they were before the call.
+
+    Attributes:
+        where: the method that refused the batch (``"TwoLayerNet.train_step"``).
+        name: the argument (``"x"``).
+        samples: indices (along axis 0) of the samples holding non-finite values, ascending.
+        found: per such sample, what it holds: ``{"nan": k, "+inf": k, "-inf": k}`` (non-zero counts).
+    """
+
+    def __init__(self, message: str, *, where: str, name: str, samples: list[int],
+                 found: dict[int, dict[str, int]]) -> None:
+        super().__init__(message)
+        self.where = where
+        self.name = name
+        self.samples = samples
+        self.found = found
+
+
+#: Samples listed by name in a :class:`NonFiniteInputError` message (all are in ``.samples``).
+NONFINITE_LISTED = 5
+
+
+def check_finite_batch(x: Any, where: str, name: str = "x") -> None:
+    """Refuse a batch holding NaN or ±inf with a :class:`NonFiniteInputError`.
+
+    ``x``: ``(N, ...)`` samples along axis 0 (a 1-d ``x`` is read as one sample). One compiled pass
+    (kernel ``count_nonfinite``) on the happy path; the bad samples are located only when it finds
+    something. Integer and boolean arrays cannot hold NaN and pass; what is not a numeric array is
+    left to the layers' own checks (they raise the TypeError).
+    """
+    arr = x if isinstance(x, np.ndarray) else _as_array_or_none(x)
+    if arr is None or arr.dtype.kind != "f":
+        return
+    if arr.dtype not in FLOAT_DTYPES:  # float16, longdouble: rare, converted once for the scan
+        arr = arr.astype(np.float64)
+    if kernels.get("count_nonfinite")(arr) == 0:
+        return
+    raise _nonfinite_error(arr, where, name)
+
+
+def _as_array_or_none(x: Any) -> np.ndarray | None:
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, OverflowError):  # ragged lists and the like: the layers raise the clear TypeError
+        return None
+
+
+def _nonfinite_error(arr: np.ndarray, where: str, name: str) -> NonFiniteInputError:
+    rows = arr.reshape(1, -1) if arr.ndim < 2 else arr.reshape(arr.shape[0], -1)
+    bad_rows = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    found: dict[int, dict[str, int]] = {}
+    for i in bad_rows:
+        row = rows[i]
+        counts = {"nan": int(np.count_nonzero(np.isnan(row))),
+                  "+inf": int(np.count_nonzero(row == np.inf)),
+                  "-inf": int(np.count_nonzero(row == -np.inf))}
+        found[int(i)] = {k: v for k, v in counts.items() if v}
+    samples = sorted(found)
+
+    def describe(i: int) -> str:
+        what = ", ".join(f"{v} {'NaN' if k == 'nan' else k}" for k, v in found[i].items())
+        return f"{name}[{i}] ({what})" if arr.ndim >= 2 else f"{name} ({what})"
+
+    listed = ", ".join(describe(i) for i in samples[:NONFINITE_LISTED])
+    more = f" and {len(samples) - NONFINITE_LISTED} more" if len(samples) > NONFINITE_LISTED else ""
+    count = f"{len(samples)} of {rows.shape[0]} samples" if arr.ndim >= 2 else "the sample"
+    message = (f"{where}: {name} holds NaN or inf in {count}: {listed}{more}; the batch was refused before "
+               "anything was updated (clean or drop these samples)")
+    return NonFiniteInputError(message, where=where, name=name, samples=samples, found=found)

@@ -336,6 +336,12 @@ def _in_dropout_predict(rng, dt, size):
     return (rng.standard_normal((n, d)).astype(dt), 0.5), f"({n},{d})"
 
 
+def _in_count_nonfinite(rng, dt, size):
+    # What a training step scans when its first layer is a convolution: an MNIST batch.
+    shape = _realistic(size, (100, 1, 28, 28), (4, 1, 6, 6))
+    return (rng.random(shape).astype(dt),), str(shape)
+
+
 #: Op name → ``build(rng, dtype, size) -> (args, shape description)``. Ops registered in
 #: :data:`zerodl.kernels.REGISTRY` but missing here are reported as "no input builder".
 KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
@@ -382,6 +388,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "dropout_forward": _in_dropout_apply,
     "dropout_backward": _in_dropout_apply,
     "dropout_predict": _in_dropout_predict,
+    "count_nonfinite": _in_count_nonfinite,
 }
 
 

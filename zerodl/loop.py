@@ -45,6 +45,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from zerodl._validate import NonFiniteInputError
 from zerodl.callbacks import Callback, LambdaCallback
 from zerodl.checkpoint import (
     CheckpointError,
@@ -435,6 +436,16 @@ class TrainingLoop:
     # -- one step ------------------------------------------------------------------------------
     def _train_step(self, x_batch: np.ndarray, t_batch: np.ndarray) -> Any:
         """Update the network on one batch; return the loss to record (see ``record_loss``)."""
+        try:
+            return self._update_on(x_batch, t_batch)
+        except NonFiniteInputError:
+            if not self.check_finite:
+                raise
+            # The network refused the batch before changing anything: a non-finite loss for the
+            # guard, which names the step and the x_train samples (also when it replays this step).
+            return float("nan")
+
+    def _update_on(self, x_batch: np.ndarray, t_batch: np.ndarray) -> Any:
         if self._fused is not None:
             loss = self._fused(x_batch, t_batch, self.optimizer)
             if self.record_loss != "after_update":

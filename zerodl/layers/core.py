@@ -90,10 +90,38 @@ class Affine(Layer):
         return dout
 
 
+_PRODUCT_PROPAGATES: dict[np.dtype, bool] = {}
+
+
+def product_propagates_nonfinite(dtype: np.dtype) -> bool:
+    """Whether ``np.dot`` (NumPy's BLAS) turns every NaN/±inf of ``x`` into non-finite entries of its
+    sample's row of ``x @ W`` even where ``W`` is 0, as IEEE arithmetic does; checked once per dtype.
+
+    A BLAS that skips zero terms (old reference-BLAS ``gemm`` did) would let a NaN through a zero
+    row of ``W``: then a fused step scans its input instead of screening the product
+    (:attr:`zerodl.layers.fused.Piece.can_screen_product`).
+    """
+    dtype = np.dtype(dtype)
+    known = _PRODUCT_PROPAGATES.get(dtype)
+    if known is None:
+        ok = True
+        for n, d, h in ((4, 3, 2), (64, 300, 40)):  # a small product and a blocked one
+            x = np.ones((n, d), dtype=dtype)
+            x[1, 0], x[2, d // 2], x[3, d - 1] = np.nan, np.inf, -np.inf
+            with np.errstate(invalid="ignore"):  # inf * 0 is the point
+                z = np.dot(x, np.zeros((d, h), dtype=dtype))
+            ok = ok and bool(np.isnan(z[1:4]).all() and (z[0] == 0).all() and (z[4:] == 0).all())
+        known = _PRODUCT_PROPAGATES[dtype] = ok
+    return known
+
+
 class AffinePiece(Piece):
     """Affine's part of a fused step: ``np.dot(x, W)`` into a reused buffer, then one compiled
     epilogue (bias, and the absorbed activation if any); backward writes ``dx``, ``dW``, ``db``
-    into reused buffers (``dx`` skipped for the first layer)."""
+    into reused buffers (``dx`` skipped for the first layer). As a step's first piece it can
+    screen the batch for NaN/inf through the product (:attr:`Piece.can_screen_product`)."""
+
+    can_screen_product = True
 
     def __init__(self, layer: Affine) -> None:
         super().__init__(layer)
@@ -125,6 +153,8 @@ class AffinePiece(Piece):
         self.x = x.reshape(n, W.shape[0])
         z = self.buffers.get("z", (n, W.shape[1]), W.dtype)
         np.dot(self.x, W, out=z)
+        if train and self.screen_product:
+            self.product_nonfinite = kernels.get("count_nonfinite")(z)
         return self.epilogue.forward(z, self.layer.b, self.buffers)
 
     def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:

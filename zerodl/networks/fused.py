@@ -11,6 +11,10 @@ in ``net.step_path`` and the network's ``repr``, never silent.
 One step, on either backend (the pieces call the active backend's kernels):
 
 1. the batch is validated once (dtype, shapes through every piece, labels) before anything changes;
+   a batch holding NaN/inf is refused before anything changes too: when the first piece is an
+   Affine, its product is screened (one compiled count over ``(N, H)``, see
+   :attr:`zerodl.layers.fused.Piece.can_screen_product`) and ``x`` is scanned only if that finds
+   something; otherwise ``x`` is scanned up front (:func:`zerodl._validate.check_finite_batch`);
 2. forward through the pieces into their reused buffers, then the loss and its gradient at once;
 3. backward through the pieces (the first layer computes no input gradient);
 4. the optimizer's update of every parameter in **one** kernel call, described by
@@ -35,9 +39,10 @@ from typing import Any
 import numpy as np
 
 import zerodl.kernels as kernels  # noqa: PLR0402 (names the module, not the package: no edge to zerodl/__init__)
-from zerodl._validate import as_float_array, check_labels, check_nonempty
+from zerodl._validate import as_float_array, check_finite_batch, check_labels, check_nonempty
 from zerodl.kernels import _threads
 from zerodl.layers.base import Layer
+from zerodl.layers.core import product_propagates_nonfinite
 from zerodl.layers.fused import LossPiece, Piece
 
 #: Rows per chunk of :meth:`FusedStep.scores`: the chunk's activations stay in cache and the
@@ -75,6 +80,13 @@ class FusedStep:
         self._grads_cache: tuple[list[np.ndarray], tuple[np.ndarray, ...]] | None = None
         self._states_cache: tuple | None = None
         self._one_blas_thread = any(p.uses_task_threads for p in pieces)
+        # NaN/inf in the batch: the first piece screens its product when it can (an Affine: a scan
+        # of (N, H) instead of (N, D), see Piece.can_screen_product), else x is scanned up front.
+        first = pieces[0] if pieces else None
+        self.screen_by_product = bool(first is not None and first.can_screen_product
+                                      and product_propagates_nonfinite(self.dtype))
+        if first is not None:
+            first.screen_product = self.screen_by_product
 
     # -- validation -------------------------------------------------------------------------
     def check_batch(self, x: Any, where: str, dtype: np.dtype | None) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -115,11 +127,21 @@ class FusedStep:
         where = f"{self.owner}.train_step"
         x, scores_shape = self.check_batch(x, where, self.dtype)
         t = check_labels(t, x.shape[0], scores_shape[1], where, self.dtype)
+        screen = self.screen_by_product
+        if not screen:
+            check_finite_batch(x, where)  # refused before any piece runs (BatchNorm, Dropout)
         rule = optimizer.update_rule() if hasattr(optimizer, "update_rule") else None
 
         h = x
         for piece in self.pieces:
             h = piece.forward(h, True)
+            if screen:
+                # The first piece (stateless: it wrote only its own buffers) found a non-finite
+                # product: a NaN/inf in x, refused here, or finite inputs that overflowed it, which
+                # the step then runs as it always did.
+                screen = False
+                if piece.product_nonfinite:
+                    check_finite_batch(x, where)
         loss, d = self.loss.loss_and_grad(h, t)
         decay = self._net_weight_decay() if self.lam else 0  # before the update, as the book
         last = len(self.pieces) - 1
@@ -274,6 +296,8 @@ def step_path(net: Any, base: type) -> str:
 def generic_step(net: Any, x: Any, t: Any, optimizer: Any) -> Any:
     """``gradient`` + ``update`` through the layers: the step of any network. Returns the loss of
     the forward pass that ``gradient`` made (before the update), weight decay included."""
+    # Named as the caller knows it; ``gradient`` scans again (the generic path is not the fast one).
+    check_finite_batch(x, f"{type(net).__name__}.train_step")
     grads = net.gradient(x, t)
     loss = getattr(net.last_layer, "loss", None)
     if loss is None:  # a loss layer that does not keep its loss: one more forward pass

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from zerodl._validate import check_class_labels, check_distinct_layers
+from zerodl._validate import check_class_labels, check_distinct_layers, check_finite_batch
 from zerodl.gradient import numerical_gradient as _numerical_gradient
 from zerodl.kernels import _threads
 from zerodl.layers.base import Layer
@@ -165,7 +165,13 @@ class Sequential:
         return plan.scores(x, f"{type(self).__name__}.accuracy")
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-        """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode)."""
+        """Backprop gradients ``{name: d loss / d param}`` for the batch (training mode).
+
+        A batch ``x`` holding NaN or ±inf is refused with
+        :class:`~zerodl._validate.NonFiniteInputError` (a ValueError naming the samples) before any
+        layer runs, so batch-norm statistics and Dropout's random streams stay as they were.
+        """
+        check_finite_batch(x, f"{type(self).__name__}.gradient")
         with self._blas_threads():
             self.loss(x, t, train_flg=True)
             dout = self.last_layer.backward(1)
@@ -201,7 +207,9 @@ class Sequential:
         (:mod:`zerodl.networks.fused`: buffers reused across steps, activations fused into the
         Affine/Convolution before them, one update call); others run ``gradient`` + ``update``.
         :attr:`step_path` says which, and why. The step is atomic: a refused batch or an error
-        leaves parameters and optimizer untouched.
+        leaves parameters and optimizer untouched. A batch ``x`` holding NaN or ±inf is refused
+        (:class:`~zerodl._validate.NonFiniteInputError`, a ValueError naming the samples) before any
+        layer runs; :meth:`predict` and :meth:`loss` let NaN through, as NumPy would.
         """
         plan = plan_for(self, Sequential)
         if plan is None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from zerodl._validate import as_float_array, check_labels, check_nonempty
+from zerodl._validate import as_float_array, check_finite_batch, check_labels, check_nonempty
 from zerodl.functions import cross_entropy_error, sigmoid, sigmoid_grad, softmax
 from zerodl.gradient import numerical_gradient as _numerical_gradient
 from zerodl.networks._init import SeedLike, two_layer_weights
@@ -142,8 +142,11 @@ class TwoLayerNetCh4:
         """The book's hand-written backward pass: ``dy = (y - t) / N``, ``da1 = sigmoid_grad(a1) · dz1``.
 
         ``x (N, D)``, ``t`` one-hot ``(N, C)`` or labels ``(N,)`` → ``{W1, b1, W2, b2}`` gradients.
+        A batch ``x`` holding NaN or ±inf is refused (:class:`~zerodl._validate.NonFiniteInputError`,
+        a ValueError naming the samples); :meth:`loss` and :meth:`predict` let NaN through.
         """
         x, t = self._batch(x, t, "TwoLayerNetCh4.gradient")
+        check_finite_batch(x, "TwoLayerNetCh4.gradient")
         W1, W2 = self.params["W1"], self.params["W2"]
         b1, b2 = self.params["b1"], self.params["b2"]
         batch_num = x.shape[0]
