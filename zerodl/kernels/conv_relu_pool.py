@@ -16,6 +16,14 @@ Contract (both twins); pooling is the books' only one: 2x2 windows, stride 2, no
   → ``(dx, dW, db)``: the gradients of ``sum(pooled · dpooled)``, i.e. ``max_pool_backward`` then
   the book's ``Relu.backward`` (zero where the maximum was ``<= 0``) then ``conv_backward``.
 
+For inference (no backward to follow), one more op on the same arguments:
+
+* ``conv_relu_pool_inference(x, W, b, stride, pad)`` → ``pooled``: the ``pooled`` of
+  ``conv_relu_pool_forward`` (the same values, NaN included), without ``arg_max`` or ``col``: nothing
+  is kept for a backward pass, and the Numba twin writes neither the full-resolution output nor the
+  arg-max (the Winograd route pools in the output transform, the patch route in the pass that
+  scatters the product).
+
 Rows or columns of the convolution's output that no window covers (odd ``OH`` / ``OW``) are
 dropped by the pooling, as in :mod:`zerodl.kernels.pooling`. Inputs are never written; outputs
 are new C-contiguous arrays of ``x``'s dtype (``arg_max``: ``intp``).
@@ -37,7 +45,10 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
+    _cols_to_pooled_relu,
     _one_blas_thread,
+    _patch_forward,
+    _Plan,
     _Wino,
     _wino_filters,
     _wino_wide_to_tiles,
@@ -54,7 +65,7 @@ from zerodl.kernels.pooling import (
     max_pool_forward_numpy,
 )
 
-OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward")
+OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_pool_inference")
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -65,6 +76,14 @@ def conv_relu_pool_forward_numpy(
     out, col = conv_relu_forward_numpy(x, W, b, stride, pad)
     pooled, arg_max = max_pool_forward_numpy(out, 2, 2, 2, 0)
     return pooled, arg_max, col
+
+
+def conv_relu_pool_inference_numpy(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> np.ndarray:
+    """Reference: the book's ``Convolution``, ``Relu`` and ``Pooling(2, 2, stride=2)`` forwards →
+    ``pooled (N, FN, OH // 2, OW // 2)`` only (the layer path's values, bit for bit)."""
+    return conv_relu_pool_forward_numpy(x, W, b, stride, pad)[0]
 
 
 def conv_relu_pool_backward_numpy(
@@ -344,3 +363,40 @@ def conv_relu_pool_backward_numba(
 
     run_tasks(part, len(parts))
     return conv_backward_numba(dout, x, W, None, stride, pad, need_dx)
+
+
+def conv_relu_pool_inference_numba(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> np.ndarray:
+    """Compiled twin of :func:`conv_relu_pool_inference_numpy`: ``pooled`` only.
+
+    Winograd layers with even output sizes pool in the output transform (one flat pass per filter,
+    no arg-max, no NaN pre-check), with odd ones chain the training twins; layers off Winograd's
+    route take the patch route with the pooling in the pass that scatters the product. No full-resolution output and no arg-max are written; chunks and
+    groups as in the training twins (both cores, bit-identical for any thread count).
+    """
+    FN, C, FH, FW = W.shape
+    N, _, H, Wd = x.shape
+    oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
+    x = np.ascontiguousarray(x)
+    b = np.ascontiguousarray(b)
+    if _winograd_ok(C, FH, FW, stride, pad) and (oh % 2 or ow % 2):
+        # Odd Winograd outputs: the training twin's chain (Winograd beats the patch route).
+        out, _ = conv_relu_forward_numba(x, W, b, stride, pad)
+        return max_pool_forward_numba(out, 2, 2, 2, 0)[0]
+    pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
+    if not _winograd_ok(C, FH, FW, stride, pad):
+        plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
+        _patch_forward(plan, x, W, b, _cols_to_pooled_relu, pooled)
+        return pooled
+    wino = _Wino(x.shape, FN, pad, x.dtype, full_output=False)
+    U = _wino_filters(W)
+
+    def emit(M: np.ndarray, n0: int, n1: int) -> None:
+        P = np.empty(M.shape[1:], dtype=M.dtype)
+        _wino_pool_wide(M, b, P)
+        _wino_wide_to_tiles(P, wino.th, wino.tw, pooled[n0:n1])
+
+    with _one_blas_thread():
+        run_tasks(lambda g: wino.group(g, x, U, b, True, emit), wino.groups)
+    return pooled

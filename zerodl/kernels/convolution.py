@@ -304,6 +304,42 @@ def _cols_to_out_relu(prod, b, row_stride, out):
 
 
 @jit
+def _cols_to_pooled_relu(prod, b, row_stride, pooled):
+    # Inference: prod (FN, B·L) (see _cols_to_out) → pooled (B, FN, OH // 2, OW // 2), the 2x2
+    # stride-2 max pooling of the book's ReLU of prod + bias, without writing the full output.
+    # Values exactly those of max_pool_forward(relu(out)): a later window entry wins if larger or
+    # NaN, unless the maximum so far is NaN (the first NaN sticks); larger than a ReLU output
+    # (>= 0) means positive, so comparing the un-ReLU'd value is the same test.
+    n_img, fn, ph, pw = pooled.shape
+    u = np.uint64
+    total = u(prod.shape[1])
+    n_cols = prod.shape[1] // n_img
+    pf = prod.reshape(-1)
+    of = pooled.reshape(-1)
+    upw = u(pw)
+    rs = u(row_stride)
+    one, two = u(1), u(2)
+    zero = pooled.dtype.type(0)
+    for j in range(n_img):
+        for f in range(fn):
+            bf = b[f]
+            for i in range(ph):
+                src = u(f) * total + u(j * n_cols + 2 * i * row_stride)
+                dst = u(((j * fn + f) * ph + i) * pw)
+                for k in range(upw):
+                    a = src + two * k
+                    v00 = pf[a] + bf
+                    v01 = pf[a + one] + bf
+                    v10 = pf[a + rs] + bf
+                    v11 = pf[a + rs + one] + bf
+                    best = zero if v00 <= zero else v00  # noqa: FURB136 (NaN must pass)
+                    best = v01 if ((v01 > best) | (v01 != v01)) & (best == best) else best  # noqa: PLR0124
+                    best = v10 if ((v10 > best) | (v10 != v10)) & (best == best) else best  # noqa: PLR0124
+                    best = v11 if ((v11 > best) | (v11 != v11)) & (best == best) else best  # noqa: PLR0124
+                    of[dst + k] = best
+
+
+@jit
 def _out_to_cols_masked(dout, out, row_stride, cols):
     # _out_to_cols of the gradient through the ReLU whose output is `out`: dout where out > 0
     # (the book's Relu.backward zeroes where its input was <= 0, i.e. where out <= 0).
@@ -896,9 +932,18 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
             run_tasks(lambda g: wino.group(g, x, U, b, relu), wino.groups)
         return wino.result()
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
-    W_mat = np.ascontiguousarray(W).reshape(FN, -1)
     out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
-    scatter = _cols_to_out_relu if relu else _cols_to_out
+    _patch_forward(plan, x, W, b, _cols_to_out_relu if relu else _cols_to_out, out)
+    return out
+
+
+def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
+                   scatter: Callable[..., None], out: np.ndarray) -> None:
+    """The patch-matrix route's forward (``x`` C-contiguous): chunk by chunk of images, the
+    product ``W (FN, K) @ patches`` handed to ``scatter(prod, b, row_stride, out[n0:n1])``, which
+    writes the chunk's images of ``out`` (the convolution's output, or its pooled form)."""
+    FN = W.shape[0]
+    W_mat = np.ascontiguousarray(W).reshape(FN, -1)
 
     def group(g: int) -> None:
         xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
@@ -918,7 +963,6 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
 
     with _one_blas_thread():
         run_tasks(group, plan.groups)
-    return out
 
 
 def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
