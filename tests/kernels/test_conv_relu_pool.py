@@ -164,6 +164,11 @@ def test_inference_patch_route_pools_in_the_scatter():
             out, _ = kernels.get("conv_relu_forward", "numba")(x, W, b, 1, pad)
             np.testing.assert_array_equal(got, kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)[0])
             np.testing.assert_allclose(got, naive.conv_relu_pool_inference(x, W, b, 1, pad), **tolerance(dtype))
+            x[0, 0, 1, 2] = np.nan  # NaN wins wherever it reaches (both scatter passes: odd and even rows)
+            got = kernels.get("conv_relu_pool_inference", "numba")(x, W, b, 1, pad)
+            out, _ = kernels.get("conv_relu_forward", "numba")(x, W, b, 1, pad)
+            assert np.isnan(got).any()
+            np.testing.assert_array_equal(got, kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)[0])
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[4]])

@@ -394,36 +394,62 @@ def _cols_to_out_relu(prod, b, row_stride, out):
 def _cols_to_pooled_relu(prod, b, row_stride, pooled):
     # Inference: prod (FN, B·L) (see _cols_to_out) → pooled (B, FN, OH // 2, OW // 2), the 2x2
     # stride-2 max pooling of the book's ReLU of prod + bias, without writing the full output.
-    # Values exactly those of max_pool_forward(relu(out)): a later window entry wins if larger or
-    # NaN, unless the maximum so far is NaN (the first NaN sticks); larger than a ReLU output
-    # (>= 0) means positive, so comparing the un-ReLU'd value is the same test.
+    # The value of max_pool_forward(relu(out)) exactly: NaN if any of the four is NaN, else
+    # relu(max + bias), as rounding is monotonic (max(fl(a + b), fl(c + b)) = fl(max(a, c) + b)) -
+    # so, with no arg-max to keep, the order of the comparisons is free. Two passes: the maximum of
+    # horizontal pairs over the chunk's whole flat row of columns (one long loop per filter: it
+    # vectorises), then of vertical pairs of those, with bias and ReLU, per pooled row. (One pass
+    # over each 2x2 window measured 3.5x slower than the full-resolution scatter: pooled rows of
+    # 12 are too short to vectorise.)
     n_img, fn, ph, pw = pooled.shape
     u = np.uint64
-    total = u(prod.shape[1])
-    n_cols = prod.shape[1] // n_img
+    total = prod.shape[1]
+    half = total // 2
+    n_cols = total // n_img
     pf = prod.reshape(-1)
     of = pooled.reshape(-1)
-    upw = u(pw)
-    rs = u(row_stride)
+    hmax = np.empty(fn * half + 1, dtype=prod.dtype)
+    uhalf = u(half)
+    utotal = u(total)
     one, two = u(1), u(2)
+    for f in range(fn):
+        src = u(f) * utotal
+        dst = u(f) * uhalf
+        for q in range(uhalf):
+            a = pf[src + two * q]
+            c = pf[src + two * q + one]
+            hmax[dst + q] = a if (a >= c) | (a != a) else c  # noqa: PLR0124 (a != a: NaN)
     zero = pooled.dtype.type(0)
+    hrow = u(row_stride // 2)
+    upw = u(pw)
+    # Each image's columns start at an even offset (n_cols = OH·row_stride, row_stride even
+    # or OH even) only if n_cols is even; otherwise fall back to the window-by-window pass.
+    if n_cols % 2 != 0 or row_stride % 2 != 0:
+        for j in range(n_img):
+            for f in range(fn):
+                bf = b[f]
+                for i in range(ph):
+                    s = u(f) * utotal + u(j * n_cols + 2 * i * row_stride)
+                    d = u(((j * fn + f) * ph + i) * pw)
+                    for k in range(upw):
+                        a = s + two * k
+                        m = pf[a]
+                        for v in (pf[a + one], pf[a + u(row_stride)], pf[a + u(row_stride) + one]):
+                            m = m if (m >= v) | (m != m) else v  # noqa: PLR0124
+                        m = m + bf
+                        of[d + k] = zero if m <= zero else m  # noqa: FURB136 (NaN must pass)
+        return
     for j in range(n_img):
         for f in range(fn):
             bf = b[f]
             for i in range(ph):
-                src = u(f) * total + u(j * n_cols + 2 * i * row_stride)
-                dst = u(((j * fn + f) * ph + i) * pw)
+                r0 = u(f) * uhalf + u((j * n_cols + 2 * i * row_stride) // 2)
+                d = u(((j * fn + f) * ph + i) * pw)
                 for k in range(upw):
-                    a = src + two * k
-                    v00 = pf[a] + bf
-                    v01 = pf[a + one] + bf
-                    v10 = pf[a + rs] + bf
-                    v11 = pf[a + rs + one] + bf
-                    best = zero if v00 <= zero else v00  # noqa: FURB136 (NaN must pass)
-                    best = v01 if ((v01 > best) | (v01 != v01)) & (best == best) else best  # noqa: PLR0124
-                    best = v10 if ((v10 > best) | (v10 != v10)) & (best == best) else best  # noqa: PLR0124
-                    best = v11 if ((v11 > best) | (v11 != v11)) & (best == best) else best  # noqa: PLR0124
-                    of[dst + k] = best
+                    a = hmax[r0 + k]
+                    c = hmax[r0 + hrow + k]
+                    m = (a if (a >= c) | (a != a) else c) + bf  # noqa: PLR0124
+                    of[d + k] = zero if m <= zero else m  # noqa: FURB136 (NaN must pass)
 
 
 @jit
