@@ -115,6 +115,8 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
     import numba
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     x, W, b, pad, _ = _inputs((7, 4, 6, 6, 4, 3, 1), np.float32, seed=4)
     runs = []
     old = numba.get_num_threads()
@@ -188,6 +190,8 @@ def test_inference_bit_identical_across_thread_counts(monkeypatch, case):
     import numba
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     x, W, b, pad, _ = _inputs(case, np.float32, seed=4)
     runs = []
     old = numba.get_num_threads()

@@ -108,6 +108,7 @@ def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
 
     monkeypatch.setattr(convolution, "WIDE_MAX_JUNK", wide_max_junk)
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: exercises chunking
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_COLS", 7)  # and products cut into column blocks
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2, 5, 6))
@@ -158,6 +159,8 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
     from zerodl.kernels import convolution
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks, 4 groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_COLS", 11)  # products in column blocks
     rng = np.random.default_rng(8)
     # 3 channels: the patch-matrix route; 4 (= WINO_MIN_CHANNELS) and 4 filters: Winograd, dx too;
@@ -256,6 +259,8 @@ def test_winograd_route_matches_numpy_and_naive(monkeypatch, pad, hw):
     from zerodl.kernels import convolution
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     rng = np.random.default_rng(17 + pad)
     C = FN = convolution.WINO_MIN_CHANNELS
     for dtype in DTYPES:

@@ -849,6 +849,14 @@ def _relu_masked(dout, out, masked):
 WINO_MIN_CHANNELS = 4
 
 
+#: Transform bytes (V and M) per chunk of a Winograd forward or dx (a module constant, like
+#: CHUNK_BYTES; read when a call is planned). 1 MiB (two images of DeepConvNet's 28x28 layers in
+#: float32) against 512 KiB, in-process A/B, DeepConvNet float32, loaded machine: inference 5-12 %
+#: faster in four runs (1 and 2 threads), the training step 0-4 %; 1.5 MiB was slower again (L2 is
+#: 2 MiB per core here).
+WINO_CHUNK_BYTES = 2**20
+
+
 #: Transform bytes per chunk of the Winograd weight gradient (a module constant, like CHUNK_BYTES):
 #: longer reductions per product and fewer partial-sum additions with bigger chunks, but 1 and
 #: 2 MiB measured within noise of 512 KiB on the books' layers (one thread, float32).
@@ -877,7 +885,7 @@ class _Wino:
         self.th, self.tw = (self.out_h + 1) // 2, (self.out_w + 1) // 2
         self.tiles = self.th * (self.tw + 1)  # wide tile rows (see _wino_input)
         self.C, self.fn, self.pad, self.dtype, self.n = C, fn, pad, dtype, N
-        budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        budget = WINO_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         self.chunk = int(max(1, min(N, budget // (16 * (C + fn) * self.tiles * dtype.itemsize))))
         self.ranges = _group_chunks(N, self.chunk)
         self.groups = len(self.ranges)
