@@ -188,3 +188,30 @@ def conv_relu_pool_backward(dpooled: np.ndarray, pooled: np.ndarray, arg: np.nda
 def count_nonfinite(x: np.ndarray) -> int:
     """Entries of ``x`` that are NaN or ±inf, one Python float at a time (``math.isfinite``)."""
     return sum(1 for v in np.asarray(x, dtype=np.float64).reshape(-1).tolist() if not math.isfinite(v))
+
+
+def conv_relu_pool_inference(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """``pooled[n, f, i, j]`` = the first maximum (a NaN wins) of ``relu(conv)`` over the 2x2 window
+    at ``(2i, 2j)``, each of the four convolution values summed on the spot from its definition."""
+    N, C, H, Wd = x.shape
+    FN, _, FH, FW = W.shape
+    ph, pw = out_size(H, FH, stride, pad) // 2, out_size(Wd, FW, stride, pad) // 2
+    pooled = np.empty((N, FN, ph, pw), dtype=np.float64)
+    for n in range(N):
+        for f in range(FN):
+            for i in range(ph):
+                for j in range(pw):
+                    best = None
+                    for oh, ow in ((2 * i, 2 * j), (2 * i, 2 * j + 1), (2 * i + 1, 2 * j), (2 * i + 1, 2 * j + 1)):
+                        terms = [float(b[f])]
+                        for c in range(C):
+                            for fy in range(FH):
+                                for fx in range(FW):
+                                    v = padded_value(x, n, c, oh * stride + fy - pad, ow * stride + fx - pad)
+                                    terms.append(float(W[f, c, fy, fx]) * float(v))
+                        s = math.fsum(terms) if all(map(math.isfinite, terms)) else sum(terms)
+                        v = 0.0 if s <= 0 else s
+                        if best is None or (not math.isnan(best) and (v > best or math.isnan(v))):
+                            best = v
+                    pooled[n, f, i, j] = best
+    return pooled

@@ -307,3 +307,62 @@ def test_save_and_load_network_round_trip(make, tmp_path, rng):
     assert type(clone) is type(net) and clone.dtype == np.float32
     x = rng.random((4, *net.input_dim)).astype(np.float32)
     np.testing.assert_array_equal(clone.predict(x), net.predict(x))
+
+
+# ----------------------------------------------------------------------------- inference path
+def _layer_by_layer(net, x):
+    # predict's scores the book's way: every layer's forward in turn, in inference mode.
+    for layer in net.layers.values():
+        x = layer.forward(x, False) if layer.takes_train_flg else layer.forward(x)
+    return x
+
+
+def _book_deep(dtype):
+    # DeepConvNet's real layer shapes (Winograd layers, the fused pooling, 1-channel first layer)
+    # on 16x16 images: 16 → pool 8 → 8 (pad 2: 10) → pool 5 → ... keeps every route in play.
+    return DeepConvNet(input_dim=(1, 12, 12), hidden_size=8, dtype=dtype, seed=1)
+
+
+@pytest.mark.parametrize("backend", zerodl.BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [_book_deep, lambda dt: SimpleConvNet(dtype=dt, seed=2)])
+def test_predict_inference_path_equals_the_layer_by_layer_scores(make, dtype, backend, rng):
+    net = make(dtype)
+    x = rng.random((7, *net.input_dim)).astype(dtype)
+    with zerodl.use_backend(backend):
+        assert net.step_path == "fused"
+        got = net.predict(x)
+        expected = _layer_by_layer(net, x)
+    assert got.dtype == dtype and got.shape == expected.shape
+    if backend == "numpy":
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, **tolerance(dtype))
+
+
+def test_predict_inference_path_keeps_no_caches(rng):
+    net = _book_deep(np.float32)
+    net.predict(rng.random((3, 1, 12, 12)).astype(np.float32))
+    for layer in net.layers.values():
+        for cache in ("x", "col", "arg_max", "mask"):
+            assert getattr(layer, cache, None) is None, (layer, cache)
+    # Training mode keeps the layer path: a backward can follow it.
+    net.predict(rng.random((3, 1, 12, 12)).astype(np.float32), train_flg=True)
+    assert net.layers["Conv1"].x is not None
+
+
+def test_predict_inference_path_bit_identical_for_one_or_two_threads(rng):
+    import numba
+
+    net = _book_deep(np.float32)
+    x = rng.random((23, 1, 12, 12)).astype(np.float32)
+    runs = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            with zerodl.use_backend("numba"):
+                runs.append(net.predict(x))
+    finally:
+        numba.set_num_threads(old)
+    np.testing.assert_array_equal(runs[0], runs[1])

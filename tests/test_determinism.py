@@ -14,6 +14,7 @@ import pytest
 import zerodl
 from zerodl import kernels
 from zerodl.datasets import load_digits
+from zerodl.kernels import _jit
 from zerodl.trainer import Trainer
 
 from .helpers import TOLERANCES
@@ -96,7 +97,19 @@ def test_no_compiled_kernel_runs_parallel_loops():
     assert len(found) > 20, "the scan must see the compiled kernels"
     parallel = sorted(name for name, d in found.items() if d.targetoptions.get("parallel"))
     assert parallel == [], f"parallel kernels without a deterministic switch: {parallel}"
-    assert all(not d.targetoptions.get("fastmath") for d in found.values())
+    # No fast-math, except exactly LLVM's `contract` (FMA, see kernels/_jit.py) on the direct
+    # convolution kernels, whose rounding tests/kernels/test_convolution.py checks.
+    # (Named by where each kernel is defined: a module may import another's kernels.)
+    fastmath = {f"{d.py_func.__module__}.{d.py_func.__name__}": d.targetoptions.get("fastmath")
+                for d in found.values()}
+    contract = sorted(name for name, flags in fastmath.items() if flags)
+    assert contract == sorted(CONTRACT_KERNELS), f"fast-math flags outside the direct conv kernels: {contract}"
+    for name in contract:
+        assert set(fastmath[name]) == set(_jit.CONTRACT) == {"contract"}, (name, fastmath[name])
+
+
+#: The kernels allowed ``jit(contract=True)`` (fused multiply-add and no other fast-math flag).
+CONTRACT_KERNELS = ("zerodl.kernels.convolution._direct_c1_fw3",)
 
 
 def test_fixed_blas_thread_count_is_reproducible_at_mnist_size(backend):

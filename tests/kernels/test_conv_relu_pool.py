@@ -115,6 +115,8 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
     import numba
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     x, W, b, pad, _ = _inputs((7, 4, 6, 6, 4, 3, 1), np.float32, seed=4)
     runs = []
     old = numba.get_num_threads()
@@ -129,3 +131,74 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
         numba.set_num_threads(old)
     for a, r in zip(*runs):
         np.testing.assert_array_equal(a, r)
+
+
+# ----------------------------------------------------------------------------- inference op
+@pytest.mark.parametrize("case", CASES)
+def test_inference_twins_match_the_training_forward_and_naive(case):
+    for dtype in DTYPES:
+        x, W, b, pad, _ = _inputs(case, dtype)
+        before = [a.copy() for a in (x, W, b)]
+        got_np = kernels.get("conv_relu_pool_inference", "numpy")(x, W, b, 1, pad)
+        got_nb = kernels.get("conv_relu_pool_inference", "numba")(x, W, b, 1, pad)
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)
+        assert got_nb.dtype == dtype and got_np.dtype == dtype and got_nb.flags.c_contiguous
+        # Each twin gives its training forward's pooled values bit for bit (same products, same
+        # additions; the maximum of the ReLU'd values taken without the arg-max).
+        np.testing.assert_array_equal(got_np, kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, 1, pad)[0])
+        np.testing.assert_array_equal(got_nb, kernels.get("conv_relu_pool_forward", "numba")(x, W, b, 1, pad)[0])
+        assert_close(got_nb, got_np, what="pooled (inference)")
+        np.testing.assert_allclose(got_nb, naive.conv_relu_pool_inference(x, W, b, 1, pad), **tolerance(dtype))
+
+
+def test_inference_patch_route_pools_in_the_scatter():
+    # A 5x5 single-channel layer (SimpleConvNet's) with an odd output (7x7: the last row and column
+    # are dropped) on the patch route, and the books' 1-channel 3x3 first layer.
+    rng = np.random.default_rng(7)
+    for shape, wshape, pad in (((3, 1, 11, 11), (4, 1, 5, 5), 0), ((2, 1, 8, 6), (5, 1, 3, 3), 1)):
+        for dtype in DTYPES:
+            x = rng.standard_normal(shape).astype(dtype)
+            W = rng.standard_normal(wshape).astype(dtype)
+            b = rng.standard_normal(wshape[0]).astype(dtype)
+            assert not convolution._winograd_ok(shape[1], *wshape[2:], 1, pad)
+            got = kernels.get("conv_relu_pool_inference", "numba")(x, W, b, 1, pad)
+            out, _ = kernels.get("conv_relu_forward", "numba")(x, W, b, 1, pad)
+            np.testing.assert_array_equal(got, kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)[0])
+            np.testing.assert_allclose(got, naive.conv_relu_pool_inference(x, W, b, 1, pad), **tolerance(dtype))
+            x[0, 0, 1, 2] = np.nan  # NaN wins wherever it reaches (both scatter passes: odd and even rows)
+            got = kernels.get("conv_relu_pool_inference", "numba")(x, W, b, 1, pad)
+            out, _ = kernels.get("conv_relu_forward", "numba")(x, W, b, 1, pad)
+            assert np.isnan(got).any()
+            np.testing.assert_array_equal(got, kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)[0])
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4]])
+def test_inference_nan_propagates_like_the_training_forward(case):
+    for dtype in DTYPES:
+        x, W, b, pad, _ = _inputs(case, dtype, seed=3)
+        x[0, 0, 2, 2] = np.nan
+        got = kernels.get("conv_relu_pool_inference", "numba")(x, W, b, 1, pad)
+        ref = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, 1, pad)[0]
+        assert np.isnan(got).any()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(got, kernels.get("conv_relu_pool_forward", "numba")(x, W, b, 1, pad)[0])
+
+
+@pytest.mark.parametrize("case", [(7, 4, 6, 6, 4, 3, 1), (7, 1, 8, 8, 3, 5, 0)])
+def test_inference_bit_identical_across_thread_counts(monkeypatch, case):
+    import numba
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
+    x, W, b, pad, _ = _inputs(case, np.float32, seed=4)
+    runs = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append(conv_relu_pool.conv_relu_pool_inference_numba(x, W, b, 1, pad))
+    finally:
+        numba.set_num_threads(old)
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -108,6 +108,7 @@ def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
 
     monkeypatch.setattr(convolution, "WIDE_MAX_JUNK", wide_max_junk)
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: exercises chunking
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_COLS", 7)  # and products cut into column blocks
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2, 5, 6))
@@ -158,10 +159,13 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
     from zerodl.kernels import convolution
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks, 4 groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_COLS", 11)  # products in column blocks
     rng = np.random.default_rng(8)
-    # 3 channels: the patch-matrix route; 4 (= WINO_MIN_CHANNELS) and 4 filters: Winograd, dx too.
-    for dtype, C in ((np.float32, 3), (np.float64, 3), (np.float32, 4), (np.float64, 4)):
+    # 3 channels: the patch-matrix route; 4 (= WINO_MIN_CHANNELS) and 4 filters: Winograd, dx too;
+    # 1 channel: the direct forward.
+    for dtype, C in ((np.float32, 3), (np.float64, 3), (np.float32, 4), (np.float64, 4), (np.float32, 1)):
         x = rng.standard_normal((7, C, 6, 5)).astype(dtype)
         W = rng.standard_normal((4, C, 3, 3)).astype(dtype)
         b = rng.standard_normal(4).astype(dtype)
@@ -255,6 +259,8 @@ def test_winograd_route_matches_numpy_and_naive(monkeypatch, pad, hw):
     from zerodl.kernels import convolution
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
+
+    monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     rng = np.random.default_rng(17 + pad)
     C = FN = convolution.WINO_MIN_CHANNELS
     for dtype in DTYPES:
@@ -305,3 +311,47 @@ def test_winograd_gradient_check():
         check_layer_gradient(lambda v, f=forward: f(v, W, b, 1, 1)[0], x, dout, dx)
         check_layer_gradient(lambda v, f=forward: f(x, v, b, 1, 1)[0], W, dout, dW)
         check_layer_gradient(lambda v, f=forward: f(x, W, v, 1, 1)[0], b, dout, db)
+
+
+# ----------------------------------------------------------------------------- direct single-channel route
+@pytest.mark.parametrize(("n", "fn", "h", "w", "fh", "pad"), [
+    (3, 16, 28, 28, 3, 1),  # DeepConvNet's first layer: four blocks of four filters
+    (2, 6, 7, 5, 3, 0),  # four filters, then two singly
+    (1, 3, 4, 9, 1, 2),  # filters one row high; three singly
+    (4, 5, 6, 6, 5, 2),  # filters five rows high
+])
+def test_direct_single_channel_route_rounding_within_the_table(monkeypatch, n, fn, h, w, fh, pad):
+    # The direct kernel (fused multiply-adds: jit(contract=True)) against the NumPy twin, the naive
+    # oracle and the patch route, within the dtype's tolerance from the table in tests/helpers.py.
+    from zerodl.kernels import conv_relu_pool, convolution
+
+    rng = np.random.default_rng(fn + h)
+    for dtype in DTYPES:
+        x = rng.standard_normal((n, 1, h, w)).astype(dtype)
+        W = rng.standard_normal((fn, 1, fh, 3)).astype(dtype)
+        b = rng.standard_normal(fn).astype(dtype)
+        plan = convolution._Plan(x.shape, W.shape, 1, pad, x.itemsize)
+        assert plan.direct is convolution._direct_c1_fw3
+        out = convolution.conv_forward_numba(x, W, b, 1, pad)[0]
+        relu_out = convolution.conv_relu_forward_numba(x, W, b, 1, pad)[0]
+        assert out.dtype == dtype and relu_out.dtype == dtype
+        assert_close(out, kernels.get("conv_forward", "numpy")(x, W, b, 1, pad)[0], what="direct conv")
+        np.testing.assert_allclose(out, naive.conv_forward(x, W, b, 1, pad), **tolerance(dtype))
+        np.testing.assert_array_equal(relu_out, np.where(out <= 0, dtype(0), out))
+        if (h + 2 * pad - fh + 1) >= 2 and (w + 2 * pad - 2) >= 2:
+            pooled = conv_relu_pool.conv_relu_pool_inference_numba(x, W, b, 1, pad)
+            np.testing.assert_array_equal(pooled, kernels.get("max_pool_forward", "numba")(relu_out, 2, 2, 2, 0)[0])
+        monkeypatch.setattr(convolution, "DIRECT_C1", False)
+        assert convolution._Plan(x.shape, W.shape, 1, pad, x.itemsize).direct is None
+        assert_close(out, convolution.conv_forward_numba(x, W, b, 1, pad)[0], what="direct vs patch route")
+        monkeypatch.setattr(convolution, "DIRECT_C1", True)
+
+
+def test_direct_route_only_for_single_channel_unit_stride_3_wide():
+    from zerodl.kernels import convolution
+
+    def direct(C, fw, stride):
+        return convolution._Plan((2, C, 8, 8), (3, C, 3, fw), stride, 1, 4).direct is not None
+
+    assert direct(1, 3, 1)
+    assert not direct(2, 3, 1) and not direct(1, 3, 2) and not direct(1, 5, 1)

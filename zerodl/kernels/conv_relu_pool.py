@@ -16,6 +16,14 @@ Contract (both twins); pooling is the books' only one: 2x2 windows, stride 2, no
   → ``(dx, dW, db)``: the gradients of ``sum(pooled · dpooled)``, i.e. ``max_pool_backward`` then
   the book's ``Relu.backward`` (zero where the maximum was ``<= 0``) then ``conv_backward``.
 
+For inference (no backward to follow), one more op on the same arguments:
+
+* ``conv_relu_pool_inference(x, W, b, stride, pad)`` → ``pooled``: the ``pooled`` of
+  ``conv_relu_pool_forward`` (the same values, NaN included), without ``arg_max`` or ``col``: nothing
+  is kept for a backward pass, and the Numba twin writes neither the full-resolution output nor the
+  arg-max (the Winograd route pools in the output transform, the patch route in the pass that
+  scatters the product).
+
 Rows or columns of the convolution's output that no window covers (odd ``OH`` / ``OW``) are
 dropped by the pooling, as in :mod:`zerodl.kernels.pooling`. Inputs are never written; outputs
 are new C-contiguous arrays of ``x``'s dtype (``arg_max``: ``intp``).
@@ -37,9 +45,13 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
+    _cols_to_pooled_relu,
     _one_blas_thread,
+    _patch_forward,
+    _Plan,
     _Wino,
     _wino_filters,
+    _wino_wide_to_tiles,
     _winograd_ok,
     conv_backward_numba,
     conv_backward_numpy,
@@ -53,7 +65,7 @@ from zerodl.kernels.pooling import (
     max_pool_forward_numpy,
 )
 
-OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward")
+OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_pool_inference")
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -64,6 +76,14 @@ def conv_relu_pool_forward_numpy(
     out, col = conv_relu_forward_numpy(x, W, b, stride, pad)
     pooled, arg_max = max_pool_forward_numpy(out, 2, 2, 2, 0)
     return pooled, arg_max, col
+
+
+def conv_relu_pool_inference_numpy(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> np.ndarray:
+    """Reference: the book's ``Convolution``, ``Relu`` and ``Pooling(2, 2, stride=2)`` forwards →
+    ``pooled (N, FN, OH // 2, OW // 2)`` only (the layer path's values, bit for bit)."""
+    return conv_relu_pool_forward_numpy(x, W, b, stride, pad)[0]
 
 
 def conv_relu_pool_backward_numpy(
@@ -93,7 +113,7 @@ def conv_relu_pool_backward_numpy(
 # ----------------------------------------------------------------------------- compiled kernels
 @jit
 def _wino_output_pool(M, b, th, tw, pooled, arg_max):
-    # Winograd's output transform (see convolution._wino_output: M (16, FN, B·th·(tw + 1)), wide
+    # Winograd's output transform (see convolution._wino_output_wide: M (16, FN, B·th·(tw + 1)), wide
     # tile rows) + bias + the book's ReLU + the 2x2 max pooling of each output tile:
     # pooled / arg_max (B, FN, th, tw). First maximum in (y00, y01, y10, y11) order; a NaN wins
     # and sticks (max_pool_forward's rule).
@@ -144,57 +164,93 @@ def _wino_output_pool(M, b, th, tw, pooled, arg_max):
 
 
 @jit
-def _wino_output_pool_finite(M, b, th, tw, pooled, arg_max):
-    # _wino_output_pool for NaN-free tiles: plain strict comparisons (the ReLU folded into the
-    # first), which LLVM turns into vector selects; outputs through flat unsigned indices (row
-    # views with signed indices measured 3.4x slower). Returns True if some value was NaN: the
-    # caller then reruns _wino_output_pool on the chunk.
-    n_img, fn = pooled.shape[0], pooled.shape[1]
+def _wino_pool_wide_finite(M, b, P, K):
+    # _wino_output_pool for NaN-free tiles, into wide planes P / K (FN, B·th·(tw + 1)) (junk
+    # tiles too; _wino_wide_to_tiles drops them): plain strict comparisons (the ReLU folded into
+    # the first), which LLVM turns into vector selects, in one flat loop over the chunk's tiles per
+    # filter (tile rows of 4-14 are too short to vectorise: the row-by-row form measured 3-4x
+    # slower in float32). Returns True if some value was NaN: the caller then reruns
+    # _wino_output_pool on the chunk.
+    fn = M.shape[1]
     u = np.uint64
     T = u(M.shape[2])
     FT = u(fn) * T
     Mf = M.reshape(-1)
-    pf = pooled.reshape(-1)
-    af = arg_max.reshape(-1)
-    utw = u(tw)
-    two = u(2)
-    zero = pooled.dtype.type(0)
+    Pf = P.reshape(-1)
+    Kf = K.reshape(-1)
+    zero = P.dtype.type(0)
     found = False
-    for n in range(n_img):
-        for f in range(fn):
-            bf = b[f]
-            for i in range(th):
-                m = u(f) * T + u((n * th + i) * (tw + 1))
-                o = u(((n * fn + f) * th + i) * tw)
-                for j in range(utw):
-                    p0 = Mf[m + j] + Mf[m + FT + j] + Mf[m + two * FT + j]
-                    q0 = Mf[m + FT + j] - Mf[m + two * FT + j] - Mf[m + u(3) * FT + j]
-                    p1 = Mf[m + u(4) * FT + j] + Mf[m + u(5) * FT + j] + Mf[m + u(6) * FT + j]
-                    q1 = Mf[m + u(5) * FT + j] - Mf[m + u(6) * FT + j] - Mf[m + u(7) * FT + j]
-                    p2 = Mf[m + u(8) * FT + j] + Mf[m + u(9) * FT + j] + Mf[m + u(10) * FT + j]
-                    q2 = Mf[m + u(9) * FT + j] - Mf[m + u(10) * FT + j] - Mf[m + u(11) * FT + j]
-                    p3 = Mf[m + u(12) * FT + j] + Mf[m + u(13) * FT + j] + Mf[m + u(14) * FT + j]
-                    q3 = Mf[m + u(13) * FT + j] - Mf[m + u(14) * FT + j] - Mf[m + u(15) * FT + j]
-                    v0 = p0 + p1 + p2 + bf
-                    v1 = q0 + q1 + q2 + bf
-                    v2 = p1 - p2 - p3 + bf
-                    v3 = q1 - q2 - q3 + bf
-                    found |= np.isnan(v0) | np.isnan(v1) | np.isnan(v2) | np.isnan(v3)
-                    # relu(v0), then a later value wins only if strictly larger (so it is > 0 and
-                    # its ReLU is itself): the first maximum of the four ReLU outputs.
-                    best = zero if v0 <= zero else v0  # noqa: FURB136 (max() would change NaN handling)
-                    t = v1 > best
-                    best = v1 if t else best
-                    k = 1 if t else 0
-                    t = v2 > best
-                    best = v2 if t else best
-                    k = 2 if t else k
-                    t = v3 > best
-                    best = v3 if t else best
-                    k = 3 if t else k
-                    pf[o + j] = best
-                    af[o + j] = k
+    for f in range(fn):
+        bf = b[f]
+        base = u(f) * T
+        for t in range(T):
+            m = base + t
+            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
+            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
+            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
+            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
+            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
+            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
+            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
+            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
+            v0 = p0 + p1 + p2 + bf
+            v1 = q0 + q1 + q2 + bf
+            v2 = p1 - p2 - p3 + bf
+            v3 = q1 - q2 - q3 + bf
+            found |= np.isnan(v0) | np.isnan(v1) | np.isnan(v2) | np.isnan(v3)
+            # relu(v0), then a later value wins only if strictly larger (so it is > 0 and its
+            # ReLU is itself): the first maximum of the four ReLU outputs.
+            best = zero if v0 <= zero else v0  # noqa: FURB136 (max() would change NaN handling)
+            w = v1 > best
+            best = v1 if w else best
+            k = 1 if w else 0
+            w = v2 > best
+            best = v2 if w else best
+            k = 2 if w else k
+            w = v3 > best
+            best = v3 if w else best
+            k = 3 if w else k
+            Pf[m] = best
+            Kf[m] = k
     return found
+
+
+@jit
+def _wino_pool_wide(M, b, P):
+    # Inference: P (FN, B·th·(tw + 1)) = the 2x2 max of relu(Aᵀ m A + bias) per wide tile, no
+    # arg-max. The values of _wino_output_pool exactly, NaN included: a NaN among the four wins
+    # (the selects below keep the first NaN, as the training kernel does), so no NaN pre-check or
+    # rerun is needed. One flat vectorised loop per filter, as _wino_pool_wide_finite.
+    fn = M.shape[1]
+    u = np.uint64
+    T = u(M.shape[2])
+    FT = u(fn) * T
+    Mf = M.reshape(-1)
+    Pf = P.reshape(-1)
+    zero = P.dtype.type(0)
+    for f in range(fn):
+        bf = b[f]
+        base = u(f) * T
+        for t in range(T):
+            m = base + t
+            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
+            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
+            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
+            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
+            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
+            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
+            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
+            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
+            v0 = p0 + p1 + p2 + bf
+            v1 = q0 + q1 + q2 + bf
+            v2 = p1 - p2 - p3 + bf
+            v3 = q1 - q2 - q3 + bf
+            best = zero if v0 <= zero else v0  # noqa: FURB136 (NaN must pass)
+            # A later value wins if it is larger or NaN, unless best is NaN already (x != x: NaN).
+            best = v1 if ((v1 > best) | (v1 != v1)) & (best == best) else best  # noqa: PLR0124
+            best = v2 if ((v2 > best) | (v2 != v2)) & (best == best) else best  # noqa: PLR0124
+            best = v3 if ((v3 > best) | (v3 != v3)) & (best == best) else best  # noqa: PLR0124
+            Pf[m] = best
 
 
 @jit
@@ -261,8 +317,13 @@ def conv_relu_pool_forward_numba(
     arg_max = np.empty((N, FN, oh // 2, ow // 2), dtype=np.intp)
 
     def emit(M: np.ndarray, n0: int, n1: int) -> None:
-        if _wino_output_pool_finite(M, b, wino.th, wino.tw, pooled[n0:n1], arg_max[n0:n1]):
+        P = np.empty(M.shape[1:], dtype=M.dtype)
+        K = np.empty(M.shape[1:], dtype=np.intp)
+        if _wino_pool_wide_finite(M, b, P, K):
             _wino_output_pool(M, b, wino.th, wino.tw, pooled[n0:n1], arg_max[n0:n1])
+        else:
+            _wino_wide_to_tiles(P, wino.th, wino.tw, pooled[n0:n1])
+            _wino_wide_to_tiles(K, wino.th, wino.tw, arg_max[n0:n1])
 
     with _one_blas_thread():
         run_tasks(lambda g: wino.group(g, x, U, b, True, emit), wino.groups)
@@ -302,3 +363,40 @@ def conv_relu_pool_backward_numba(
 
     run_tasks(part, len(parts))
     return conv_backward_numba(dout, x, W, None, stride, pad, need_dx)
+
+
+def conv_relu_pool_inference_numba(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
+) -> np.ndarray:
+    """Compiled twin of :func:`conv_relu_pool_inference_numpy`: ``pooled`` only.
+
+    Winograd layers with even output sizes pool in the output transform (one flat pass per filter,
+    no arg-max, no NaN pre-check), with odd ones chain the training twins; layers off Winograd's
+    route take the patch route with the pooling in the pass that scatters the product. No full-resolution output and no arg-max are written; chunks and
+    groups as in the training twins (both cores, bit-identical for any thread count).
+    """
+    FN, C, FH, FW = W.shape
+    N, _, H, Wd = x.shape
+    oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
+    x = np.ascontiguousarray(x)
+    b = np.ascontiguousarray(b)
+    if _winograd_ok(C, FH, FW, stride, pad) and (oh % 2 or ow % 2):
+        # Odd Winograd outputs: the training twin's chain (Winograd beats the patch route).
+        out, _ = conv_relu_forward_numba(x, W, b, stride, pad)
+        return max_pool_forward_numba(out, 2, 2, 2, 0)[0]
+    pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
+    if not _winograd_ok(C, FH, FW, stride, pad):
+        plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
+        _patch_forward(plan, x, W, b, _cols_to_pooled_relu, pooled)
+        return pooled
+    wino = _Wino(x.shape, FN, pad, x.dtype, full_output=False)
+    U = _wino_filters(W)
+
+    def emit(M: np.ndarray, n0: int, n1: int) -> None:
+        P = np.empty(M.shape[1:], dtype=M.dtype)
+        _wino_pool_wide(M, b, P)
+        _wino_wide_to_tiles(P, wino.th, wino.tw, pooled[n0:n1])
+
+    with _one_blas_thread():
+        run_tasks(lambda g: wino.group(g, x, U, b, True, emit), wino.groups)
+    return pooled

@@ -258,6 +258,93 @@ def _fold_rows(dbuf, fh, fw, stride, pad, out_h, out_w, dx):
                     k += 1
 
 
+# Direct convolution for single-channel layers with 3-wide filters (DeepConvNet's first layer,
+# 1->16 3x3 on 28x28 MNIST): with C = 1 the patch matrix has only K = 9 rows, so its BLAS product
+# is skinny and slow (26 GFLOP/s measured, one thread) and building the patches costs as much
+# again. These kernels write the same product, prod (FN, B·L) on the unit-stride wide grid
+# (see _patches_wide; the junk columns hold sums over the padding and are dropped by the scatter),
+# straight from the zero-padded image: one filter row at a time, FW multiply-adds per output in a
+# flat loop over the image's whole wide grid (long, contiguous: it vectorises; the padded image
+# stays in L1). Compiled with contract=True (see _jit.py): the multiply-adds become FMAs. Sum
+# order: filter row by filter row, taps left to right (the patch matrix's k order), each tap one
+# FMA, so results differ from the BLAS product by rounding only.
+@jit(contract=True)
+def _direct_c1_fw3(x, W, pad, xpad, prod):
+    # x (B, 1, H, Wd), W (FN, 1, FH, 3) → prod (FN, B·OH·Wp), Wp = Wd + 2 pad; xpad: flat padded
+    # image of at least (H + 2 pad)·Wp + 2 values, borders zero (never written). Filters four at
+    # a time share each tap's loads (one filter per pass measured 1.3x slower on the 5x5 layer).
+    n_img, _, h, w = x.shape
+    fn, fh = W.shape[0], W.shape[2]
+    wp = w + 2 * pad
+    n_cols = prod.shape[1] // n_img
+    for j in range(n_img):
+        for y in range(h):
+            base = (y + pad) * wp + pad
+            src = x[j, 0, y]
+            dst = xpad[base : base + w]
+            for i in range(w):
+                dst[i] = src[i]
+        c0 = j * n_cols
+        f = 0
+        while f < fn:
+            nf = min(4, fn - f)  # a block of four filters, or the last one to three singly
+            if nf < 4:
+                nf = 1
+            for fy in range(fh):
+                off = fy * wp
+                s0 = xpad[off : off + n_cols]
+                s1 = xpad[off + 1 : off + 1 + n_cols]
+                s2 = xpad[off + 2 : off + 2 + n_cols]
+                if nf == 4:
+                    a00, a01, a02 = W[f, 0, fy, 0], W[f, 0, fy, 1], W[f, 0, fy, 2]
+                    o0 = prod[f, c0 : c0 + n_cols]
+                    a10, a11, a12 = W[f + 1, 0, fy, 0], W[f + 1, 0, fy, 1], W[f + 1, 0, fy, 2]
+                    o1 = prod[f + 1, c0 : c0 + n_cols]
+                    a20, a21, a22 = W[f + 2, 0, fy, 0], W[f + 2, 0, fy, 1], W[f + 2, 0, fy, 2]
+                    o2 = prod[f + 2, c0 : c0 + n_cols]
+                    a30, a31, a32 = W[f + 3, 0, fy, 0], W[f + 3, 0, fy, 1], W[f + 3, 0, fy, 2]
+                    o3 = prod[f + 3, c0 : c0 + n_cols]
+                    if fy == 0:
+                        for q in range(n_cols):
+                            v0 = s0[q]
+                            v1 = s1[q]
+                            v2 = s2[q]
+                            o0[q] = a00 * v0 + a01 * v1 + a02 * v2
+                            o1[q] = a10 * v0 + a11 * v1 + a12 * v2
+                            o2[q] = a20 * v0 + a21 * v1 + a22 * v2
+                            o3[q] = a30 * v0 + a31 * v1 + a32 * v2
+                    else:
+                        for q in range(n_cols):
+                            v0 = s0[q]
+                            v1 = s1[q]
+                            v2 = s2[q]
+                            o0[q] = o0[q] + a00 * v0 + a01 * v1 + a02 * v2
+                            o1[q] = o1[q] + a10 * v0 + a11 * v1 + a12 * v2
+                            o2[q] = o2[q] + a20 * v0 + a21 * v1 + a22 * v2
+                            o3[q] = o3[q] + a30 * v0 + a31 * v1 + a32 * v2
+                else:
+                    a00, a01, a02 = W[f, 0, fy, 0], W[f, 0, fy, 1], W[f, 0, fy, 2]
+                    o0 = prod[f, c0 : c0 + n_cols]
+                    if fy == 0:
+                        for q in range(n_cols):
+                            o0[q] = a00 * s0[q] + a01 * s1[q] + a02 * s2[q]
+                    else:
+                        for q in range(n_cols):
+                            o0[q] = o0[q] + a00 * s0[q] + a01 * s1[q] + a02 * s2[q]
+            f += nf
+
+
+#: Filter widths with a direct single-channel kernel. 3 only: DeepConvNet's first layer (K = 9, the
+#: patch product's skinniest) measured 1.25-1.35x faster forward (one thread, both dtypes), while
+#: the same kernel for SimpleConvNet's 5x5 filters (K = 25, where OpenBLAS runs the patch product at
+#: ~100 GFLOP/s) measured 1.2-1.3x slower than the patch route: numba's vector loops here use
+#: 256-bit registers (LLVM's preference on this CPU), half of what OpenBLAS's kernels use.
+DIRECT_C1_KERNELS = {3: _direct_c1_fw3}
+
+#: Switch for the direct single-channel route (tests and A/B measurements turn it off).
+DIRECT_C1 = True
+
+
 # The passes below move rows of at most OW (4-28) values; they index flat arrays with unsigned
 # integers rather than making two row views per row (see the Winograd comment: the views and the
 # signed indices' wraparound tests cost more than the copies at these widths).
@@ -301,6 +388,68 @@ def _cols_to_out_relu(prod, b, row_stride, out):
                 for ow in range(uow):
                     v = pf[src + ow] + bf
                     of[dst + ow] = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
+
+
+@jit
+def _cols_to_pooled_relu(prod, b, row_stride, pooled):
+    # Inference: prod (FN, B·L) (see _cols_to_out) → pooled (B, FN, OH // 2, OW // 2), the 2x2
+    # stride-2 max pooling of the book's ReLU of prod + bias, without writing the full output.
+    # The value of max_pool_forward(relu(out)) exactly: NaN if any of the four is NaN, else
+    # relu(max + bias), as rounding is monotonic (max(fl(a + b), fl(c + b)) = fl(max(a, c) + b)) -
+    # so, with no arg-max to keep, the order of the comparisons is free. Two passes: the maximum of
+    # horizontal pairs over the chunk's whole flat row of columns (one long loop per filter: it
+    # vectorises), then of vertical pairs of those, with bias and ReLU, per pooled row. (One pass
+    # over each 2x2 window measured 3.5x slower than the full-resolution scatter: pooled rows of
+    # 12 are too short to vectorise.)
+    n_img, fn, ph, pw = pooled.shape
+    u = np.uint64
+    total = prod.shape[1]
+    half = total // 2
+    n_cols = total // n_img
+    pf = prod.reshape(-1)
+    of = pooled.reshape(-1)
+    hmax = np.empty(fn * half + 1, dtype=prod.dtype)
+    uhalf = u(half)
+    utotal = u(total)
+    one, two = u(1), u(2)
+    for f in range(fn):
+        src = u(f) * utotal
+        dst = u(f) * uhalf
+        for q in range(uhalf):
+            a = pf[src + two * q]
+            c = pf[src + two * q + one]
+            hmax[dst + q] = a if (a >= c) | (a != a) else c  # noqa: PLR0124 (a != a: NaN)
+    zero = pooled.dtype.type(0)
+    hrow = u(row_stride // 2)
+    upw = u(pw)
+    # Each image's columns start at an even offset (n_cols = OH·row_stride, row_stride even
+    # or OH even) only if n_cols is even; otherwise fall back to the window-by-window pass.
+    if n_cols % 2 != 0 or row_stride % 2 != 0:
+        for j in range(n_img):
+            for f in range(fn):
+                bf = b[f]
+                for i in range(ph):
+                    s = u(f) * utotal + u(j * n_cols + 2 * i * row_stride)
+                    d = u(((j * fn + f) * ph + i) * pw)
+                    for k in range(upw):
+                        a = s + two * k
+                        m = pf[a]
+                        for v in (pf[a + one], pf[a + u(row_stride)], pf[a + u(row_stride) + one]):
+                            m = m if (m >= v) | (m != m) else v  # noqa: PLR0124
+                        m = m + bf
+                        of[d + k] = zero if m <= zero else m  # noqa: FURB136 (NaN must pass)
+        return
+    for j in range(n_img):
+        for f in range(fn):
+            bf = b[f]
+            for i in range(ph):
+                r0 = u(f) * uhalf + u((j * n_cols + 2 * i * row_stride) // 2)
+                d = u(((j * fn + f) * ph + i) * pw)
+                for k in range(upw):
+                    a = hmax[r0 + k]
+                    c = hmax[r0 + hrow + k]
+                    m = (a if (a >= c) | (a != a) else c) + bf  # noqa: PLR0124
+                    of[d + k] = zero if m <= zero else m  # noqa: FURB136 (NaN must pass)
 
 
 @jit
@@ -524,49 +673,91 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
 
 
 @jit
-def _wino_output(M, b, th, tw, relu, out):
-    # M (16, FN, B·th·(tw + 1)) (wide tile rows, see _wino_input) → out (B, FN, 2th, 2tw): each
-    # 2x2 tile = Aᵀ m A + bias, then the book's ReLU when relu; Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]].
-    # (Writing whole-image rows here and copying them out measured slower than tile rows.)
-    n_img, fn = out.shape[0], out.shape[1]
+def _wino_output_wide(M, b, relu, Y):
+    # M (16, FN, T) → Y (4, FN, T), T = B·th·(tw + 1) (wide tile rows, see _wino_input): the 2x2
+    # tile Aᵀ m A + bias of every tile t, then the book's ReLU when relu, as four planes
+    # Y[2r + s, f, t] = y_rs; Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]. One flat loop over all the
+    # chunk's tiles (junk tiles too) per filter: tile rows alone (4-14 tiles) are shorter than a
+    # vector loop's trip, so the row-by-row form ran scalar (measured 2-2.4x slower in float32).
+    fn = M.shape[1]
     u = np.uint64
     T = u(M.shape[2])
     FT = u(fn) * T
     Mf = M.reshape(-1)
+    Yf = Y.reshape(-1)
+    zero = Y.dtype.type(0)
+    for f in range(fn):
+        bf = b[f]
+        base = u(f) * T
+        for t in range(T):
+            k = base + t
+            p0 = Mf[k] + Mf[k + FT] + Mf[k + u(2) * FT]
+            q0 = Mf[k + FT] - Mf[k + u(2) * FT] - Mf[k + u(3) * FT]
+            p1 = Mf[k + u(4) * FT] + Mf[k + u(5) * FT] + Mf[k + u(6) * FT]
+            q1 = Mf[k + u(5) * FT] - Mf[k + u(6) * FT] - Mf[k + u(7) * FT]
+            p2 = Mf[k + u(8) * FT] + Mf[k + u(9) * FT] + Mf[k + u(10) * FT]
+            q2 = Mf[k + u(9) * FT] - Mf[k + u(10) * FT] - Mf[k + u(11) * FT]
+            p3 = Mf[k + u(12) * FT] + Mf[k + u(13) * FT] + Mf[k + u(14) * FT]
+            q3 = Mf[k + u(13) * FT] - Mf[k + u(14) * FT] - Mf[k + u(15) * FT]
+            y00 = p0 + p1 + p2 + bf
+            y01 = q0 + q1 + q2 + bf
+            y10 = p1 - p2 - p3 + bf
+            y11 = q1 - q2 - q3 + bf
+            if relu:
+                y00 = zero if y00 <= zero else y00  # noqa: FURB136 (NaN must pass)
+                y01 = zero if y01 <= zero else y01  # noqa: FURB136 (NaN must pass)
+                y10 = zero if y10 <= zero else y10  # noqa: FURB136 (NaN must pass)
+                y11 = zero if y11 <= zero else y11  # noqa: FURB136 (NaN must pass)
+            Yf[k] = y00
+            Yf[k + FT] = y01
+            Yf[k + u(2) * FT] = y10
+            Yf[k + u(3) * FT] = y11
+
+
+@jit
+def _wino_tiles_to_out(Y, th, tw, out):
+    # Y (4, FN, B·th·(tw + 1)) from _wino_output_wide → out (B, FN, 2th, 2tw): each tile's four
+    # values to their places, junk tiles dropped. (Writing whole-image rows and copying them out
+    # measured slower than tile rows.)
+    n_img, fn = out.shape[0], out.shape[1]
+    u = np.uint64
+    T = u(Y.shape[2])
+    FT = u(fn) * T
+    Yf = Y.reshape(-1)
     Of = out.reshape(-1)
     ow = u(2 * tw)
     plane_size = u(4 * th * tw)
-    one, two = u(1), u(2)
-    zero = out.dtype.type(0)
+    one, two, three = u(1), u(2), u(3)
     for n in range(n_img):
         for f in range(fn):
-            bf = b[f]
             ob = (u(n) * u(fn) + u(f)) * plane_size
             for i in range(th):
                 m = u(f) * T + u((n * th + i) * (tw + 1))
                 o = ob + u(2 * i) * ow
                 for j in range(u(tw)):
-                    p0 = Mf[m + j] + Mf[m + FT + j] + Mf[m + two * FT + j]
-                    q0 = Mf[m + FT + j] - Mf[m + two * FT + j] - Mf[m + u(3) * FT + j]
-                    p1 = Mf[m + u(4) * FT + j] + Mf[m + u(5) * FT + j] + Mf[m + u(6) * FT + j]
-                    q1 = Mf[m + u(5) * FT + j] - Mf[m + u(6) * FT + j] - Mf[m + u(7) * FT + j]
-                    p2 = Mf[m + u(8) * FT + j] + Mf[m + u(9) * FT + j] + Mf[m + u(10) * FT + j]
-                    q2 = Mf[m + u(9) * FT + j] - Mf[m + u(10) * FT + j] - Mf[m + u(11) * FT + j]
-                    p3 = Mf[m + u(12) * FT + j] + Mf[m + u(13) * FT + j] + Mf[m + u(14) * FT + j]
-                    q3 = Mf[m + u(13) * FT + j] - Mf[m + u(14) * FT + j] - Mf[m + u(15) * FT + j]
-                    y00 = p0 + p1 + p2 + bf
-                    y01 = q0 + q1 + q2 + bf
-                    y10 = p1 - p2 - p3 + bf
-                    y11 = q1 - q2 - q3 + bf
-                    if relu:
-                        y00 = zero if y00 <= zero else y00  # noqa: FURB136 (NaN must pass)
-                        y01 = zero if y01 <= zero else y01  # noqa: FURB136 (NaN must pass)
-                        y10 = zero if y10 <= zero else y10  # noqa: FURB136 (NaN must pass)
-                        y11 = zero if y11 <= zero else y11  # noqa: FURB136 (NaN must pass)
-                    Of[o + two * j] = y00
-                    Of[o + two * j + one] = y01
-                    Of[o + ow + two * j] = y10
-                    Of[o + ow + two * j + one] = y11
+                    Of[o + two * j] = Yf[m + j]
+                    Of[o + two * j + one] = Yf[m + FT + j]
+                    Of[o + ow + two * j] = Yf[m + two * FT + j]
+                    Of[o + ow + two * j + one] = Yf[m + three * FT + j]
+
+
+@jit
+def _wino_wide_to_tiles(P, th, tw, pooled):
+    # P (FN, B·th·(tw + 1)), one value per wide tile → pooled (B, FN, th, tw), junk tiles dropped.
+    # Works for any dtype of P (the pooled values and their arg-max indices).
+    n_img, fn = pooled.shape[0], pooled.shape[1]
+    u = np.uint64
+    T = u(P.shape[1])
+    Pf = P.reshape(-1)
+    of = pooled.reshape(-1)
+    utw = u(tw)
+    for n in range(n_img):
+        for f in range(fn):
+            for i in range(th):
+                m = u(f) * T + u((n * th + i) * (tw + 1))
+                o = u(((n * fn + f) * th + i) * tw)
+                for j in range(utw):
+                    of[o + j] = Pf[m + j]
 
 
 @jit
@@ -658,6 +849,14 @@ def _relu_masked(dout, out, masked):
 WINO_MIN_CHANNELS = 4
 
 
+#: Transform bytes (V and M) per chunk of a Winograd forward or dx (a module constant, like
+#: CHUNK_BYTES; read when a call is planned). 1 MiB (two images of DeepConvNet's 28x28 layers in
+#: float32) against 512 KiB, in-process A/B, DeepConvNet float32, loaded machine: inference 5-12 %
+#: faster in four runs (1 and 2 threads), the training step 0-4 %; 1.5 MiB was slower again (L2 is
+#: 2 MiB per core here).
+WINO_CHUNK_BYTES = 2**20
+
+
 #: Transform bytes per chunk of the Winograd weight gradient (a module constant, like CHUNK_BYTES):
 #: longer reductions per product and fewer partial-sum additions with bigger chunks, but 1 and
 #: 2 MiB measured within noise of 512 KiB on the books' layers (one thread, float32).
@@ -686,11 +885,10 @@ class _Wino:
         self.th, self.tw = (self.out_h + 1) // 2, (self.out_w + 1) // 2
         self.tiles = self.th * (self.tw + 1)  # wide tile rows (see _wino_input)
         self.C, self.fn, self.pad, self.dtype, self.n = C, fn, pad, dtype, N
-        budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        budget = WINO_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         self.chunk = int(max(1, min(N, budget // (16 * (C + fn) * self.tiles * dtype.itemsize))))
-        n_chunks = -(-N // self.chunk)
-        self.groups = min(GROUPS, n_chunks)
-        self.first = [g * n_chunks // self.groups for g in range(self.groups + 1)]
+        self.ranges = _group_chunks(N, self.chunk)
+        self.groups = len(self.ranges)
         # Callers that emit something else (conv_relu_pool's pooled tiles) need no full output.
         self.out_full = np.empty((N, fn, 2 * self.th, 2 * self.tw), dtype=dtype) if full_output else None
 
@@ -706,17 +904,17 @@ class _Wino:
         po = np.zeros_like(pe)
         R = np.zeros((4, self.th * (2 * self.tw + 2) + 2), dtype=dt)
         width = -1
-        for c in range(self.first[g], self.first[g + 1]):
-            n0 = c * self.chunk
-            n1 = min(n0 + self.chunk, self.n)
+        for n0, n1 in self.ranges[g]:
             if (n1 - n0) * self.tiles != width:
                 width = (n1 - n0) * self.tiles
                 V = np.empty((16, self.C, width), dtype=dt)
                 M = np.empty((16, self.fn, width), dtype=dt)
+                Y = np.empty((4, self.fn, width), dtype=dt) if emit is None else None
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
             np.matmul(U, V, out=M)
             if emit is None:
-                _wino_output(M, b, self.th, self.tw, relu, self.out_full[n0:n1])
+                _wino_output_wide(M, b, relu, Y)
+                _wino_tiles_to_out(Y, self.th, self.tw, self.out_full[n0:n1])
             else:
                 emit(M, n0, n1)
 
@@ -734,16 +932,14 @@ class _Wino:
         RZ = np.zeros((4, self.th * wp), dtype=dt)
         X_chunk = np.empty_like(X)
         width = -1
-        for c in range(self.first[g], self.first[g + 1]):
-            n0 = c * self.chunk
-            n1 = min(n0 + self.chunk, self.n)
+        for i, (n0, n1) in enumerate(self.ranges[g]):
             if (n1 - n0) * self.tiles != width:
                 width = (n1 - n0) * self.tiles
                 V = np.empty((16, self.C, width), dtype=dt)
                 Z = np.empty((16, self.fn, width), dtype=dt)
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
             _wino_dout(dout[n0:n1], self.th, self.tw, E, O, RZ, Z)
-            if c == self.first[g]:
+            if i == 0:
                 np.matmul(Z, V.transpose(0, 2, 1), out=X)
             else:
                 np.matmul(Z, V.transpose(0, 2, 1), out=X_chunk)
@@ -780,9 +976,10 @@ def _one_blas_thread():
 class _Plan:
     """Geometry of the compiled twins' patch matrices for one call (see the comment above).
 
-    The images are cut into chunks of ``chunk`` images (the last one may be shorter), and the
-    chunks into ``groups`` contiguous groups — both fixed by the shapes alone, never by the number
-    of threads, so that every product and every partial sum is the same whichever thread runs it.
+    The images are cut into ``groups`` contiguous groups of equal size and each group into chunks
+    of at most ``chunk`` images (:func:`_group_chunks`) — fixed by the shapes alone, never by the
+    number of threads, so that every product and every partial sum is the same whichever thread
+    runs it.
     """
 
     def __init__(self, x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: int, pad: int,
@@ -794,13 +991,13 @@ class _Plan:
         self.row_stride = Wd + 2 * pad if self.wide else self.out_w
         self.n_cols = self.out_h * self.row_stride
         self.K = C * FH * FW
+        # Single-channel unit-stride layers: the direct kernels replace patches + product (forward).
+        self.direct = DIRECT_C1_KERNELS.get(FW) if DIRECT_C1 and C == 1 and self.wide else None
         self.chunk = int(max(1, min(N, CHUNK_BYTES // (self.K * self.n_cols * itemsize))))
         # Flat padded image for the unit-stride copies, with FW slack for the last tap's run.
         self.xpad_size = C * (H + 2 * pad) * (Wd + 2 * pad) + FW if self.wide else 1
-        n_chunks = -(-N // self.chunk)
-        self.groups = min(GROUPS, n_chunks)
-        # Group g holds chunks [first[g], first[g + 1]), as equal in number as they can be.
-        self.first = [g * n_chunks // self.groups for g in range(self.groups + 1)]
+        self.ranges = _group_chunks(N, self.chunk)
+        self.groups = len(self.ranges)
         self.n = N
         self.fh, self.fw, self.stride, self.pad = FH, FW, stride, pad
 
@@ -820,10 +1017,26 @@ class _Plan:
 
     def chunks(self, group: int):
         """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)`` of ``group``."""
-        for c in range(self.first[group], self.first[group + 1]):
-            n0 = c * self.chunk
-            n1 = min(n0 + self.chunk, self.n)
+        for n0, n1 in self.ranges[group]:
             yield n0, n1, (n1 - n0) * self.n_cols
+
+
+def _group_chunks(n: int, max_chunk: int) -> list[list[tuple[int, int]]]:
+    """The images ``[0, n)`` cut into :data:`GROUPS` groups of (nearly) equal numbers of images,
+    each group into chunks of at most ``max_chunk`` images: ``ranges[g] = [(n0, n1), ...]``.
+
+    Groups of equal work keep both cores busy to the end of a call (chunks dealt out in equal
+    numbers left groups of 17 and 34 images for DeepConvNet's first layer at batch 100); within a
+    group, chunks of equal size but the last. Fixed by the shapes alone, never by the number of
+    threads, so every product and partial sum is the same whichever thread runs it.
+    """
+    groups = min(GROUPS, n)
+    ranges = []
+    for g in range(groups):
+        a, z = g * n // groups, (g + 1) * n // groups
+        size = -(-(z - a) // -(-(z - a) // max_chunk))  # fewest chunks, as equal as they can be
+        ranges.append([(c, min(c + size, z)) for c in range(a, z, size)])
+    return ranges
 
 
 #: Columns per BLAS product: a chunk's products are cut into blocks of at most this many columns
@@ -852,9 +1065,19 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
             run_tasks(lambda g: wino.group(g, x, U, b, relu), wino.groups)
         return wino.result()
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
-    W_mat = np.ascontiguousarray(W).reshape(FN, -1)
     out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
-    scatter = _cols_to_out_relu if relu else _cols_to_out
+    _patch_forward(plan, x, W, b, _cols_to_out_relu if relu else _cols_to_out, out)
+    return out
+
+
+def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
+                   scatter: Callable[..., None], out: np.ndarray) -> None:
+    """The patch-matrix route's forward (``x`` C-contiguous): chunk by chunk of images, the
+    product ``W (FN, K) @ patches`` handed to ``scatter(prod, b, row_stride, out[n0:n1])``, which
+    writes the chunk's images of ``out`` (the convolution's output, or its pooled form)."""
+    FN = W.shape[0]
+    W = np.ascontiguousarray(W)
+    W_mat = W.reshape(FN, -1)
 
     def group(g: int) -> None:
         xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
@@ -864,17 +1087,19 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
                 # New buffers only for the first and a short last chunk: every array a kernel
                 # sees is C-contiguous (one compiled specialisation per dtype).
                 width = cols
-                buf = np.empty((plan.K, width), dtype=x.dtype)
+                buf = np.empty((plan.K, width), dtype=x.dtype) if plan.direct is None else None
                 prod = np.empty((FN, width), dtype=x.dtype)
-            plan.patches(x[n0:n1], xpad, buf)
-            for c0 in range(0, width, GEMM_COLS):
-                c1 = min(c0 + GEMM_COLS, width)
-                np.matmul(W_mat, buf[:, c0:c1], out=prod[:, c0:c1])
+            if plan.direct is not None:
+                plan.direct(x[n0:n1], W, plan.pad, xpad, prod)
+            else:
+                plan.patches(x[n0:n1], xpad, buf)
+                for c0 in range(0, width, GEMM_COLS):
+                    c1 = min(c0 + GEMM_COLS, width)
+                    np.matmul(W_mat, buf[:, c0:c1], out=prod[:, c0:c1])
             scatter(prod, b, plan.row_stride, out[n0:n1])
 
     with _one_blas_thread():
         run_tasks(group, plan.groups)
-    return out
 
 
 def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
@@ -946,7 +1171,7 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
                     c1 = min(c0 + GEMM_COLS, width)
                     # dWᵀ (K, FN) = patches @ doutᵀ: measured 1.8x faster than dout @ patchesᵀ in
                     # float32 when FN is 16 (74 vs 41 GFLOP/s, one thread), never slower.
-                    if need_dW and n0 == plan.first[g] * plan.chunk and c0 == 0:
+                    if need_dW and n0 == plan.ranges[g][0][0] and c0 == 0:
                         np.matmul(buf[:, c0:c1], dcols[:, c0:c1].T, out=dW_parts[g])
                     elif need_dW:
                         np.matmul(buf[:, c0:c1], dcols[:, c0:c1].T, out=dW_chunk)

@@ -251,6 +251,8 @@ class ConvolutionPiece(Piece):
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         layer = self.layer
+        if not train:
+            return self._infer(x)
         self.x = x
         if self.pool is not None:
             pooled, arg_max, keep = kernels.get("conv_relu_pool_forward")(x, layer.W, layer.b, layer.stride, layer.pad)
@@ -268,6 +270,24 @@ class ConvolutionPiece(Piece):
         if self.epilogue.activation is None:
             return out
         return self.epilogue.forward(out, layer.b, self.buffers)
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        # Inference (no backward follows): the kernels that keep nothing. With a pooling, the
+        # pooled values only (no arg-max, no full-resolution output); with a ReLU, the fused op's
+        # output without its col; nothing is stored on the piece, so a training step's caches (and
+        # a backward after it) are left as they were.
+        layer = self.layer
+        if self.pool is not None:
+            return kernels.get("conv_relu_pool_inference")(x, layer.W, layer.b, layer.stride, layer.pad)
+        if self.relu:
+            return kernels.get("conv_relu_forward")(x, layer.W, layer.b, layer.stride, layer.pad)[0]
+        if self.epilogue.activation is None:
+            return kernels.get("conv_forward")(x, layer.W, layer.b, layer.stride, layer.pad)[0]
+        out, _ = kernels.get("conv_forward")(x, layer.W, self.zero_bias, layer.stride, layer.pad)
+        act = self.epilogue.activation
+        result = out if act.keeps == "output" else np.empty_like(out)
+        kernels.get(act.forward_op)(out, layer.b, result)
+        return result
 
     def backward(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
         layer = self.layer

@@ -103,11 +103,31 @@ class Sequential:
 
     # -- the book's methods ------------------------------------------------------------------
     def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
-        """Scores ``(N, C)`` for input ``x (N, ...)``; ``train_flg`` drives Dropout / BatchNorm."""
+        """Scores ``(N, C)`` for input ``x (N, ...)``; ``train_flg`` drives Dropout / BatchNorm.
+
+        In inference mode (``train_flg=False``) a convolutional network on the fused path computes
+        its scores as :meth:`accuracy` does: the fused pieces' inference kernels (conv + ReLU + 2x2
+        max pooling in one op, no arg-max masks, no kept activations), chunk by chunk, the layers'
+        own caches untouched; the layer-by-layer scores to rounding (bit for bit on the NumPy
+        backend). Other networks, and training mode, run the layers one by one.
+        """
+        plan = None if train_flg else self._inference_plan(x)
+        if plan is not None:
+            return plan.scores(x, f"{type(self).__name__}.predict")
         with self._blas_threads():
             for layer in self.layers.values():
                 x = layer.forward(x, train_flg) if layer.takes_train_flg else layer.forward(x)
         return x
+
+    def _inference_plan(self, x: Any) -> Any:
+        # The fused plan for predict(train_flg=False): convolutional networks (their task-thread
+        # kernels are where inference time goes) given a batch of images; anything else (an MLP's
+        # single 1-d sample, say) keeps the layer path and its error messages.
+        if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.size):
+            return None
+        if not any(layer.uses_task_threads for layer in self.layers.values()):
+            return None
+        return plan_for(self, Sequential)
 
     def _blas_threads(self) -> Any:
         # With convolutions every BLAS call runs on one thread, as in the fused step: an OpenBLAS
