@@ -366,3 +366,38 @@ def test_predict_inference_path_bit_identical_for_one_or_two_threads(rng):
     finally:
         numba.set_num_threads(old)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("backend", zerodl.BACKENDS)
+@pytest.mark.parametrize("make", [
+    lambda dt: SimpleConvNet(dtype=dt, seed=2),
+    lambda dt: SimpleConvNet((1, 12, 12), {"filter_num": 6, "filter_size": 3, "pad": 1, "stride": 1}, dtype=dt, seed=3),
+])  # (not DeepConvNet: the book's Dropout.backward after an inference forward reuses the last training mask)
+def test_loss_keeps_the_book_caches_so_a_manual_backward_follows_this_batch(make, backend, rng):
+    # The book's gradient: loss(x, t) (inference mode by default), then backward through the layers
+    # by hand. The loss must run the layers themselves, so the caches are this batch's, not the last
+    # predict's or training step's.
+    def by_hand(net, x, t):
+        net.loss(x, t)
+        dout = net.last_layer.backward(1)
+        for layer in reversed(list(net.layers.values())):
+            dout = layer.backward(dout)
+        return np.array(net.layers["Conv1"].dW)
+
+    net, fresh = make(np.float64), make(np.float64)
+    x, t = rng.random((4, *net.input_dim)), rng.integers(0, 10, 4)
+    with zerodl.use_backend(backend):
+        net.loss(rng.random((4, *net.input_dim)), t, train_flg=True)  # caches of another batch
+        net.predict(rng.random((5, *net.input_dim)))  # and a cache-less inference in between
+        got, expected = by_hand(net, x, t), by_hand(fresh, x, t)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_loss_honours_a_subclass_predict(rng):
+    class Scaled(SimpleConvNet):
+        def predict(self, x, train_flg=False):
+            return 2.0 * super().predict(x, train_flg)
+
+    net, plain = Scaled(dtype=np.float64, seed=2), SimpleConvNet(dtype=np.float64, seed=2)
+    x, t = rng.random((3, 1, 28, 28)), rng.integers(0, 10, 3)
+    assert net.loss(x, t) != plain.loss(x, t)

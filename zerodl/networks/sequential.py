@@ -114,6 +114,10 @@ class Sequential:
         plan = None if train_flg else self._inference_plan(x)
         if plan is not None:
             return plan.scores(x, f"{type(self).__name__}.predict")
+        return self._forward_layers(x, train_flg)
+
+    def _forward_layers(self, x: np.ndarray, train_flg: bool) -> np.ndarray:
+        # The book's forward: every layer in turn, each keeping what its backward needs.
         with self._blas_threads():
             for layer in self.layers.values():
                 x = layer.forward(x, train_flg) if layer.takes_train_flg else layer.forward(x)
@@ -154,9 +158,16 @@ class Sequential:
     def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool | None = None) -> Any:
         """Mean loss of batch ``x`` against ``t`` (labels ``(N,)`` or one-hot), plus weight decay.
 
-        ``train_flg`` drives Dropout / BatchNorm; default :attr:`loss_train_flg`.
+        ``train_flg`` drives Dropout / BatchNorm; default :attr:`loss_train_flg`. Every layer keeps
+        its forward cache, as in the book, so a backward through the layers may follow.
         """
-        y = self.predict(x, self.loss_train_flg if train_flg is None else train_flg)
+        flg = self.loss_train_flg if train_flg is None else train_flg
+        # As the book: the loss runs the layers one by one, so each keeps its forward cache and a
+        # backward through them (the book's gradient, also in a user's subclass) follows this very
+        # batch; predict's cache-less inference plan is for scores only. A subclass's own predict
+        # is honoured.
+        overridden = type(self).predict is not Sequential.predict
+        y = self.predict(x, flg) if overridden else self._forward_layers(x, flg)
         return self.last_layer.forward(y, t) + self.weight_decay()
 
     def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int | None = None) -> float:
