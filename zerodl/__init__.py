@@ -9,6 +9,7 @@ from zerodl._numba_env import check_numba_environment as _check_numba_environmen
 
 _check_numba_environment()
 
+from zerodl._runlock import OutputInUseError
 from zerodl._validate import NonFiniteInputError
 from zerodl._version import __version__
 from zerodl.allocator import tune_malloc
@@ -54,6 +55,7 @@ __all__ = [
     "MultiLayerNetExtend",
     "Nesterov",
     "NonFiniteInputError",
+    "OutputInUseError",
     "Pooling",
     "RMSprop",
     "Relu",
