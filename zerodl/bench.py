@@ -108,7 +108,8 @@ class BenchConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
         """A short run for CI: 2 rounds, 3 repeats, 10 ms per repeat, float64 kernels only."""
-        base = dict(rounds=2, repeats=3, min_time=0.01, dtypes=("float64",), pause=0.05, ch5_iters=300)
+        base = {"rounds": 2, "repeats": 3, "min_time": 0.01, "dtypes": ("float64",), "pause": 0.05,
+                "ch5_iters": 300}
         base.update(overrides)
         return cls(**base)
 
@@ -253,7 +254,7 @@ def _in_conv_backward(rng, dt, size):
     from zerodl import kernels
 
     (x, W, b, stride, pad), shape = _in_conv_forward(rng, dt, size)
-    out, col = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
+    out, _col = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
     return (rng.standard_normal(out.shape).astype(dt), x, W, None, stride, pad), shape
 
 
@@ -1013,7 +1014,7 @@ def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callab
             for dt in config.dtypes:
                 try:
                     args, shape = build(np.random.default_rng(config.seed), np.dtype(dt), config.size)
-                except Exception as exc:  # an op whose signature changed: say so, keep going
+                except Exception as exc:  # noqa: BLE001 - an op whose signature changed: say so, keep going
                     meta["skipped_ops"][op] = f"input builder failed: {exc}"
                     break
                 cases[f"kernel/{op}/{dt}"] = lambda fn=fn, args=args: fn(*args)
@@ -1062,7 +1063,8 @@ def _peer_worker_cases(contender: str, config: BenchConfig, cases: dict[str, Cal
             meta["torch"] = torch.__version__
             if contender == "torch_compile":
                 meta["compile_mode"] = config.compile_mode
-                build = lambda spec, seed: _torch_compile_step_case(spec, seed, config.compile_mode)  # noqa: E731
+                def build(spec: StepSpec, seed: int) -> Callable[[], Any]:
+                    return _torch_compile_step_case(spec, seed, config.compile_mode)
             else:
                 build = _torch_step_case
     except ImportError as exc:
@@ -1077,7 +1079,7 @@ def _peer_worker_cases(contender: str, config: BenchConfig, cases: dict[str, Cal
             if contender != "torch":  # compiled once here, never inside a timed step
                 meta["compile"][name] = _compile_warmup(fn)
             meta["rss"][name] = _rss_increase(fn)
-        except Exception as exc:  # a row that does not compile: shown in the table, the bench goes on
+        except Exception as exc:  # noqa: BLE001 - a row that does not compile: shown, the bench goes on
             meta["errors"][name] = _brief_error(exc)
             continue
         cases[name] = fn
@@ -1143,7 +1145,7 @@ class _Worker:
     def __init__(self, contender: str, config: BenchConfig, log_dir: Path) -> None:
         self.contender = contender
         self.stderr_path = log_dir / f"{contender}.stderr"
-        self._stderr = open(self.stderr_path, "w+")
+        self._stderr = open(self.stderr_path, "w+")  # noqa: SIM115 - open for the worker's life, closed in close()
         cmd = [sys.executable, "-m", "zerodl.bench", "--worker", contender,
                "--worker-config", json.dumps(dataclasses.asdict(config))]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -1393,11 +1395,11 @@ def format_table(results: dict[str, Any]) -> str:
     m = results["machine"]
     cfg = results["config"]
     out = [
-        f"zerodl bench: {', '.join(results['contenders'])}, each in its own process; "
-        f"{cfg['threads']} thread(s) each; {cfg['rounds']} interleaved rounds x {cfg['repeats']} repeats; "
-        f"medians, ms per call",
-        f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
-        f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s",
+        (f"zerodl bench: {', '.join(results['contenders'])}, each in its own process; "
+         f"{cfg['threads']} thread(s) each; {cfg['rounds']} interleaved rounds x {cfg['repeats']} repeats; "
+         f"medians, ms per call"),
+        (f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
+         f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s"),
         *results.get("missing", {}).values(),
     ]
     rows = results["rows"]
@@ -1412,9 +1414,9 @@ def format_table(results: dict[str, Any]) -> str:
     step_rows = [r for r in rows if r["section"] == "step"]
     if step_rows:
         rates = ", ".join(f"{dt} {g:.0f} GFLOP/s" for dt, g in sorted(results.get("blas_gflops", {}).items()))
-        out += ["", "Training steps and inference (each step draws a random batch from 10,000 samples and "
-                    "gathers it, as training does; numpy book = gradient + update on the NumPy backend; "
-                    "fused = net.train_step; inference = accuracy over 10,000 images)"]
+        out += ["", ("Training steps and inference (each step draws a random batch from 10,000 samples and "
+                     "gathers it, as training does; numpy book = gradient + update on the NumPy backend; "
+                     "fused = net.train_step; inference = accuracy over 10,000 images)")]
         compiling = [p for p in PEERS[1:] if p in results["contenders"]]
         labels = {"torch_compile": "torch.compile", "jax": "jax"}
         out += _table(
@@ -1435,8 +1437,8 @@ def format_table(results: dict[str, Any]) -> str:
             out.append(f"vs {' / vs '.join(labels[p] for p in compiling)} = the peer's step / numba fused "
                        f"(> 1: zerodl faster); torch.compile mode {mode!r}, jax.jit; their compile times below, "
                        "never inside a step time")
-            out += ["", f"Compile time of the compiling peers (s: the first {COMPILE_WARMUP_CALLS} steps less "
-                        f"{COMPILE_WARMUP_CALLS} steady ones) and their RSS growth"]
+            out += ["", (f"Compile time of the compiling peers (s: the first {COMPILE_WARMUP_CALLS} steps less "
+                         f"{COMPILE_WARMUP_CALLS} steady ones) and their RSS growth")]
             out += _table(["network", "dtype", "batch", *(f"{labels[p]} compile s" for p in compiling),
                            *(f"{labels[p]} RSS MB" for p in compiling)],
                           [[r["name"], r["dtype"], r["shape"].split()[-1],
