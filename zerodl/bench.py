@@ -773,11 +773,41 @@ def _jax_functions(spec: StepSpec) -> tuple[Callable[..., Any], Callable[..., An
     return forward, loss
 
 
+def _jax_optimizer(name: str, lr: float, dt: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(init_state(params), update(params, grads, state) -> (params, state))``: the book's SGD or
+    Adam written in ``jax.numpy`` for parameters of dtype ``dt`` (Adam: ``lr_t = lr sqrt(1 - β2^t) /
+    (1 - β1^t)`` in double precision as zerodl's Python float, ``m += (1 - β1)(g - m)``,
+    ``v += (1 - β2)(g² - v)``, ``p -= lr_t m / (sqrt(v) + 1e-7)``); pure functions, for ``jax.jit``."""
+    import jax.numpy as jnp
+
+    beta1, beta2 = 0.9, 0.999
+    if name not in ("sgd", "adam"):
+        raise ValueError(f"JAX peer: optimizer must be 'sgd' or 'adam', got {name!r}")
+
+    def init_state(params):
+        if name == "sgd":
+            return ()
+        return jnp.asarray(0, jnp.int32), [jnp.zeros_like(p) for p in params], [jnp.zeros_like(p) for p in params]
+
+    def update(params, grads, state):
+        if name == "sgd":
+            return [p - jnp.asarray(lr, dt) * g for p, g in zip(params, grads)], state
+        it, ms, vs = state
+        it = it + 1
+        itf = it.astype(jnp.float64)
+        lr_t = (lr * jnp.sqrt(1.0 - beta2**itf) / (1.0 - beta1**itf)).astype(dt)
+        ms = [m + (1 - beta1) * (g - m) for m, g in zip(ms, grads)]
+        vs = [v + (1 - beta2) * (g * g - v) for v, g in zip(vs, grads)]
+        params = [p - lr_t * m / (jnp.sqrt(v) + jnp.asarray(1e-7, dt)) for p, m, v in zip(params, ms, vs)]
+        return params, (it, ms, vs)
+
+    return init_state, update
+
+
 def _jax_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
     """The same step in JAX: one ``jax.jit`` of the batch gather, forward, ``jax.value_and_grad`` and
-    the book's SGD/Adam update written in ``jax.numpy`` (Adam: ``lr_t = lr sqrt(1 - β2^t) / (1 - β1^t)``,
-    ``m += (1 - β1)(g - m)``, ``v += (1 - β2)(g² - v)``, ``p -= lr_t m / (sqrt(v) + 1e-7)``), the
-    parameters and optimizer state donated to the update; each call returns the loss before the update
+    the book's SGD/Adam update written in ``jax.numpy`` (:func:`_jax_optimizer`), the parameters and
+    optimizer state donated to the update; each call returns the loss before the update
     (waited for). Inference rows: ``jit`` of the forward and the correct count, ``spec.batch``
     samples at a time. Needs ``jax_enable_x64`` for float64 rows (the JAX worker turns it on)."""
     import jax
@@ -801,19 +831,7 @@ def _jax_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
             return total / spec.pool
 
         return infer
-    lr, beta1, beta2 = spec.lr, 0.9, 0.999
-
-    def update(params, grads, state):
-        if spec.optimizer == "sgd":
-            return [p - jnp.asarray(lr, dt) * g for p, g in zip(params, grads)], state
-        it, ms, vs = state
-        it = it + 1
-        itf = it.astype(jnp.float64)  # lr_t in double precision, as zerodl's Python float
-        lr_t = (lr * jnp.sqrt(1.0 - beta2**itf) / (1.0 - beta1**itf)).astype(dt)
-        ms = [m + (1 - beta1) * (g - m) for m, g in zip(ms, grads)]
-        vs = [v + (1 - beta2) * (g * g - v) for v, g in zip(vs, grads)]
-        params = [p - lr_t * m / (jnp.sqrt(v) + jnp.asarray(1e-7, dt)) for p, m, v in zip(params, ms, vs)]
-        return params, (it, ms, vs)
+    init_state, update = _jax_optimizer(spec.optimizer, spec.lr, dt)
 
     def train_step(params, state, key, x_pool, t_pool, idx):
         key, sub = jax.random.split(key)
@@ -822,12 +840,7 @@ def _jax_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
         return params, state, key, loss
 
     step_jit = jax.jit(train_step, donate_argnums=(0, 1))
-    zeros = [jnp.zeros_like(p) for p in params]
-    holder: dict[str, Any] = {
-        "params": params, "key": jax.random.key(seed),
-        "state": (jnp.asarray(0, jnp.int32), zeros, [jnp.zeros_like(p) for p in params])
-                 if spec.optimizer == "adam" else (),
-    }
+    holder: dict[str, Any] = {"params": params, "key": jax.random.key(seed), "state": init_state(params)}
     rng = np.random.default_rng(seed + 1)
 
     def step():
