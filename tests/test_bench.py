@@ -170,7 +170,10 @@ def test_cli_registration_and_bad_arguments(capsys):
     assert "rounds must be a positive integer" in capsys.readouterr().err
     cfg = bench.config_from_args(parser.parse_args(["bench", "--quick", "--dtype", "float32", "--no-torch"]))
     assert cfg.rounds == 2 and cfg.dtypes == ("float32",)
-    assert cfg.contenders == ("numpy", "numba", "jax")  # --no-torch: neither eager nor torch.compile
+    assert cfg.contenders == ("numpy", "numba")  # --no-torch: neither eager nor torch.compile; quick: no jax
+    assert bench.config_from_args(parser.parse_args(["bench", "--quick"])).contenders == ("numpy", "numba", "torch")
+    cfg = bench.config_from_args(parser.parse_args(["bench", "--no-torch"]))
+    assert cfg.contenders == ("numpy", "numba", "jax")
     cfg = bench.config_from_args(parser.parse_args(["bench", "--no-peers"]))
     assert cfg.contenders == ("numpy", "numba")
     cfg = bench.config_from_args(parser.parse_args(

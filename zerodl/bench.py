@@ -52,6 +52,9 @@ import numpy as np
 #: package is missing is left out with one line saying how to install it.
 CONTENDERS: tuple[str, ...] = ("numpy", "numba", "torch", "torch_compile", "jax")
 
+#: ``--quick``'s contenders: no compiling peer (Inductor alone takes minutes over the step rows).
+QUICK_CONTENDERS: tuple[str, ...] = ("numpy", "numba", "torch")
+
 #: The peer contenders, in table order.
 PEERS: tuple[str, ...] = ("torch", "torch_compile", "jax")
 
@@ -107,9 +110,10 @@ class BenchConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
-        """A short run for CI: 2 rounds, 3 repeats, 10 ms per repeat, float64 kernels only."""
+        """A short run for CI: 2 rounds, 3 repeats, 10 ms per repeat, float64 kernels only, no
+        compiling peer (:data:`QUICK_CONTENDERS`) unless ``contenders`` says otherwise."""
         base = {"rounds": 2, "repeats": 3, "min_time": 0.01, "dtypes": ("float64",), "pause": 0.05,
-                "ch5_iters": 300}
+                "ch5_iters": 300, "contenders": QUICK_CONTENDERS}
         base.update(overrides)
         return cls(**base)
 
@@ -1487,8 +1491,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", action="append", choices=("float32", "float64"),
                    help="kernel dtype (repeatable; default both, quick float64)")
     p.add_argument("--contenders", metavar="LIST",
-                   help=f"comma-separated contenders among {','.join(CONTENDERS)} (default: all; a peer whose "
-                        "package is missing is left out with one line)")
+                   help=f"comma-separated contenders among {','.join(CONTENDERS)} (default: all, quick: "
+                        f"{','.join(QUICK_CONTENDERS)}; a peer whose package is missing is left out with one line)")
     p.add_argument("--no-torch", action="store_true",
                    help="leave PyTorch (eager and torch.compile) out even if installed")
     p.add_argument("--no-peers", action="store_true", help="only numpy and numba (no PyTorch, no JAX)")
@@ -1514,7 +1518,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             overrides[name] = getattr(args, name)
     if args.dtype:
         overrides["dtypes"] = tuple(dict.fromkeys(args.dtype))
-    contenders = CONTENDERS
+    contenders = QUICK_CONTENDERS if args.quick else CONTENDERS
     if args.contenders:
         contenders = tuple(dict.fromkeys(c.strip() for c in args.contenders.split(",") if c.strip()))
     if args.no_torch:
