@@ -857,19 +857,33 @@ def _jax_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
     return step
 
 
-def _compile_warmup(fn: Callable[[], Any], calls: int = COMPILE_WARMUP_CALLS) -> float:
-    """Seconds the first ``calls`` calls of ``fn`` took beyond ``calls`` steady calls (the median of
-    the next three): the compile time, kept out of every step time."""
+#: Values (losses before each update; accuracies of inference rows) of a row's first calls that every
+#: worker reports: the contenders start from the same weights and draw the same batches, so they agree.
+FIRST_VALUES = 3
+
+
+def _first_values(fn: Callable[[], Any], calls: int = FIRST_VALUES) -> tuple[list[float], float]:
+    """``(values, seconds)`` of the first ``calls`` calls of a fresh step: what each returned (a
+    loss or an accuracy, as a float) and how long they took together."""
+    values = []
     start = time.perf_counter()
     for _ in range(calls):
-        fn()
-    first = time.perf_counter() - start
+        out = fn()
+        values.append(float(out.detach() if hasattr(out, "detach") else out))
+    return values, time.perf_counter() - start
+
+
+def _compile_warmup(fn: Callable[[], Any], calls: int = COMPILE_WARMUP_CALLS) -> tuple[float, list[float]]:
+    """``(compile seconds, first values)``: the seconds the first ``calls`` calls of a fresh ``fn``
+    took beyond ``calls`` steady calls (the median of the next three), kept out of every step time,
+    and what those first calls returned (see :func:`_first_values`)."""
+    values, first = _first_values(fn, calls)
     steady = []
     for _ in range(3):
         t0 = time.perf_counter()
         fn()
         steady.append(time.perf_counter() - t0)
-    return max(first - calls * statistics.median(steady), 0.0)
+    return max(first - calls * statistics.median(steady), 0.0), values
 
 
 def _brief_error(exc: BaseException) -> str:
@@ -1041,6 +1055,7 @@ def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callab
             for variant, fn in _zerodl_step_cases(spec, contender, config.seed).items():
                 cases[f"step/{spec.key}/{variant}"] = fn
                 if variant == "fused":
+                    meta.setdefault("first_values", {})[f"step/{spec.key}/fused"] = _first_values(fn)[0]
                     meta.setdefault("rss", {})[f"step/{spec.key}/fused"] = _rss_increase(fn)
         if contender == "numba":
             cases.update(_blas_cases(config))
@@ -1086,7 +1101,7 @@ def _peer_worker_cases(contender: str, config: BenchConfig, cases: dict[str, Cal
                 build = _torch_step_case
     except ImportError as exc:
         raise PeerMissing(f"{missing_message(contender)} ({_brief_error(exc)})") from exc
-    meta["compile"], meta["errors"], meta["rss"] = {}, {}, {}
+    meta["compile"], meta["errors"], meta["rss"], meta["first_values"] = {}, {}, {}, {}
     if not config.steps:
         return
     for spec in selected_specs(config):
@@ -1094,7 +1109,9 @@ def _peer_worker_cases(contender: str, config: BenchConfig, cases: dict[str, Cal
         try:
             fn = build(spec, config.seed)
             if contender != "torch":  # compiled once here, never inside a timed step
-                meta["compile"][name] = _compile_warmup(fn)
+                meta["compile"][name], meta["first_values"][name] = _compile_warmup(fn)
+            else:
+                meta["first_values"][name] = _first_values(fn)[0]
             meta["rss"][name] = _rss_increase(fn)
         except Exception as exc:  # noqa: BLE001 - a row that does not compile: shown, the bench goes on
             meta["errors"][name] = _brief_error(exc)
@@ -1272,6 +1289,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
         "skipped_ops": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("skipped_ops", {}),
         "shapes": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("shapes", {}),
         "rss": {k: v for m in metas.values() for k, v in m["meta"].get("rss", {}).items()},
+        # The first losses (accuracies) of every row's fused/peer step: equal across contenders up to
+        # rounding (same weights, same batches; Dropout rows differ: each draws its own masks).
+        "first_values": {c: m["meta"].get("first_values", {}) for c, m in metas.items()},
         "ch5_data": next((m["meta"]["ch5"] for m in metas.values() if m["meta"].get("ch5")), None),
     }
     results["rows"] = _rows(results, config)
