@@ -1,4 +1,4 @@
-"""``zerodl bench``: NumPy vs Numba (vs PyTorch eager) for every kernel and training step, one table.
+"""``zerodl bench``: NumPy vs Numba (vs PyTorch eager, torch.compile and JAX) for every kernel and training step, one table.
 
 Run ``zerodl bench`` (or ``python -m zerodl.bench`` without the CLI), ``--quick`` for CI,
 ``--json FILE`` to keep the figures, ``--ch5`` to add the book's chapter 5 run end to end.
@@ -7,11 +7,26 @@ How it measures, and why:
 
 * **One process per contender.** ``numpy`` (the NumPy backend: the book's layer-by-layer step, and
   the fused step's NumPy twin), ``numba`` (the compiled kernels, the layer-by-layer step and the
-  fused ``train_step``) and, when PyTorch is importable, ``torch`` (the same training step in
-  PyTorch eager). Thread pools of different libraries in one process (NumPy's OpenBLAS, SciPy's,
-  PyTorch's OpenMP) busy-wait against each other on a small machine, so every contender gets its own
-  process, limited to the same ``--threads`` (:func:`zerodl.threads.set_num_threads`,
-  ``torch.set_num_threads``).
+  fused ``train_step``) and the optional peers of the step rows: ``torch`` (the same training step
+  in PyTorch eager), ``torch_compile`` (the same PyTorch model under ``torch.compile``, mode
+  ``default`` unless ``--compile-mode``; the optimizer step stays eager) and ``jax`` (one
+  ``jax.jit`` of batch gather, forward, ``jax.value_and_grad`` and the book's SGD/Adam in
+  ``jax.numpy``; ``jax_enable_x64`` on, explicit dtypes). A peer whose package is missing is left
+  out with one line (``jax: not installed — pip install 'zerodl[peers]'``). Thread pools of
+  different libraries in one process (NumPy's OpenBLAS, SciPy's, PyTorch's OpenMP, XLA's) busy-wait
+  against each other on a small machine, so every contender gets its own process, limited to the
+  same ``--threads`` (:func:`zerodl.threads.set_num_threads`, ``torch.set_num_threads``; for XLA
+  the ``NPROC`` environment variable, set before JAX starts: jax 0.10 sizes its CPU thread pool
+  from it and ignores ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+  intra_op_parallelism_threads=1``, checked by CPU time over wall time of a 1000² product, 1.95
+  either way, 1.00 with ``NPROC=1``).
+* **Same nets, same batches, same optimizer.** Every contender starts from zerodl's initial
+  weights for the seed, draws the same batch indices from the same pool, and reports the values
+  (losses, accuracies) of its first calls (``results["first_values"]``): they agree across
+  contenders up to rounding (Dropout rows excepted: each draws its own masks).
+* **Compile time apart.** The compiling peers run each row's first 3 steps before anything is
+  timed; those steps' time beyond 3 steady steps is the row's compile time (``results["compile"]``,
+  the table's compile section), never part of a step time.
 * **The allocator of the zerodl command.** Every worker calls :func:`zerodl.tune_malloc` (large
   freed blocks kept for reuse instead of being faulted in again each step), as ``zerodl train`` does.
 * **Interleaved rounds, medians.** The workers start once (imports, JIT warm-up), then the parent
