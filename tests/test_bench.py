@@ -400,3 +400,16 @@ def test_peer_nets_have_zerodls_shapes():
         bench._load_torch_params(model, bench._zerodl_initial_params(spec, 0))  # raises on a mismatch
         plan = bench._jax_plan(spec)
         assert 2 * sum(op in ("conv", "affine") for op, _ in plan) == len(bench._zerodl_initial_params(spec, 0))
+
+
+@pytest.mark.slow
+def test_a_row_a_peer_cannot_compile_shows_its_error(peers_run):
+    _, _, results = peers_run
+    broken = json.loads(json.dumps(results))
+    row = next(r for r in broken["rows"] if r["section"] == "step")
+    row.update(jax=None, vs_jax=None, compile_jax=None, error_jax="RuntimeError: XLA refused the graph")
+    text = bench.format_table(broken)
+    assert f"jax, {row['name']} {row['dtype']}: RuntimeError: XLA refused the graph" in text.splitlines()
+    compile_header = next(i for i, line in enumerate(text.splitlines()) if line.startswith("network ")
+                          and "compile s" in line)
+    assert "error" in text.splitlines()[compile_header + 2]  # the row's compile cell
