@@ -1,4 +1,4 @@
-"""``zerodl bench``: NumPy vs Numba (vs PyTorch eager) for every kernel and training step, one table.
+"""``zerodl bench``: NumPy vs Numba (vs PyTorch eager, torch.compile and JAX) for every kernel and training step, one table.
 
 Run ``zerodl bench`` (or ``python -m zerodl.bench`` without the CLI), ``--quick`` for CI,
 ``--json FILE`` to keep the figures, ``--ch5`` to add the book's chapter 5 run end to end.
@@ -7,11 +7,26 @@ How it measures, and why:
 
 * **One process per contender.** ``numpy`` (the NumPy backend: the book's layer-by-layer step, and
   the fused step's NumPy twin), ``numba`` (the compiled kernels, the layer-by-layer step and the
-  fused ``train_step``) and, when PyTorch is importable, ``torch`` (the same training step in
-  PyTorch eager). Thread pools of different libraries in one process (NumPy's OpenBLAS, SciPy's,
-  PyTorch's OpenMP) busy-wait against each other on a small machine, so every contender gets its own
-  process, limited to the same ``--threads`` (:func:`zerodl.threads.set_num_threads`,
-  ``torch.set_num_threads``).
+  fused ``train_step``) and the optional peers of the step rows: ``torch`` (the same training step
+  in PyTorch eager), ``torch_compile`` (the same PyTorch model under ``torch.compile``, mode
+  ``default`` unless ``--compile-mode``; the optimizer step stays eager) and ``jax`` (one
+  ``jax.jit`` of batch gather, forward, ``jax.value_and_grad`` and the book's SGD/Adam in
+  ``jax.numpy``; ``jax_enable_x64`` on, explicit dtypes). A peer whose package is missing is left
+  out with one line (``jax: not installed — pip install 'zerodl[peers]'``). Thread pools of
+  different libraries in one process (NumPy's OpenBLAS, SciPy's, PyTorch's OpenMP, XLA's) busy-wait
+  against each other on a small machine, so every contender gets its own process, limited to the
+  same ``--threads`` (:func:`zerodl.threads.set_num_threads`, ``torch.set_num_threads``; for XLA
+  the ``NPROC`` environment variable, set before JAX starts: jax 0.10 sizes its CPU thread pool
+  from it and ignores ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+  intra_op_parallelism_threads=1``, checked by CPU time over wall time of a 1000² product, 1.95
+  either way, 1.00 with ``NPROC=1``).
+* **Same nets, same batches, same optimizer.** Every contender starts from zerodl's initial
+  weights for the seed, draws the same batch indices from the same pool, and reports the values
+  (losses, accuracies) of its first calls (``results["first_values"]``): they agree across
+  contenders up to rounding (Dropout rows excepted: each draws its own masks).
+* **Compile time apart.** The compiling peers run each row's first 3 steps before anything is
+  timed; those steps' time beyond 3 steady steps is the row's compile time (``results["compile"]``,
+  the table's compile section), never part of a step time.
 * **The allocator of the zerodl command.** Every worker calls :func:`zerodl.tune_malloc` (large
   freed blocks kept for reuse instead of being faulted in again each step), as ``zerodl train`` does.
 * **Interleaved rounds, medians.** The workers start once (imports, JIT warm-up), then the parent
@@ -47,8 +62,19 @@ from typing import Any
 
 import numpy as np
 
-#: Contenders, each measured in a process of its own.
-CONTENDERS: tuple[str, ...] = ("numpy", "numba", "torch")
+#: Contenders, each measured in a process of its own. The peers ``torch`` (PyTorch eager),
+#: ``torch_compile`` (``torch.compile``) and ``jax`` (``jax.jit``) are optional: a contender whose
+#: package is missing is left out with one line saying how to install it.
+CONTENDERS: tuple[str, ...] = ("numpy", "numba", "torch", "torch_compile", "jax")
+
+#: ``--quick``'s contenders: no compiling peer (Inductor alone takes minutes over the step rows).
+QUICK_CONTENDERS: tuple[str, ...] = ("numpy", "numba", "torch")
+
+#: The peer contenders, in table order.
+PEERS: tuple[str, ...] = ("torch", "torch_compile", "jax")
+
+#: ``torch.compile`` modes ``BenchConfig.compile_mode`` accepts (no CUDA graphs: the bench runs on CPU).
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 #: Prefix of the protocol lines a worker writes to stdout (anything else on stdout is ignored).
 _TAG = "@@zerodl-bench "
@@ -68,8 +94,11 @@ class BenchConfig:
         min_time: seconds one repeat should last (the number of calls per repeat is calibrated once).
         threads: threads of every BLAS / OpenMP / numba pool (default: the CPU count).
         dtypes: dtypes of the kernel rows.
-        contenders: processes to run; ``"torch"`` is dropped when PyTorch is not importable.
+        contenders: processes to run; a peer (``torch``, ``torch_compile``, ``jax``) whose package
+            cannot be found is dropped with one line (``results["missing"]``).
         kernels / steps: which sections to measure.
+        rows: keys of the step rows to measure (:func:`step_specs`); empty = every row.
+        compile_mode: the ``torch.compile`` mode of the ``torch_compile`` contender.
         ch5: also run the book's chapter 5 training end to end (``ch5_iters`` iterations).
         ch5_data: ``"mnist"`` (the 10,000 real test images as training and test set) or ``"random"``.
         mnist_dir: where the MNIST IDX files are.
@@ -91,11 +120,15 @@ class BenchConfig:
     mnist_dir: str = str(MNIST_DIR_DEFAULT)
     pause: float = 0.3
     seed: int = 0
+    rows: tuple[str, ...] = ()
+    compile_mode: str = "default"
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
-        """A short run for CI: 2 rounds, 3 repeats, 10 ms per repeat, float64 kernels only."""
-        base = dict(rounds=2, repeats=3, min_time=0.01, dtypes=("float64",), pause=0.05, ch5_iters=300)
+        """A short run for CI: 2 rounds, 3 repeats, 10 ms per repeat, float64 kernels only, no
+        compiling peer (:data:`QUICK_CONTENDERS`) unless ``contenders`` says otherwise."""
+        base = {"rounds": 2, "repeats": 3, "min_time": 0.01, "dtypes": ("float64",), "pause": 0.05,
+                "ch5_iters": 300, "contenders": QUICK_CONTENDERS}
         base.update(overrides)
         return cls(**base)
 
@@ -115,6 +148,12 @@ class BenchConfig:
         unknown = [c for c in self.contenders if c not in CONTENDERS]
         if unknown or not self.contenders:
             raise ValueError(f"contenders must be among {', '.join(CONTENDERS)}, got {list(self.contenders)}")
+        known = [s.key for s in step_specs(self.size)]
+        bad_rows = [r for r in self.rows if r not in known]
+        if bad_rows:
+            raise ValueError(f"rows must be among {', '.join(known)}, got {list(bad_rows)}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.ch5_data not in ("mnist", "random"):
             raise ValueError(f"ch5_data must be 'mnist' or 'random', got {self.ch5_data!r}")
 
@@ -234,7 +273,7 @@ def _in_conv_backward(rng, dt, size):
     from zerodl import kernels
 
     (x, W, b, stride, pad), shape = _in_conv_forward(rng, dt, size)
-    out, col = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
+    out, _col = kernels.get("conv_forward", "numpy")(x, W, b, stride, pad)
     return (rng.standard_normal(out.shape).astype(dt), x, W, None, stride, pad), shape
 
 
@@ -581,26 +620,34 @@ def _torch_model(spec: StepSpec) -> Any:
     return nn.Sequential(*layers)
 
 
-def _torch_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
+def _torch_step_case(spec: StepSpec, seed: int, compile_mode: str | None = None) -> Callable[[], Any]:
     """The same step in PyTorch eager: a random batch gathered from the pool, ``zero_grad``, forward,
     ``cross_entropy``, ``backward``, ``step``; inference rows: the accuracy over the pool under
-    ``no_grad`` in eval mode, ``spec.batch`` samples at a time."""
+    ``no_grad`` in eval mode, ``spec.batch`` samples at a time. The model starts from zerodl's
+    initial weights (:func:`_zerodl_initial_params`). Adam is ``torch.optim.Adam(eps=1e-7)``:
+    ``p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)``, the book's update but for ε, which
+    the book adds to ``sqrt(v)`` unscaled (PyTorch's ε is the book's times ``sqrt(1-β2^t)``).
+
+    ``compile_mode``: ``torch.compile`` the model in this mode (``"default"``,
+    ``"max-autotune-no-cudagraphs"``, ...); None = eager. See :func:`_torch_compile_step_case`."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
     model = _torch_model(spec).to(getattr(torch, spec.dtype))
+    _load_torch_params(model, _zerodl_initial_params(spec, seed))
     x_np, t_np = _pool_data(spec, seed)
     x = torch.from_numpy(x_np)
     t = torch.from_numpy(t_np.astype(np.int64))
     if spec.inference:
         model.eval()
+        run = model if compile_mode is None else torch.compile(model, mode=compile_mode)
 
         def infer():
             correct = 0
             with torch.no_grad():
                 for start in range(0, spec.pool, spec.batch):
-                    scores = model(x[start : start + spec.batch])
+                    scores = run(x[start : start + spec.batch])
                     correct += int((scores.argmax(dim=1) == t[start : start + spec.batch]).sum())
             return correct / spec.pool
 
@@ -609,17 +656,262 @@ def _torch_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
         opt = torch.optim.Adam(model.parameters(), lr=spec.lr, eps=1e-7)  # the book's epsilon
     else:
         opt = torch.optim.SGD(model.parameters(), lr=spec.lr)
+    run = model if compile_mode is None else torch.compile(model, mode=compile_mode)
     rng = np.random.default_rng(seed + 1)
 
     def step():
         idx = torch.from_numpy(rng.choice(spec.pool, spec.batch))
         opt.zero_grad()
-        loss = F.cross_entropy(model(x[idx]), t[idx])
+        loss = F.cross_entropy(run(x[idx]), t[idx])
         loss.backward()
         opt.step()
         return loss
 
+    step.model = model  # type: ignore[attr-defined]  # the parameters, for the tests
     return step
+
+
+# ----------------------------------------------------------------------------- the compiling peers
+#: The package each peer contender imports, and how to install it (one line when it is missing).
+PEER_PACKAGES: dict[str, str] = {"torch": "torch", "torch_compile": "torch", "jax": "jax"}
+INSTALL_HINT = "pip install 'zerodl[peers]'"
+
+#: Batches a compiling peer runs before its step is timed; their time, less that many steady steps,
+#: is its compile time (torch.compile compiles the optimizer step again once Adam's state exists).
+COMPILE_WARMUP_CALLS = 3
+
+
+def peer_available(contender: str) -> bool:
+    """True when the package a contender needs (:data:`PEER_PACKAGES`) can be found."""
+    package = PEER_PACKAGES.get(contender)
+    return package is None or importlib.util.find_spec(package) is not None
+
+
+def missing_message(contender: str) -> str:
+    """The one line that says a peer contender is left out, and how to install it."""
+    return f"{contender}: not installed — {INSTALL_HINT}"
+
+
+def _zerodl_initial_params(spec: StepSpec, seed: int) -> list[np.ndarray]:
+    """The zerodl net's initial parameters ``[W1, b1, W2, b2, ...]`` (layer order, the row's dtype):
+    every contender starts from these very weights (zerodl's ``(in, out)`` affine layout)."""
+    net = _zerodl_net(spec, seed)
+    count = sum(1 for k in net.params if k.startswith("W"))
+    return [np.array(net.params[f"{p}{i}"]) for i in range(1, count + 1) for p in ("W", "b")]
+
+
+def _load_torch_params(model: Any, params: Sequence[np.ndarray]) -> None:
+    """Copy zerodl's ``[W1, b1, ...]`` into ``model``'s Conv2d/Linear layers, in order (an affine's
+    ``W`` is ``(in, out)`` in zerodl, ``(out, in)`` in PyTorch)."""
+    import torch
+    from torch import nn
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if 2 * len(layers) != len(params):
+        raise ValueError(f"torch model has {len(layers)} weight layers, zerodl's net {len(params) // 2}")
+    with torch.no_grad():
+        for layer, W, b in zip(layers, params[0::2], params[1::2]):
+            w = W.T if isinstance(layer, nn.Linear) else W
+            if tuple(layer.weight.shape) != w.shape:
+                raise ValueError(f"weight shape {tuple(layer.weight.shape)} in torch, {w.shape} in zerodl")
+            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+            layer.bias.copy_(torch.from_numpy(b))
+
+
+def _torch_compile_step_case(spec: StepSpec, seed: int, mode: str | None = None) -> Callable[[], Any]:
+    """The PyTorch step of :func:`_torch_step_case` with ``torch.compile`` (``mode`` None = the
+    default mode): the model compiled, forward and (through AOTAutograd) backward, by Inductor; the
+    optimizer's ``step`` stays PyTorch's eager multi-tensor one. Compiling ``opt.step`` too, as
+    PyTorch's tutorial on compiling the optimizer does, was tried: in torch 2.13 on CPU it breaks
+    its graph at the profiler's ``record_function`` and made the tiny MLP step 18.7 ms instead of
+    0.28 ms. Compilation happens in the first calls (:data:`COMPILE_WARMUP_CALLS`), which the worker
+    times apart."""
+    return _torch_step_case(spec, seed, compile_mode=mode or "default")
+
+
+def _jax_plan(spec: StepSpec) -> list[tuple[str, int]]:
+    """The row's network as ``(op, arg)`` steps: ``conv`` (arg: padding), ``affine``, ``relu``,
+    ``sigmoid``, ``pool`` (2×2 max, stride 2), ``flatten``, ``dropout`` (ratio 0.5, the book's)."""
+    if spec.kind == "simple_conv":
+        return [("conv", 0), ("relu", 0), ("pool", 0), ("flatten", 0), ("affine", 0), ("relu", 0), ("affine", 0)]
+    if spec.kind.startswith("deep_conv"):
+        plan: list[tuple[str, int]] = []
+        for pads in ((1, 1), (1, 2), (1, 1)):
+            plan += [("conv", pads[0]), ("relu", 0), ("conv", pads[1]), ("relu", 0), ("pool", 0)]
+        return plan + [("flatten", 0), ("affine", 0), ("relu", 0), ("dropout", 0), ("affine", 0), ("dropout", 0)]
+    plan = []
+    for k in range(len(spec.sizes) - 1):
+        plan.append(("affine", 0))
+        if k < len(spec.sizes) - 2:
+            plan.append((spec.activation, 0))
+    return plan
+
+
+def _jax_functions(spec: StepSpec) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(forward(params, x, key, train), loss(params, x, t, key))`` in ``jax.numpy``/``lax``, the
+    book's maths: NCHW convolutions, 2×2 max-pools, Dropout as the book's (a mask ``rand > 0.5`` in
+    training, ``x * 0.5`` at test time), and the book's softmax cross-entropy ``-mean(log(y_t + 1e-7))``
+    with the book's gradient ``(y - onehot) / N``."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    plan = _jax_plan(spec)
+
+    def forward(params, x, key, train):
+        k = 0
+        for op, arg in plan:
+            if op == "conv":
+                W, b = params[2 * k], params[2 * k + 1]
+                k += 1
+                x = lax.conv_general_dilated(x, W, (1, 1), [(arg, arg), (arg, arg)],
+                                             dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                x = x + b[None, :, None, None]
+            elif op == "affine":
+                W, b = params[2 * k], params[2 * k + 1]
+                k += 1
+                x = x @ W + b
+            elif op == "relu":
+                x = jax.nn.relu(x)  # gradient 0 at 0, as the book's mask x > 0 (jnp.maximum's is 1/2)
+            elif op == "sigmoid":
+                x = jax.nn.sigmoid(x)
+            elif op == "pool":
+                # A scalar -inf start makes this the max monoid, which JAX differentiates.
+                x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+            elif op == "flatten":
+                x = x.reshape(x.shape[0], -1)
+            elif op == "dropout":
+                if train:
+                    key, sub = jax.random.split(key)
+                    x = x * (jax.random.uniform(sub, x.shape, x.dtype) > 0.5)
+                else:
+                    x = x * jnp.asarray(0.5, x.dtype)
+        return x
+
+    def loss(params, x, t, key):
+        scores = forward(params, x, key, True)
+        rows = jnp.arange(t.shape[0])
+        book = -jnp.mean(jnp.log(jax.nn.softmax(scores, axis=1)[rows, t] + 1e-7))
+        # The book's value; the book's gradient (softmax - one-hot) / N, which ignores the 1e-7.
+        plain = -jnp.mean(jax.nn.log_softmax(scores, axis=1)[rows, t])
+        return plain + lax.stop_gradient(book - plain)
+
+    return forward, loss
+
+
+def _jax_optimizer(name: str, lr: float, dt: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(init_state(params), update(params, grads, state) -> (params, state))``: the book's SGD or
+    Adam written in ``jax.numpy`` for parameters of dtype ``dt`` (Adam: ``lr_t = lr sqrt(1 - β2^t) /
+    (1 - β1^t)`` in double precision as zerodl's Python float, ``m += (1 - β1)(g - m)``,
+    ``v += (1 - β2)(g² - v)``, ``p -= lr_t m / (sqrt(v) + 1e-7)``); pure functions, for ``jax.jit``."""
+    import jax.numpy as jnp
+
+    beta1, beta2 = 0.9, 0.999
+    if name not in ("sgd", "adam"):
+        raise ValueError(f"JAX peer: optimizer must be 'sgd' or 'adam', got {name!r}")
+
+    def init_state(params):
+        if name == "sgd":
+            return ()
+        return jnp.asarray(0, jnp.int32), [jnp.zeros_like(p) for p in params], [jnp.zeros_like(p) for p in params]
+
+    def update(params, grads, state):
+        if name == "sgd":
+            return [p - jnp.asarray(lr, dt) * g for p, g in zip(params, grads)], state
+        it, ms, vs = state
+        it = it + 1
+        itf = it.astype(jnp.float64)
+        lr_t = (lr * jnp.sqrt(1.0 - beta2**itf) / (1.0 - beta1**itf)).astype(dt)
+        ms = [m + (1 - beta1) * (g - m) for m, g in zip(ms, grads)]
+        vs = [v + (1 - beta2) * (g * g - v) for v, g in zip(vs, grads)]
+        params = [p - lr_t * m / (jnp.sqrt(v) + jnp.asarray(1e-7, dt)) for p, m, v in zip(params, ms, vs)]
+        return params, (it, ms, vs)
+
+    return init_state, update
+
+
+def _jax_step_case(spec: StepSpec, seed: int) -> Callable[[], Any]:
+    """The same step in JAX: one ``jax.jit`` of the batch gather, forward, ``jax.value_and_grad`` and
+    the book's SGD/Adam update written in ``jax.numpy`` (:func:`_jax_optimizer`), the parameters and
+    optimizer state donated to the update; each call returns the loss before the update
+    (waited for). Inference rows: ``jit`` of the forward and the correct count, ``spec.batch``
+    samples at a time. Needs ``jax_enable_x64`` for float64 rows (the JAX worker turns it on)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    dt = jnp.dtype(spec.dtype)
+    x_np, t_np = _pool_data(spec, seed)
+    x_pool, t_pool = jnp.asarray(x_np, dt), jnp.asarray(t_np, jnp.int64)
+    params = [jnp.asarray(p, dt) for p in _zerodl_initial_params(spec, seed)]
+    forward, loss_fn = _jax_functions(spec)
+    if spec.inference:
+        @jax.jit
+        def correct(params, x_pool, t_pool, start):
+            xb = lax.dynamic_slice_in_dim(x_pool, start, spec.batch)
+            tb = lax.dynamic_slice_in_dim(t_pool, start, spec.batch)
+            return jnp.sum(jnp.argmax(forward(params, xb, None, False), axis=1) == tb)
+
+        def infer():
+            total = sum(int(correct(params, x_pool, t_pool, start)) for start in range(0, spec.pool, spec.batch))
+            return total / spec.pool
+
+        return infer
+    init_state, update = _jax_optimizer(spec.optimizer, spec.lr, dt)
+
+    def train_step(params, state, key, x_pool, t_pool, idx):
+        key, sub = jax.random.split(key)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x_pool[idx], t_pool[idx], sub)
+        params, state = update(params, grads, state)
+        return params, state, key, loss
+
+    step_jit = jax.jit(train_step, donate_argnums=(0, 1))
+    holder: dict[str, Any] = {"params": params, "key": jax.random.key(seed), "state": init_state(params)}
+    rng = np.random.default_rng(seed + 1)
+
+    def step():
+        idx = jnp.asarray(rng.choice(spec.pool, spec.batch))
+        holder["params"], holder["state"], holder["key"], loss = step_jit(
+            holder["params"], holder["state"], holder["key"], x_pool, t_pool, idx)
+        return loss.block_until_ready()
+
+    step.holder = holder  # type: ignore[attr-defined]  # the current parameters, for the tests
+    return step
+
+
+#: Values (losses before each update; accuracies of inference rows) of a row's first calls that every
+#: worker reports: the contenders start from the same weights and draw the same batches, so they agree.
+FIRST_VALUES = 3
+
+
+def _first_values(fn: Callable[[], Any], calls: int = FIRST_VALUES) -> tuple[list[float], float]:
+    """``(values, seconds)`` of the first ``calls`` calls of a fresh step: what each returned (a
+    loss or an accuracy, as a float) and how long they took together."""
+    values = []
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+        values.append(float(out.detach() if hasattr(out, "detach") else out))
+    return values, time.perf_counter() - start
+
+
+def _compile_warmup(fn: Callable[[], Any], calls: int = COMPILE_WARMUP_CALLS) -> tuple[float, list[float]]:
+    """``(compile seconds, first values)``: the seconds the first ``calls`` calls of a fresh ``fn``
+    took beyond ``calls`` steady calls (the median of the next three), kept out of every step time,
+    and what those first calls returned (see :func:`_first_values`)."""
+    values, first = _first_values(fn, calls)
+    steady = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        steady.append(time.perf_counter() - t0)
+    return max(first - calls * statistics.median(steady), 0.0), values
+
+
+def _brief_error(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _rss_increase(fn: Callable[[], Any], calls: int = 3) -> int | None:
@@ -756,15 +1048,8 @@ def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callab
     cases: dict[str, Callable[[], Any]] = {}
     # Every contender with the same allocator settings: what the zerodl command runs with.
     meta: dict[str, Any] = {"skipped_ops": {}, "ch5": None, "malloc_tuned": tune_malloc()}
-    if contender == "torch":
-        import torch
-
-        torch.set_num_threads(config.threads)
-        meta["torch"] = torch.__version__
-        if config.steps:
-            for spec in step_specs(config.size):
-                fn = cases[f"step/{spec.key}/torch"] = _torch_step_case(spec, config.seed)
-                meta.setdefault("rss", {})[f"step/{spec.key}/torch"] = _rss_increase(fn)
+    if contender in PEERS:
+        _peer_worker_cases(contender, config, cases, meta)
         return cases, meta
 
     import zerodl
@@ -782,20 +1067,83 @@ def _worker_cases(contender: str, config: BenchConfig) -> tuple[dict[str, Callab
             for dt in config.dtypes:
                 try:
                     args, shape = build(np.random.default_rng(config.seed), np.dtype(dt), config.size)
-                except Exception as exc:  # an op whose signature changed: say so, keep going
+                except Exception as exc:  # noqa: BLE001 - an op whose signature changed: say so, keep going
                     meta["skipped_ops"][op] = f"input builder failed: {exc}"
                     break
                 cases[f"kernel/{op}/{dt}"] = lambda fn=fn, args=args: fn(*args)
                 meta.setdefault("shapes", {})[f"kernel/{op}/{dt}"] = shape
     if config.steps:
-        for spec in step_specs(config.size):
+        for spec in selected_specs(config):
             for variant, fn in _zerodl_step_cases(spec, contender, config.seed).items():
                 cases[f"step/{spec.key}/{variant}"] = fn
                 if variant == "fused":
+                    meta.setdefault("first_values", {})[f"step/{spec.key}/fused"] = _first_values(fn)[0]
                     meta.setdefault("rss", {})[f"step/{spec.key}/fused"] = _rss_increase(fn)
         if contender == "numba":
             cases.update(_blas_cases(config))
     return cases, meta
+
+
+class PeerMissing(ImportError):
+    """A peer contender's package cannot be imported in its worker (the worker says so and exits)."""
+
+
+def selected_specs(config: BenchConfig) -> list[StepSpec]:
+    """The step rows ``config`` asks for (``config.rows``; all when empty), in table order."""
+    return [s for s in step_specs(config.size) if not config.rows or s.key in config.rows]
+
+
+def _peer_worker_cases(contender: str, config: BenchConfig, cases: dict[str, Callable[[], Any]],
+                       meta: dict[str, Any]) -> None:
+    """Build, compile and warm a peer's step rows into ``cases``; compile times (the compiling
+    peers) into ``meta["compile"]``, a row that fails to build or compile into ``meta["errors"]``
+    (the other rows go on)."""
+    try:
+        if contender == "jax":
+            # XLA sizes its CPU thread pool from NPROC (tsl's MaxParallelism), read when the CPU
+            # client starts; XLA_FLAGS' --xla_cpu_multi_thread_eigen / intra_op_parallelism_threads
+            # leave jax 0.10 on every core (checked: CPU time / wall time of a 1000² product).
+            os.environ["NPROC"] = str(config.threads)
+            import jax
+
+            jax.config.update("jax_platforms", "cpu")
+            jax.config.update("jax_enable_x64", True)  # float64 rows; every array has an explicit dtype
+            meta["jax"] = jax.__version__
+            build: Callable[[StepSpec, int], Callable[[], Any]] = _jax_step_case
+        else:
+            import torch
+
+            torch.set_num_threads(config.threads)
+            meta["torch"] = torch.__version__
+            if contender == "torch_compile":
+                meta["compile_mode"] = config.compile_mode
+                # Every row's model runs through the same compiled code object (nn.Module's forward):
+                # past 8 graphs dynamo would silently run later rows eager. Allow them all, and make a
+                # limit still hit an error the table shows rather than an eager row under this name.
+                torch._dynamo.config.recompile_limit = 64
+                torch._dynamo.config.fail_on_recompile_limit_hit = True
+                def build(spec: StepSpec, seed: int) -> Callable[[], Any]:
+                    return _torch_compile_step_case(spec, seed, config.compile_mode)
+            else:
+                build = _torch_step_case
+    except ImportError as exc:
+        raise PeerMissing(f"{missing_message(contender)} ({_brief_error(exc)})") from exc
+    meta["compile"], meta["errors"], meta["rss"], meta["first_values"] = {}, {}, {}, {}
+    if not config.steps:
+        return
+    for spec in selected_specs(config):
+        name = f"step/{spec.key}/{contender}"
+        try:
+            fn = build(spec, config.seed)
+            if contender != "torch":  # compiled once here, never inside a timed step
+                meta["compile"][name], meta["first_values"][name] = _compile_warmup(fn)
+            else:
+                meta["first_values"][name] = _first_values(fn)[0]
+            meta["rss"][name] = _rss_increase(fn)
+        except Exception as exc:  # noqa: BLE001 - a row that does not compile: shown, the bench goes on
+            meta["errors"][name] = _brief_error(exc)
+            continue
+        cases[name] = fn
 
 
 def _emit(obj: Any) -> None:
@@ -815,12 +1163,20 @@ def worker_main(contender: str, config: BenchConfig) -> int:
             meta["ch5"] = ch5_input[2]
             warm = "book" if contender == "numpy" else "fused"
             _ch5_run(warm, ch5_input[0], ch5_input[1], 2, config.seed)  # compile, load, warm
+    except PeerMissing as exc:
+        _emit({"missing": str(exc)})
+        return 0
     except Exception as exc:
         _emit({"error": f"{type(exc).__name__}: {exc}"})
         raise
     from zerodl.threads import get_num_threads
 
-    meta["threads"] = get_num_threads() if contender != "torch" else {"torch": config.threads}
+    if contender == "jax":
+        meta["threads"] = {"jax": config.threads, "NPROC": os.environ.get("NPROC")}
+    elif contender in PEERS:
+        meta["threads"] = {"torch": config.threads}
+    else:
+        meta["threads"] = get_num_threads()
     _emit({"ready": sorted(cases), "numbers": numbers, "meta": meta})
     for line in sys.stdin:
         command = line.strip()
@@ -850,7 +1206,7 @@ class _Worker:
     def __init__(self, contender: str, config: BenchConfig, log_dir: Path) -> None:
         self.contender = contender
         self.stderr_path = log_dir / f"{contender}.stderr"
-        self._stderr = open(self.stderr_path, "w+")
+        self._stderr = open(self.stderr_path, "w+")  # noqa: SIM115 - open for the worker's life, closed in close()
         cmd = [sys.executable, "-m", "zerodl.bench", "--worker", contender,
                "--worker-config", json.dumps(dataclasses.asdict(config))]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -898,7 +1254,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
 
     config.validate()
     say = progress or (lambda _msg: None)
-    contenders = [c for c in config.contenders if c != "torch" or torch_available()]
+    missing = {c: missing_message(c) for c in config.contenders if not peer_available(c)}
+    contenders = [c for c in config.contenders if c not in missing]
     load_before = _loadavg()
     started = time.perf_counter()
     rounds: dict[str, dict[str, list[float]]] = {c: {} for c in contenders}
@@ -907,11 +1264,18 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     with tempfile.TemporaryDirectory(prefix="zerodl-bench-") as log_dir:
         workers: list[_Worker] = []
         try:
-            for c in contenders:  # start one at a time: warm-ups should not overlap either
+            for c in list(contenders):  # start one at a time: warm-ups should not overlap either
                 say(f"starting the {c} worker (imports, JIT warm-up, calibration)")
                 w = _Worker(c, config, Path(log_dir))
+                reply = w.read()
+                if "missing" in reply:  # found but not importable: dropped with its one line
+                    missing[c] = reply["missing"]
+                    contenders.remove(c)
+                    del rounds[c], runs[c]
+                    w.close()
+                    continue
                 workers.append(w)
-                metas[c] = w.read()
+                metas[c] = reply
             for r in range(config.rounds):
                 shift = r % len(workers)
                 for w in workers[shift:] + workers[:shift]:
@@ -937,20 +1301,66 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
             "loadavg_before": load_before,
             "loadavg_after": _loadavg(),
             "wall_seconds": time.perf_counter() - started,
-            "torch": metas.get("torch", {}).get("meta", {}).get("torch"),
+            "torch": next((m["meta"]["torch"] for m in metas.values() if m["meta"].get("torch")), None),
+            "jax": metas.get("jax", {}).get("meta", {}).get("jax"),
+            "compile_mode": metas.get("torch_compile", {}).get("meta", {}).get("compile_mode"),
             "threads": {c: m["meta"].get("threads") for c, m in metas.items()},
         },
         "contenders": contenders,
+        "missing": missing,
+        "compile": {c: m["meta"]["compile"] for c, m in metas.items() if m["meta"].get("compile") is not None},
+        "errors": {c: m["meta"]["errors"] for c, m in metas.items() if m["meta"].get("errors")},
         "rounds": rounds,
         "medians": medians,
         "runs": runs,
         "skipped_ops": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("skipped_ops", {}),
         "shapes": metas.get("numba", metas.get("numpy", {})).get("meta", {}).get("shapes", {}),
         "rss": {k: v for m in metas.values() for k, v in m["meta"].get("rss", {}).items()},
+        # The first losses (accuracies) of every row's fused/peer step: equal across contenders up to
+        # rounding (same weights, same batches; Dropout rows differ: each draws its own masks).
+        "first_values": {c: m["meta"].get("first_values", {}) for c, m in metas.items()},
         "ch5_data": next((m["meta"]["ch5"] for m in metas.values() if m["meta"].get("ch5")), None),
     }
     results["rows"] = _rows(results, config)
     return results
+
+
+#: The headline case of each contender in a step row: what the table compares.
+HEADLINE_CASE: dict[str, str] = {"numpy": "book", "numba": "fused", "torch": "torch",
+                                 "torch_compile": "torch_compile", "jax": "jax"}
+
+
+def step_row_medians(key: str, contenders: Sequence[str] = ("numba", "torch", "torch_compile", "jax"),
+                     **overrides: Any) -> dict[str, Any]:
+    """Measure one step row with the bench's worker machinery (each contender in its own process,
+    interleaved rounds) and return its medians: ``{"seconds": {contender: seconds per step of its
+    headline case (:data:`HEADLINE_CASE`; numpy: the book's step, or the fused twin for inference)},
+    "cases": {contender: {variant: seconds}}, "compile": {contender: seconds}, "missing": {contender:
+    line}, "errors": {contender: message}}``. ``overrides`` are :class:`BenchConfig` fields
+    (``rounds``, ``repeats``, ``min_time``, ``threads``, ``size``, ``compile_mode``...); a peer
+    whose package is missing is absent from ``seconds`` and named in ``missing``.
+
+    Raises ValueError for an unknown row key or setting.
+    """
+    settings: dict[str, Any] = {"rounds": 3, "repeats": 3, "pause": 0.1}
+    settings.update(overrides)
+    config = BenchConfig(kernels=False, steps=True, rows=(key,), contenders=tuple(contenders), **settings)
+    results = run_bench(config)
+    prefix = f"step/{key}/"
+    cases = {c: {name[len(prefix):]: v for name, v in results["medians"].get(c, {}).items()
+                 if name.startswith(prefix)} for c in results["contenders"]}
+    seconds = {}
+    for c, found in cases.items():
+        value = found.get(HEADLINE_CASE[c], found.get("fused") if c == "numpy" else None)
+        if value is not None:
+            seconds[c] = value
+    return {
+        "seconds": seconds,
+        "cases": cases,
+        "compile": {c: v[prefix + c] for c, v in results["compile"].items() if prefix + c in v},
+        "missing": results["missing"],
+        "errors": {c: v[prefix + c] for c, v in results["errors"].items() if prefix + c in v},
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -975,9 +1385,12 @@ def _rows(results: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
             blas_rate[dt] = max(best)
     results["blas_gflops"] = {dt: r / 1e9 for dt, r in blas_rate.items()}
     rss = results.get("rss", {})
+    compile_s, errors = results.get("compile", {}), results.get("errors", {})
     for spec in step_specs(config.size):
         key = f"step/{spec.key}"
-        if not any(f"{key}/{v}" in m for m in (np_med, nb_med, th_med) for v in ("book", "fused", "layers", "torch")):
+        peer_cases = [f"{key}/{p}" for p in PEERS]
+        if not any(f"{key}/{v}" in m for m in (np_med, nb_med) for v in ("book", "fused", "layers")) and not any(
+                name in med.get(p, {}) or name in errors.get(p, {}) for p, name in zip(PEERS, peer_cases)):
             continue
         book, np_fused = np_med.get(f"{key}/book"), np_med.get(f"{key}/fused")
         nb_layers, nb_fused = nb_med.get(f"{key}/layers"), nb_med.get(f"{key}/fused")
@@ -994,6 +1407,13 @@ def _rows(results: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
             "rss_numba": rss.get(f"{key}/fused"), "rss_torch": rss.get(f"{key}/torch"),
             "fused_path": True,
         })
+        for peer in PEERS[1:]:  # the compiling peers: time, ratio, compile time, RSS, error
+            name = f"{key}/{peer}"
+            peer_t = med.get(peer, {}).get(name)
+            rows[-1].update({peer: peer_t, f"vs_{peer}": _ratio(peer_t, nb_fused),
+                             f"compile_{peer}": compile_s.get(peer, {}).get(name),
+                             f"rss_{peer}": rss.get(name), f"error_{peer}": errors.get(peer, {}).get(name)})
+        rows[-1]["error_torch"] = errors.get("torch", {}).get(f"{key}/torch")
     run_rows = results["runs"]
     if any(run_rows.get(c) for c in ("numpy", "numba")):
         def med_run(c, v, field="seconds"):
@@ -1039,11 +1459,12 @@ def format_table(results: dict[str, Any]) -> str:
     m = results["machine"]
     cfg = results["config"]
     out = [
-        f"zerodl bench: {', '.join(results['contenders'])}, each in its own process; "
-        f"{cfg['threads']} thread(s) each; {cfg['rounds']} interleaved rounds x {cfg['repeats']} repeats; "
-        f"medians, ms per call",
-        f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
-        f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s",
+        (f"zerodl bench: {', '.join(results['contenders'])}, each in its own process; "
+         f"{cfg['threads']} thread(s) each; {cfg['rounds']} interleaved rounds x {cfg['repeats']} repeats; "
+         f"medians, ms per call"),
+        (f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
+         f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s"),
+        *results.get("missing", {}).values(),
     ]
     rows = results["rows"]
     kernel_rows = [r for r in rows if r["section"] == "kernel"]
@@ -1057,20 +1478,41 @@ def format_table(results: dict[str, Any]) -> str:
     step_rows = [r for r in rows if r["section"] == "step"]
     if step_rows:
         rates = ", ".join(f"{dt} {g:.0f} GFLOP/s" for dt, g in sorted(results.get("blas_gflops", {}).items()))
-        out += ["", "Training steps and inference (each step draws a random batch from 10,000 samples and "
-                    "gathers it, as training does; numpy book = gradient + update on the NumPy backend; "
-                    "fused = net.train_step; inference = accuracy over 10,000 images)"]
+        out += ["", ("Training steps and inference (each step draws a random batch from 10,000 samples and "
+                     "gathers it, as training does; numpy book = gradient + update on the NumPy backend; "
+                     "fused = net.train_step; inference = accuracy over 10,000 images)")]
+        compiling = [p for p in PEERS[1:] if p in results["contenders"]]
+        labels = {"torch_compile": "torch.compile", "jax": "jax"}
         out += _table(
             ["network", "dtype", "batch", "numpy book", "numpy fused", "numba layers", "numba fused", "torch",
-             "speedup", "vs torch", "GEMM %", "torch GEMM %", "RSS MB", "torch RSS MB"],
+             *(labels[p] for p in compiling), "speedup", "vs torch", *(f"vs {labels[p]}" for p in compiling),
+             "GEMM %", "torch GEMM %", "RSS MB", "torch RSS MB"],
             [[r["name"], r["dtype"], r["shape"].split()[-1],
               _ms(r["numpy_book"]), _ms(r["numpy_fused"]), _ms(r["numba_layers"]), _ms(r["numba_fused"]),
-              _ms(r["torch"]), _x(r["speedup"]), _x(r["vs_torch"]), _pct(r.get("gemm_fraction")),
+              _ms(r["torch"]), *(_ms(r.get(p)) for p in compiling), _x(r["speedup"]), _x(r["vs_torch"]),
+              *(_x(r.get(f"vs_{p}")) for p in compiling), _pct(r.get("gemm_fraction")),
               _pct(r.get("torch_gemm_fraction")), _mb(r.get("rss_numba")), _mb(r.get("rss_torch"))]
              for r in step_rows])
         out.append("speedup = numpy book / numba fused; vs torch = torch eager / numba fused (> 1: zerodl faster); "
                    f"GEMM % = the step's matrix-product FLOPs at the large-matrix rate ({rates}) / the time; "
                    "RSS MB = peak resident-set growth over the first 3 steps")
+        if compiling:
+            mode = m.get("compile_mode") or "default"
+            out.append(f"vs {' / vs '.join(labels[p] for p in compiling)} = the peer's step / numba fused "
+                       f"(> 1: zerodl faster); torch.compile mode {mode!r}, jax.jit; their compile times below, "
+                       "never inside a step time")
+            out += ["", (f"Compile time of the compiling peers (s: the first {COMPILE_WARMUP_CALLS} steps less "
+                         f"{COMPILE_WARMUP_CALLS} steady ones) and their RSS growth")]
+            out += _table(["network", "dtype", "batch", *(f"{labels[p]} compile s" for p in compiling),
+                           *(f"{labels[p]} RSS MB" for p in compiling)],
+                          [[r["name"], r["dtype"], r["shape"].split()[-1],
+                            *("error" if r.get(f"error_{p}") else "-" if r.get(f"compile_{p}") is None
+                              else f"{r[f'compile_{p}']:.2f}" for p in compiling),
+                            *(_mb(r.get(f"rss_{p}")) for p in compiling)] for r in step_rows])
+        for r in step_rows:
+            for p in PEERS:
+                if r.get(f"error_{p}"):
+                    out.append(f"{p}, {r['name']} {r['dtype']}: {r[f'error_{p}']}")
     run_rows = [r for r in rows if r["section"] == "run"]
     if run_rows:
         out += ["", f"The book's chapter 5 run (TwoLayerNet 784-50-10, batch 100, lr 0.1; data: {run_rows[0]['data']})"]
@@ -1096,7 +1538,16 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="threads of every contender (default: CPU count)")
     p.add_argument("--dtype", action="append", choices=("float32", "float64"),
                    help="kernel dtype (repeatable; default both, quick float64)")
-    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    p.add_argument("--contenders", metavar="LIST",
+                   help=f"comma-separated contenders among {','.join(CONTENDERS)} (default: all, quick: "
+                        f"{','.join(QUICK_CONTENDERS)}; a peer whose package is missing is left out with one line)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="leave PyTorch (eager and torch.compile) out even if installed")
+    p.add_argument("--no-peers", action="store_true", help="only numpy and numba (no PyTorch, no JAX)")
+    p.add_argument("--row", action="append", metavar="KEY",
+                   help="measure only this step row (repeatable), e.g. deep_conv_float32")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default=None,
+                   help="torch.compile mode of the torch_compile contender (default: 'default')")
     p.add_argument("--only", choices=("kernels", "steps", "ch5"),
                    help="measure only one section (ch5: only the chapter 5 run, implies --ch5)")
     p.add_argument("--ch5", action="store_true", help="add the book's chapter 5 training run end to end")
@@ -1115,8 +1566,18 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             overrides[name] = getattr(args, name)
     if args.dtype:
         overrides["dtypes"] = tuple(dict.fromkeys(args.dtype))
+    contenders = QUICK_CONTENDERS if args.quick else CONTENDERS
+    if args.contenders:
+        contenders = tuple(dict.fromkeys(c.strip() for c in args.contenders.split(",") if c.strip()))
     if args.no_torch:
-        overrides["contenders"] = ("numpy", "numba")
+        contenders = tuple(c for c in contenders if c not in ("torch", "torch_compile"))
+    if args.no_peers:
+        contenders = tuple(c for c in contenders if c not in PEERS)
+    overrides["contenders"] = contenders
+    if args.row:
+        overrides["rows"] = tuple(dict.fromkeys(args.row))
+    if args.compile_mode:
+        overrides["compile_mode"] = args.compile_mode
     if args.only:
         overrides["kernels"] = args.only == "kernels"
         overrides["steps"] = args.only == "steps"
@@ -1195,6 +1656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw = json.loads(args.worker_config)
         raw["dtypes"] = tuple(raw["dtypes"])
         raw["contenders"] = tuple(raw["contenders"])
+        raw["rows"] = tuple(raw["rows"])
         return worker_main(args.worker, BenchConfig(**raw))
     return run_cli(args)
 
