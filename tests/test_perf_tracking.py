@@ -187,6 +187,24 @@ def test_torch_ratio_is_skipped_the_asv_way_without_torch(monkeypatch):
         bench.setup(cache, "step/two_layer")
 
 
+def test_compiling_peer_ratios_divide_the_peer_by_zerodl_and_skip_what_is_missing():
+    measured = {"seconds": {"numba": {"two_layer": 1.0, "mlp_adam": 2.0},
+                            "torch_compile": {"two_layer": 3.0, "mlp_adam": 5.0}, "jax": {"two_layer": 1.5}},
+                "missing": []}
+    peers = bench_speedup.ZerodlOverCompilingPeers()
+    peers.setup(measured, "step/two_layer", "jax")
+    assert peers.track_speedup(measured, "step/two_layer", "jax") == 1.5
+    assert peers.track_speedup(measured, "step/mlp_adam", "torch_compile") == 2.5
+    with pytest.raises(NotImplementedError, match="jax"):  # a peer that failed or is missing: skipped
+        peers.setup(measured, "step/mlp_adam", "jax")
+    with pytest.raises(NotImplementedError, match="no compiling peers"):  # a zerodl older than the peers
+        peers.setup(None, "step/two_layer", "jax")
+    assert bench_speedup.PEERS == ["torch_compile", "jax"]
+    from zerodl import bench
+
+    assert set(bench_speedup.PEERS) <= set(bench.CONTENDERS) and set(bench_speedup.PEERS) <= set(bench.HEADLINE_CASE)
+
+
 def test_ratio_cases_exist_in_zerodl_bench():
     from zerodl import bench
 

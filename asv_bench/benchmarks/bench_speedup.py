@@ -6,6 +6,10 @@
 * ``ZerodlOverTorch.track_speedup(step)``: PyTorch eager time / zerodl's fused Numba step (> 1:
   zerodl faster) for the same steps; skipped (asv's way: ``NotImplementedError`` in ``setup``) when
   PyTorch is not installed.
+* ``ZerodlOverCompilingPeers.track_speedup(step, peer)``: ``torch.compile`` / zerodl and JAX
+  (``jax.jit`` of the whole step) / zerodl, measured by ``zerodl bench``'s own workers (each peer
+  compiled in its warm-up, compile time never inside a step); a peer that is not installed is skipped
+  (``NotImplementedError``), as is a zerodl too old to have the peers (history starts with them).
 
 Each contender runs in a process of its own (this file, run as a script, is the worker): NumPy's
 OpenBLAS, numba's and PyTorch's thread pools in one process busy-wait against each other. The steps
@@ -175,6 +179,54 @@ class ZerodlOverTorch:
 
     def track_speedup(self, medians, step):
         return medians["torch"][step] / medians["numba"][step]
+
+
+#: The compiling peers of ``zerodl bench`` (append-only).
+PEERS = ["torch_compile", "jax"]
+
+
+def measure_peers(rounds: int = ROUNDS) -> dict | None:
+    """``{"seconds": {contender: {step: seconds}}, "missing": [...]}`` of zerodl's fused step and the
+    compiling peers, one ``zerodl.bench`` run over :data:`STEPS` (each contender in its own process,
+    interleaved rounds, one thread); None when the installed zerodl's bench has no peers."""
+    from zerodl import bench
+
+    if "jax" not in getattr(bench, "CONTENDERS", ()):
+        return None
+    config = bench.BenchConfig(kernels=False, steps=True, rows=tuple(STEPS), contenders=("numba", *PEERS),
+                               rounds=rounds, repeats=REPEATS, min_time=MIN_TIME, threads=THREADS, pause=0.1)
+    results = bench.run_bench(config)
+    seconds: dict[str, dict[str, float]] = {}
+    for c in ("numba", *PEERS):
+        case = bench.HEADLINE_CASE[c]
+        found = results["medians"].get(c, {})
+        seconds[c] = {k: found[f"step/{k}/{case}"] for k in STEPS if f"step/{k}/{case}" in found}
+    return {"seconds": seconds, "missing": sorted(results.get("missing", {}))}
+
+
+class ZerodlOverCompilingPeers:
+    """``torch.compile`` and JAX step time / zerodl's fused Numba step (> 1: zerodl faster)."""
+
+    params = ([f"step/{k}" for k in STEPS], PEERS)
+    param_names = ["step", "peer"]
+    unit = "ratio"
+    timeout = 1800
+
+    def setup_cache(self):
+        return measure_peers()
+
+    setup_cache.timeout = 1800
+
+    def setup(self, measured, step, peer):
+        if measured is None:
+            raise NotImplementedError("this zerodl's bench has no compiling peers")
+        key = step.split("/", 1)[1]
+        if key not in measured["seconds"].get(peer, {}) or key not in measured["seconds"]["numba"]:
+            raise NotImplementedError(f"{peer} is not installed or failed on {key}")
+
+    def track_speedup(self, measured, step, peer):
+        key = step.split("/", 1)[1]
+        return measured["seconds"][peer][key] / measured["seconds"]["numba"][key]
 
 
 if __name__ == "__main__":
