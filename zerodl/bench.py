@@ -414,6 +414,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "conv_relu_forward": _in_conv_relu_forward,
     "conv_relu_backward": _in_conv_relu_backward,
     "conv_relu_pool_forward": _in_conv_relu_forward,
+    "conv_relu_pool_inference": _in_conv_relu_forward,
     "conv_relu_pool_backward": _in_conv_relu_pool_backward,
     "conv_backward": _in_conv_backward,
     "im2col": _in_im2col,
