@@ -618,12 +618,15 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
     # the last one junk, so that tile t starts at column 2t of the flattened tile rows and every
     # loop runs over a whole image (tile rows alone, 4-14 tiles, are too short to vectorise:
     # measured 2-4x slower). pe / po (th + 1, 2tw + 2): the even / odd rows of one zero-padded
-    # channel (borders zero from allocation, never written); R (4, th·(2tw + 2) + 2): Bᵀ d.
+    # channel (borders zero from allocation, never written); R (4, B·th·(2tw + 2) + 2): Bᵀ d of
+    # one channel of every image of the chunk (its last two columns spare, zero). Channel by
+    # channel, so that the second pass is one loop over all the chunk's tiles: per image (tile
+    # rows of one image, 20-210 tiles) it measured 3-5x slower per value on the 7x7 and 14x14
+    # layers (the vector loops' set-up and remainders dominated).
     n_img, n_ch, h, w = x.shape
     u = np.uint64
     wp = u(pe.shape[1])
     Q = u(th) * wp
-    Tn = u(th * (tw + 1))
     T = u(V.shape[2])
     CT = u(n_ch) * T
     Vf = V.reshape(-1)
@@ -634,8 +637,8 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
     xf = x.reshape(-1)
     uw = u(w)
     upad = u(pad)
-    for n in range(n_img):
-        for c in range(n_ch):
+    for c in range(n_ch):
+        for n in range(n_img):
             for y in range(h):
                 # Flat unsigned indices here too: two row views per input row cost more than
                 # copying the row.
@@ -648,28 +651,32 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
                 else:
                     for k in range(uw):
                         pof[dst + k] = xf[src + k]
+            rb = u(n) * Q
             for q in range(Q):
                 e0 = pef[q]
                 e1 = pef[q + wp]
                 o0 = pof[q]
                 o1 = pof[q + wp]
-                r0[q] = e0 - e1
-                r1[q] = o0 + e1
-                r2[q] = e1 - o0
-                r3[q] = o0 - o1
-            t0 = u(n) * Tn + u(c) * T
-            for a in range(4):
-                rf = R[a]
-                o = u(4 * a) * CT + t0
-                for t in range(Tn):
-                    e0 = rf[two * t]
-                    p0 = rf[two * t + one]
-                    e1 = rf[two * t + two]
-                    p1 = rf[two * t + three]
-                    Vf[o + t] = e0 - e1
-                    Vf[o + CT + t] = p0 + e1
-                    Vf[o + two * CT + t] = e1 - p0
-                    Vf[o + three * CT + t] = p0 - p1
+                r0[rb + q] = e0 - e1
+                r1[rb + q] = o0 + e1
+                r2[rb + q] = e1 - o0
+                r3[rb + q] = o0 - o1
+        # Image n's tiles start at R column n·Q = 2·n·th·(tw + 1): tile t of the chunk reads
+        # columns 2t … 2t + 3, so one loop covers the chunk's tiles of channel c (its output run
+        # V[ξ, c] is contiguous). A junk tile reads the next tile row's (or image's) first
+        # columns, the chunk's last one R's two spare columns.
+        for a in range(4):
+            rf = R[a]
+            o = u(4 * a) * CT + u(c) * T
+            for t in range(T):
+                e0 = rf[two * t]
+                p0 = rf[two * t + one]
+                e1 = rf[two * t + two]
+                p1 = rf[two * t + three]
+                Vf[o + t] = e0 - e1
+                Vf[o + CT + t] = p0 + e1
+                Vf[o + two * CT + t] = e1 - p0
+                Vf[o + three * CT + t] = p0 - p1
 
 
 @jit
@@ -765,12 +772,12 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
     # dout (B, FN, OH, OW) → Z (16, FN, B·th·(tw + 1)): Z[4a + b, f, t] = (A g Aᵀ)[a, b] for the
     # 2x2 tile g of dout[n, f] with corner (2i, 2j) (zeros beyond OH, OW and in junk tiles),
     # A = [[1, 0], [1, 1], [1, -1], [0, -1]]. E / O (th, 2tw + 2): even / odd rows of one channel,
-    # zero beyond the output (never written); R (4, th·(2tw + 2)): A g.
+    # zero beyond the output (never written); R (4, B·th·(2tw + 2)): A g of one filter's planes
+    # of every image of the chunk (filter by filter, as _wino_input goes channel by channel).
     n_img, fn, out_h, out_w = dout.shape
     u = np.uint64
     wp = u(E.shape[1])
     Q = u(th) * wp
-    Tn = u(th * (tw + 1))
     T = u(Z.shape[2])
     FT = u(fn) * T
     Zf = Z.reshape(-1)
@@ -780,8 +787,8 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
     one, two, three = u(1), u(2), u(3)
     df = dout.reshape(-1)
     uow = u(out_w)
-    for n in range(n_img):
-        for f in range(fn):
+    for f in range(fn):
+        for n in range(n_img):
             for y in range(out_h):
                 src = u(((n * fn + f) * out_h + y) * out_w)
                 dst = u(y // 2) * wp
@@ -791,24 +798,25 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
                 else:
                     for k in range(uow):
                         of[dst + k] = df[src + k]
+            rb = u(n) * Q
             for q in range(Q):
                 g0 = ef[q]
                 g1 = of[q]
-                r0[q] = g0
-                r1[q] = g0 + g1
-                r2[q] = g0 - g1
-                r3[q] = -g1
-            t0 = u(n) * Tn + u(f) * T
-            for a in range(4):
-                rf = R[a]
-                o = u(4 * a) * FT + t0
-                for t in range(Tn):
-                    c0 = rf[two * t]
-                    c1 = rf[two * t + one]
-                    Zf[o + t] = c0
-                    Zf[o + FT + t] = c0 + c1
-                    Zf[o + two * FT + t] = c0 - c1
-                    Zf[o + three * FT + t] = -c1
+                r0[rb + q] = g0
+                r1[rb + q] = g0 + g1
+                r2[rb + q] = g0 - g1
+                r3[rb + q] = -g1
+        # One loop over the chunk's tiles of filter f (see _wino_input).
+        for a in range(4):
+            rf = R[a]
+            o = u(4 * a) * FT + u(f) * T
+            for t in range(T):
+                c0 = rf[two * t]
+                c1 = rf[two * t + one]
+                Zf[o + t] = c0
+                Zf[o + FT + t] = c0 + c1
+                Zf[o + two * FT + t] = c0 - c1
+                Zf[o + three * FT + t] = -c1
 
 
 @jit
@@ -902,11 +910,11 @@ class _Wino:
         dt = self.dtype
         pe = np.zeros((self.th + 1, 2 * self.tw + 2), dtype=dt)
         po = np.zeros_like(pe)
-        R = np.zeros((4, self.th * (2 * self.tw + 2) + 2), dtype=dt)
         width = -1
         for n0, n1 in self.ranges[g]:
             if (n1 - n0) * self.tiles != width:
                 width = (n1 - n0) * self.tiles
+                R = np.zeros((4, 2 * width + 2), dtype=dt)  # see _wino_input
                 V = np.empty((16, self.C, width), dtype=dt)
                 M = np.empty((16, self.fn, width), dtype=dt)
                 Y = np.empty((4, self.fn, width), dtype=dt) if emit is None else None
@@ -926,15 +934,15 @@ class _Wino:
         wp = 2 * self.tw + 2
         pe = np.zeros((self.th + 1, wp), dtype=dt)
         po = np.zeros_like(pe)
-        R = np.zeros((4, self.th * wp + 2), dtype=dt)
         E = np.zeros((self.th, wp), dtype=dt)
         O = np.zeros_like(E)
-        RZ = np.zeros((4, self.th * wp), dtype=dt)
         X_chunk = np.empty_like(X)
         width = -1
         for i, (n0, n1) in enumerate(self.ranges[g]):
             if (n1 - n0) * self.tiles != width:
                 width = (n1 - n0) * self.tiles
+                R = np.zeros((4, 2 * width + 2), dtype=dt)  # see _wino_input
+                RZ = np.empty((4, 2 * width), dtype=dt)
                 V = np.empty((16, self.C, width), dtype=dt)
                 Z = np.empty((16, self.fn, width), dtype=dt)
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
