@@ -1118,16 +1118,28 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
         run_tasks(group, plan.groups)
 
 
-def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
-                    stride: int, pad: int, need_dx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
+                    stride: int, pad: int, need_dx: bool,
+                    to_cols: Callable[[int, int, int, np.ndarray], None] | None = None,
+                    bias: Callable[[np.ndarray], None] | None = None,
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
-    # that of conv_relu_backward_numba: dout masked where relu_out <= 0.
+    # that of conv_relu_backward_numba: dout masked where relu_out <= 0. With to_cols and bias
+    # (patch route only, dout None): to_cols(n0, n1, row_stride, dcols) writes the gradient of
+    # images [n0, n1) into a chunk's product layout (see _out_to_cols; junk columns stay zero)
+    # and bias(db) the bias gradient, in the book's order - conv_relu_pool's backward, which
+    # never stores the full-resolution gradient.
     FN, C, FH, FW = W.shape
     x = np.ascontiguousarray(x)
-    dout = np.ascontiguousarray(dout)
+    if to_cols is not None:
+        assert dout is None and relu_out is None and bias is not None
+        assert not _winograd_ok(C, FH, FW, stride, pad)
+        assert not (need_dx and pad <= 2 and _winograd_ok(FN, FH, FW, stride, 2 - pad))
+    else:
+        dout = np.ascontiguousarray(dout)
     if relu_out is not None:
         relu_out = np.ascontiguousarray(relu_out)
-    db = np.empty(FN, dtype=dout.dtype)
+    db = np.empty(FN, dtype=x.dtype)
     # Winograd where it applies: dW from the transforms of x's and dout's tiles; dx as the 3x3
     # "full" correlation of dout with the flipped, transposed filters (padding 2 - pad).
     wino_dW = (_Wino(x.shape, FN, pad, x.dtype, full_output=False, chunk_bytes=WINO_DW_CHUNK_BYTES)
@@ -1146,30 +1158,32 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
     fold_dx = need_dx and wino_dx is None
     tasks: list = []
 
-    def bias() -> None:
-        if relu_out is None or g_src is not dout:
+    def bias_task() -> None:
+        if bias is not None:
+            bias(db)
+        elif relu_out is None or g_src is not dout:
             _bias_grad(g_src, db)
         else:
             _bias_grad_masked(dout, relu_out, db)
 
-    tasks.append(bias)
+    tasks.append(bias_task)
     if wino_dW is not None:
-        X_parts = np.empty((wino_dW.groups, 16, FN, C), dtype=dout.dtype)
+        X_parts = np.empty((wino_dW.groups, 16, FN, C), dtype=x.dtype)
         tasks += [lambda g=g: wino_dW.weight_grad_group(g, x, g_src, X_parts[g]) for g in range(wino_dW.groups)]
     if wino_dx is not None:
         tasks += [lambda g=g: wino_dx.group(g, g_src, U_t, zero_b, False) for g in range(wino_dx.groups)]
     if wino_dW is None or fold_dx:
         plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
         W_t = np.ascontiguousarray(W).reshape(FN, -1).T
-        dW_parts = np.empty((plan.groups, plan.K, FN), dtype=dout.dtype)  # transposed: see below
-        dx = np.empty(x.shape, dtype=dout.dtype) if fold_dx else None
+        dW_parts = np.empty((plan.groups, plan.K, FN), dtype=x.dtype)  # transposed: see below
+        dx = np.empty(x.shape, dtype=x.dtype) if fold_dx else None
         need_dW = wino_dW is None
 
         def patch_group(g: int) -> None:
             # The patch-matrix route: dW (unless Winograd does it) and, when dx is not Winograd's, dx.
             xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
             dxpad = np.empty_like(xpad) if fold_dx else None
-            dW_chunk = np.empty((plan.K, FN), dtype=dout.dtype)
+            dW_chunk = np.empty((plan.K, FN), dtype=x.dtype)
             width = -1
             block = GEMM_COLS if fold_dx else GEMM_DW_COLS
             for n0, n1, cols in plan.chunks(g):
@@ -1180,7 +1194,9 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
                     dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
                 if need_dW:
                     plan.patches(x[n0:n1], xpad, buf)
-                if relu_out is None:
+                if to_cols is not None:
+                    to_cols(n0, n1, plan.row_stride, dcols)
+                elif relu_out is None:
                     _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
                 else:
                     _out_to_cols_masked(dout[n0:n1], relu_out[n0:n1], plan.row_stride, dcols)
@@ -1207,7 +1223,7 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
         X = X_parts[0].copy()
         for g in range(1, wino_dW.groups):
             X += X_parts[g]
-        dW = np.empty((FN, C, FH, FW), dtype=dout.dtype)
+        dW = np.empty((FN, C, FH, FW), dtype=x.dtype)
         _wino_filter_grad(X, dW)
     else:
         dW_t = dW_parts[0].copy()
