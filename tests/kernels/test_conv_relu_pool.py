@@ -101,6 +101,36 @@ def test_gradient_check(backend, case):
     check_layer_gradient(lambda v: forward(x, W, v, 1, pad)[0], b, dpooled, db)
 
 
+@pytest.mark.parametrize("case", [(3, 2, 6, 6, 3, 3, 1), (2, 1, 8, 8, 3, 5, 0), (5, 1, 9, 8, 9, 3, 1),
+                                  (1, 3, 7, 9, 11, 2, 0)],
+                         ids=["patch", "5x5", "odd-rows-9-filters", "odd-cols-one-image"])
+def test_patch_route_unpools_into_the_products_and_sums_db_in_the_books_order(monkeypatch, case):
+    # The patch route's backward writes the unpooled gradient straight into each chunk's product
+    # columns and sums db off the pooled arrays (the full-resolution gradient is never stored): db
+    # bit for bit the NumPy twin's (the book's order), dW / dx as the unfused chain of Numba ops,
+    # also with chunks of one image, products in column blocks and rows/columns no window covers.
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(convolution, "GEMM_DW_COLS", 7)
+    for dtype in DTYPES:
+        x, W, b, pad, rng = _inputs(case, dtype, seed=6)
+        pooled, arg, col = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, 1, pad)
+        dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+        dpooled[..., 0] = -0.0  # signed zeros add nothing either
+        ref = conv_relu_pool.conv_relu_pool_backward_numpy(dpooled, pooled, arg, x, W, col, 1, pad)
+        out = kernels.get("conv_relu_forward", "numpy")(x, W, b, 1, pad)[0]
+        dout = kernels.get("max_pool_backward", "numpy")(
+            np.where(pooled <= 0, dtype(0), dpooled), arg, out.shape, 2, 2, 2, 0)
+        for need_dx in (True, False):
+            chain = convolution.conv_backward_numba(dout, x, W, None, 1, pad, need_dx)
+            got = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad,
+                                                               need_dx)
+            np.testing.assert_array_equal(got[2], ref[2])
+            np.testing.assert_array_equal(got[1], chain[1])
+            if need_dx:
+                np.testing.assert_array_equal(got[0], chain[0])
+            assert got[1].dtype == got[2].dtype == dtype
+
+
 def test_nan_propagates_like_the_chain():
     x, W, b, pad, _ = _inputs(CASES[0], np.float64, seed=3)
     x[0, 0, 2, 2] = np.nan
@@ -117,16 +147,20 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: several groups
 
     monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
-    x, W, b, pad, _ = _inputs((7, 4, 6, 6, 4, 3, 1), np.float32, seed=4)
     runs = []
     old = numba.get_num_threads()
     try:
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(threads)
-            pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
-            dpooled = np.random.default_rng(5).standard_normal(pooled.shape).astype(np.float32)
-            grads = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad)
-            runs.append((pooled, arg, *grads))
+            run = []
+            # Winograd's fused route, and the patch route (unpooled into the products' columns).
+            for case in ((7, 4, 6, 6, 4, 3, 1), (7, 1, 8, 8, 5, 5, 0)):
+                x, W, b, pad, _ = _inputs(case, np.float32, seed=4)
+                pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+                dpooled = np.random.default_rng(5).standard_normal(pooled.shape).astype(np.float32)
+                grads = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad)
+                run += [pooled, arg, *grads]
+            runs.append(run)
     finally:
         numba.set_num_threads(old)
     for a, r in zip(*runs):

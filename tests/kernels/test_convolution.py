@@ -110,6 +110,7 @@ def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk: exercises chunking
     monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_COLS", 7)  # and products cut into column blocks
+    monkeypatch.setattr(convolution, "GEMM_DW_COLS", 5)  # (those of a dW-only backward too)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2, 5, 6))
     W = rng.standard_normal((4, 2, 3, 2))
@@ -122,6 +123,10 @@ def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
         for g, r in zip(convolution.conv_backward_numba(dout, x, W, None, 1, pad),
                         convolution.conv_backward_numpy(dout, x, W, col, 1, pad)):
             assert_close(g, r, what=f"pad {pad} grads")
+        # Without dx (a first layer): the dW products in blocks of GEMM_DW_COLS columns.
+        for g, r in zip(convolution.conv_backward_numba(dout, x, W, None, 1, pad, need_dx=False)[1:],
+                        convolution.conv_backward_numpy(dout, x, W, col, 1, pad)[1:]):
+            assert_close(g, r, what=f"pad {pad} grads without dx")
 
 
 def test_numba_twin_restores_the_blas_thread_limit():
@@ -162,6 +167,7 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
 
     monkeypatch.setattr(convolution, "WINO_CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_COLS", 11)  # products in column blocks
+    monkeypatch.setattr(convolution, "GEMM_DW_COLS", 13)
     rng = np.random.default_rng(8)
     # 3 channels: the patch-matrix route; 4 (= WINO_MIN_CHANNELS) and 4 filters: Winograd, dx too;
     # 1 channel: the direct forward.
@@ -178,7 +184,9 @@ def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
                 out, keep = convolution.conv_forward_numba(x, W, b, 1, 1)
                 relu_out, _ = convolution.conv_relu_forward_numba(x, W, b, 1, 1)
                 runs.append((out, *convolution.conv_backward_numba(dout, x, W, keep, 1, 1), relu_out,
-                             *convolution.conv_relu_backward_numba(dout, relu_out, x, W, None, 1, 1)))
+                             *convolution.conv_relu_backward_numba(dout, relu_out, x, W, None, 1, 1),
+                             *convolution.conv_relu_backward_numba(dout, relu_out, x, W, None, 1, 1,
+                                                                   need_dx=False)[1:]))
         finally:
             numba.set_num_threads(old)
         for a, r in zip(*runs):

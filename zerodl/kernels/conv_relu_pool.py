@@ -35,7 +35,10 @@ full-resolution output is never written (measured against the chained Numba twin
 DeepConvNet's pooled layers: forward 10-17 % faster in float32, 17-33 % in float64, and no
 full-resolution array is kept for the backward); other shapes chain the compiled twins. Its backward
 scatters the masked ``dpooled`` into the convolution's gradient in one pass (no separate
-``max_pool_backward`` and ReLU mask) and runs ``conv_backward_numba`` on it.
+``max_pool_backward`` and ReLU mask) and runs ``conv_backward_numba`` on it; on the patch route
+(SimpleConvNet's layer) it scatters straight into each chunk's product columns instead and sums
+the bias gradient off the pooled arrays in the book's order, so the full-resolution gradient is
+never stored (backward 1.14x faster in float32, 1.2x in float64, one thread).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
+    _backward_numba,
     _cols_to_pooled_relu,
     _one_blas_thread,
     _patch_forward,
@@ -293,6 +297,109 @@ def _unpool_masked(dpooled, pooled, arg_max, dout):
                     df[d + xx] = zero
 
 
+@jit
+def _unpool_masked_cols(dpooled, pooled, arg_max, out_h, out_w, row_stride, cols):
+    # _unpool_masked written straight into the patch route's product layout (see convolution's
+    # _out_to_cols): cols (FN, B·L), L = out_h·row_stride, image j's gradient at (y, xx) in column
+    # j·L + y·row_stride + xx. Columns out_w ≤ xx < row_stride (the wide grid's junk) are not
+    # written: they stay zero. Same walk as _unpool_masked, row pair by row pair.
+    n_img, fn, ph, pw = dpooled.shape
+    u = np.uint64
+    total = u(cols.shape[1])
+    n_cols = u(cols.shape[1] // n_img)
+    gf = dpooled.reshape(-1)
+    pf = pooled.reshape(-1)
+    af = arg_max.reshape(-1)
+    cf = cols.reshape(-1)
+    W = u(out_w)
+    R = u(row_stride)
+    covered = u(2 * pw)
+    one, two = u(1), u(2)
+    zero = cols.dtype.type(0)
+    for j in range(n_img):
+        for f in range(fn):
+            base = u(f) * total + u(j) * n_cols
+            for i in range(ph):
+                s = u(((j * fn + f) * ph + i) * pw)
+                d = base + u(2 * i) * R
+                for xx in range(covered):
+                    o = s + (xx >> one)
+                    k = af[o]
+                    v = gf[o]  # loaded before the select (see _unpool_masked)
+                    v = zero if pf[o] <= zero else v
+                    par = xx & one
+                    cf[d + xx] = v if k == par else zero
+                    cf[d + R + xx] = v if k == par + two else zero
+                for xx in range(covered, W):
+                    cf[d + xx] = zero
+                    cf[d + R + xx] = zero
+            for y in range(2 * ph, out_h):
+                d = base + u(y) * R
+                for xx in range(W):
+                    cf[d + xx] = zero
+
+
+@jit
+def _bias_grad_unpooled(dpooled, pooled, arg_max, db):
+    # db of the gradient _unpool_masked would write, bit for bit the book's order (image by
+    # image, then row-major over the full-resolution output, from zero; see convolution's
+    # _bias_grad) without writing it: each window's one entry is added where the row-major walk
+    # meets it (pooled row i: the windows whose maximum is in the upper row, left to right, then
+    # those in the lower row), and the zeros elsewhere are left out - adding +0 changes no sum
+    # that starts from +0 (such a sum is never -0). Image by image: a flat select pass writes
+    # each window's masked gradient to `upper` or `lower` (+0 in the other), then eight channels
+    # at a time add them up in that order (eight independent chains, as _bias_grad).
+    n_img, fn, ph, pw = dpooled.shape
+    m = fn * ph * pw
+    g = dpooled.reshape(n_img, m)
+    p = pooled.reshape(n_img, m)
+    a = arg_max.reshape(n_img, m)
+    upper = np.empty((fn, ph, pw), dtype=db.dtype)
+    lower = np.empty((fn, ph, pw), dtype=db.dtype)
+    uf = upper.reshape(-1)
+    lf = lower.reshape(-1)
+    zero = db.dtype.type(0)
+    acc = np.zeros(fn, dtype=db.dtype)
+    for n in range(n_img):
+        gn, pn, an = g[n], p[n], a[n]
+        for q in range(m):
+            v = gn[q]  # loaded before the selects (see convolution's _bias_grad_masked)
+            v = zero if pn[q] <= zero else v
+            low = an[q] >= 2
+            uf[q] = zero if low else v
+            lf[q] = v if low else zero
+        f = 0
+        while f + 8 <= fn:
+            a0, a1, a2, a3 = acc[f], acc[f + 1], acc[f + 2], acc[f + 3]
+            a4, a5, a6, a7 = acc[f + 4], acc[f + 5], acc[f + 6], acc[f + 7]
+            for i in range(ph):
+                for half in (upper, lower):
+                    r0, r1, r2, r3 = half[f, i], half[f + 1, i], half[f + 2, i], half[f + 3, i]
+                    r4, r5, r6, r7 = half[f + 4, i], half[f + 5, i], half[f + 6, i], half[f + 7, i]
+                    for k in range(pw):
+                        a0 += r0[k]
+                        a1 += r1[k]
+                        a2 += r2[k]
+                        a3 += r3[k]
+                        a4 += r4[k]
+                        a5 += r5[k]
+                        a6 += r6[k]
+                        a7 += r7[k]
+            acc[f], acc[f + 1], acc[f + 2], acc[f + 3] = a0, a1, a2, a3
+            acc[f + 4], acc[f + 5], acc[f + 6], acc[f + 7] = a4, a5, a6, a7
+            f += 8
+        while f < fn:
+            a0 = acc[f]
+            for i in range(ph):
+                for half in (upper, lower):
+                    r0 = half[f, i]
+                    for k in range(pw):
+                        a0 += r0[k]
+            acc[f] = a0
+            f += 1
+    db[:] = acc
+
+
 def conv_relu_pool_forward_numba(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -346,14 +453,27 @@ def conv_relu_pool_backward_numba(
     One compiled pass (parts of the batch on both cores) unpools the masked ``dpooled`` into the
     convolution's gradient, then
     :func:`~zerodl.kernels.convolution.conv_backward_numba` (both cores, fixed reduction order).
+    On the patch route the unpooling writes each chunk's product columns directly and ``db`` is
+    summed from ``dpooled``, ``pooled`` and ``arg_max`` (same bits as the book's sum).
     """
-    FN = W.shape[0]
+    FN, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
-    oh, ow = out_hw(H, Wd, W.shape[2], W.shape[3], stride, pad)
-    dout = np.empty((N, FN, oh, ow), dtype=dpooled.dtype)
+    oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     dpooled = np.ascontiguousarray(dpooled)
     pooled = np.ascontiguousarray(pooled)
     arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
+    if not _winograd_ok(C, FH, FW, stride, pad) and not (
+            need_dx and pad <= 2 and _winograd_ok(FN, FH, FW, stride, 2 - pad)):
+        # The patch route (SimpleConvNet's layer, the books' first layers): each chunk's gradient
+        # is unpooled straight into its product layout and db summed off the pooled arrays, so the
+        # full-resolution gradient is never written (nor read twice: by the copy into the
+        # products' layout and by the bias gradient).
+        def to_cols(n0: int, n1: int, row_stride: int, dcols: np.ndarray) -> None:
+            _unpool_masked_cols(dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], oh, ow, row_stride, dcols)
+
+        return _backward_numba(None, None, x, W, stride, pad, need_dx, to_cols,
+                               lambda db: _bias_grad_unpooled(dpooled, pooled, arg_max, db))
+    dout = np.empty((N, FN, oh, ow), dtype=dpooled.dtype)
     k = min(4, N)  # any split gives the same values
     parts = [(i * N // k, (i + 1) * N // k) for i in range(k)]
 

@@ -618,12 +618,15 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
     # the last one junk, so that tile t starts at column 2t of the flattened tile rows and every
     # loop runs over a whole image (tile rows alone, 4-14 tiles, are too short to vectorise:
     # measured 2-4x slower). pe / po (th + 1, 2tw + 2): the even / odd rows of one zero-padded
-    # channel (borders zero from allocation, never written); R (4, th·(2tw + 2) + 2): Bᵀ d.
+    # channel (borders zero from allocation, never written); R (4, B·th·(2tw + 2) + 2): Bᵀ d of
+    # one channel of every image of the chunk (its last two columns spare, zero). Channel by
+    # channel, so that the second pass is one loop over all the chunk's tiles: per image (tile
+    # rows of one image, 20-210 tiles) it measured 3-5x slower per value on the 7x7 and 14x14
+    # layers (the vector loops' set-up and remainders dominated).
     n_img, n_ch, h, w = x.shape
     u = np.uint64
     wp = u(pe.shape[1])
     Q = u(th) * wp
-    Tn = u(th * (tw + 1))
     T = u(V.shape[2])
     CT = u(n_ch) * T
     Vf = V.reshape(-1)
@@ -634,8 +637,8 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
     xf = x.reshape(-1)
     uw = u(w)
     upad = u(pad)
-    for n in range(n_img):
-        for c in range(n_ch):
+    for c in range(n_ch):
+        for n in range(n_img):
             for y in range(h):
                 # Flat unsigned indices here too: two row views per input row cost more than
                 # copying the row.
@@ -648,28 +651,32 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
                 else:
                     for k in range(uw):
                         pof[dst + k] = xf[src + k]
+            rb = u(n) * Q
             for q in range(Q):
                 e0 = pef[q]
                 e1 = pef[q + wp]
                 o0 = pof[q]
                 o1 = pof[q + wp]
-                r0[q] = e0 - e1
-                r1[q] = o0 + e1
-                r2[q] = e1 - o0
-                r3[q] = o0 - o1
-            t0 = u(n) * Tn + u(c) * T
-            for a in range(4):
-                rf = R[a]
-                o = u(4 * a) * CT + t0
-                for t in range(Tn):
-                    e0 = rf[two * t]
-                    p0 = rf[two * t + one]
-                    e1 = rf[two * t + two]
-                    p1 = rf[two * t + three]
-                    Vf[o + t] = e0 - e1
-                    Vf[o + CT + t] = p0 + e1
-                    Vf[o + two * CT + t] = e1 - p0
-                    Vf[o + three * CT + t] = p0 - p1
+                r0[rb + q] = e0 - e1
+                r1[rb + q] = o0 + e1
+                r2[rb + q] = e1 - o0
+                r3[rb + q] = o0 - o1
+        # Image n's tiles start at R column n·Q = 2·n·th·(tw + 1): tile t of the chunk reads
+        # columns 2t … 2t + 3, so one loop covers the chunk's tiles of channel c (its output run
+        # V[ξ, c] is contiguous). A junk tile reads the next tile row's (or image's) first
+        # columns, the chunk's last one R's two spare columns.
+        for a in range(4):
+            rf = R[a]
+            o = u(4 * a) * CT + u(c) * T
+            for t in range(T):
+                e0 = rf[two * t]
+                p0 = rf[two * t + one]
+                e1 = rf[two * t + two]
+                p1 = rf[two * t + three]
+                Vf[o + t] = e0 - e1
+                Vf[o + CT + t] = p0 + e1
+                Vf[o + two * CT + t] = e1 - p0
+                Vf[o + three * CT + t] = p0 - p1
 
 
 @jit
@@ -765,12 +772,12 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
     # dout (B, FN, OH, OW) → Z (16, FN, B·th·(tw + 1)): Z[4a + b, f, t] = (A g Aᵀ)[a, b] for the
     # 2x2 tile g of dout[n, f] with corner (2i, 2j) (zeros beyond OH, OW and in junk tiles),
     # A = [[1, 0], [1, 1], [1, -1], [0, -1]]. E / O (th, 2tw + 2): even / odd rows of one channel,
-    # zero beyond the output (never written); R (4, th·(2tw + 2)): A g.
+    # zero beyond the output (never written); R (4, B·th·(2tw + 2)): A g of one filter's planes
+    # of every image of the chunk (filter by filter, as _wino_input goes channel by channel).
     n_img, fn, out_h, out_w = dout.shape
     u = np.uint64
     wp = u(E.shape[1])
     Q = u(th) * wp
-    Tn = u(th * (tw + 1))
     T = u(Z.shape[2])
     FT = u(fn) * T
     Zf = Z.reshape(-1)
@@ -780,8 +787,8 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
     one, two, three = u(1), u(2), u(3)
     df = dout.reshape(-1)
     uow = u(out_w)
-    for n in range(n_img):
-        for f in range(fn):
+    for f in range(fn):
+        for n in range(n_img):
             for y in range(out_h):
                 src = u(((n * fn + f) * out_h + y) * out_w)
                 dst = u(y // 2) * wp
@@ -791,24 +798,25 @@ def _wino_dout(dout, th, tw, E, O, R, Z):
                 else:
                     for k in range(uow):
                         of[dst + k] = df[src + k]
+            rb = u(n) * Q
             for q in range(Q):
                 g0 = ef[q]
                 g1 = of[q]
-                r0[q] = g0
-                r1[q] = g0 + g1
-                r2[q] = g0 - g1
-                r3[q] = -g1
-            t0 = u(n) * Tn + u(f) * T
-            for a in range(4):
-                rf = R[a]
-                o = u(4 * a) * FT + t0
-                for t in range(Tn):
-                    c0 = rf[two * t]
-                    c1 = rf[two * t + one]
-                    Zf[o + t] = c0
-                    Zf[o + FT + t] = c0 + c1
-                    Zf[o + two * FT + t] = c0 - c1
-                    Zf[o + three * FT + t] = -c1
+                r0[rb + q] = g0
+                r1[rb + q] = g0 + g1
+                r2[rb + q] = g0 - g1
+                r3[rb + q] = -g1
+        # One loop over the chunk's tiles of filter f (see _wino_input).
+        for a in range(4):
+            rf = R[a]
+            o = u(4 * a) * FT + u(f) * T
+            for t in range(T):
+                c0 = rf[two * t]
+                c1 = rf[two * t + one]
+                Zf[o + t] = c0
+                Zf[o + FT + t] = c0 + c1
+                Zf[o + two * FT + t] = c0 - c1
+                Zf[o + three * FT + t] = -c1
 
 
 @jit
@@ -858,9 +866,11 @@ WINO_CHUNK_BYTES = 2**20
 
 
 #: Transform bytes per chunk of the Winograd weight gradient (a module constant, like CHUNK_BYTES):
-#: longer reductions per product and fewer partial-sum additions with bigger chunks, but 1 and
-#: 2 MiB measured within noise of 512 KiB on the books' layers (one thread, float32).
-WINO_DW_CHUNK_BYTES = 512 * 2**10
+#: longer reductions per product and fewer partial-sum additions with bigger chunks. Once 512 KiB
+#: (1 and 2 MiB within noise then); with the transforms' one-loop-per-channel second pass, 1 MiB
+#: measured 6-7 % faster over DeepConvNet's five Winograd backwards in float32, 3 % in float64
+#: (in-process A/B, 15 rounds, 1 and 2 threads, loaded machine); 1.5 and 2 MiB in between.
+WINO_DW_CHUNK_BYTES = 2**20
 
 
 def _winograd_ok(C: int, FH: int, FW: int, stride: int, pad: int) -> bool:
@@ -902,11 +912,11 @@ class _Wino:
         dt = self.dtype
         pe = np.zeros((self.th + 1, 2 * self.tw + 2), dtype=dt)
         po = np.zeros_like(pe)
-        R = np.zeros((4, self.th * (2 * self.tw + 2) + 2), dtype=dt)
         width = -1
         for n0, n1 in self.ranges[g]:
             if (n1 - n0) * self.tiles != width:
                 width = (n1 - n0) * self.tiles
+                R = np.zeros((4, 2 * width + 2), dtype=dt)  # see _wino_input
                 V = np.empty((16, self.C, width), dtype=dt)
                 M = np.empty((16, self.fn, width), dtype=dt)
                 Y = np.empty((4, self.fn, width), dtype=dt) if emit is None else None
@@ -926,15 +936,15 @@ class _Wino:
         wp = 2 * self.tw + 2
         pe = np.zeros((self.th + 1, wp), dtype=dt)
         po = np.zeros_like(pe)
-        R = np.zeros((4, self.th * wp + 2), dtype=dt)
         E = np.zeros((self.th, wp), dtype=dt)
         O = np.zeros_like(E)
-        RZ = np.zeros((4, self.th * wp), dtype=dt)
         X_chunk = np.empty_like(X)
         width = -1
         for i, (n0, n1) in enumerate(self.ranges[g]):
             if (n1 - n0) * self.tiles != width:
                 width = (n1 - n0) * self.tiles
+                R = np.zeros((4, 2 * width + 2), dtype=dt)  # see _wino_input
+                RZ = np.empty((4, 2 * width), dtype=dt)
                 V = np.empty((16, self.C, width), dtype=dt)
                 Z = np.empty((16, self.fn, width), dtype=dt)
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
@@ -1045,6 +1055,14 @@ def _group_chunks(n: int, max_chunk: int) -> list[list[tuple[int, int]]]:
 #: (the first layers' dW, inner dimension 9-25: 87-94 vs 24-42 GFLOP/s in float32).
 GEMM_COLS = 512
 
+#: Columns per product of a patch-route backward that computes dW alone (a network's first layer,
+#: the only patch-route backward in the books' nets): the reduction of ``patches @ doutᵀ`` in
+#: blocks of this many columns. 1024 against 512, one thread, in-process A/B on a loaded machine:
+#: the first-layer backward (DeepConvNet's 1→16 3x3, SimpleConvNet's 1→30 5x5) 5-7 % faster in
+#: float32, within noise in float64 (fewer calls and partial-sum additions; OpenBLAS's
+#: throughput on K = 9-25 rows fell off only beyond ~1,500 columns).
+GEMM_DW_COLS = 1024
+
 #: Fixed number of groups of chunks per call; the groups run in parallel, one thread each at a time.
 #: A constant (not the thread count) so that the weight gradient's partial sums, one per group
 #: added in group order, do not depend on the number of threads. 4 keeps 2 cores evenly loaded.
@@ -1102,16 +1120,28 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
         run_tasks(group, plan.groups)
 
 
-def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
-                    stride: int, pad: int, need_dx: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
+                    stride: int, pad: int, need_dx: bool,
+                    to_cols: Callable[[int, int, int, np.ndarray], None] | None = None,
+                    bias: Callable[[np.ndarray], None] | None = None,
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
-    # that of conv_relu_backward_numba: dout masked where relu_out <= 0.
+    # that of conv_relu_backward_numba: dout masked where relu_out <= 0. With to_cols and bias
+    # (patch route only, dout None): to_cols(n0, n1, row_stride, dcols) writes the gradient of
+    # images [n0, n1) into a chunk's product layout (see _out_to_cols; junk columns stay zero)
+    # and bias(db) the bias gradient, in the book's order - conv_relu_pool's backward, which
+    # never stores the full-resolution gradient.
     FN, C, FH, FW = W.shape
     x = np.ascontiguousarray(x)
-    dout = np.ascontiguousarray(dout)
+    if to_cols is not None:
+        assert dout is None and relu_out is None and bias is not None
+        assert not _winograd_ok(C, FH, FW, stride, pad)
+        assert not (need_dx and pad <= 2 and _winograd_ok(FN, FH, FW, stride, 2 - pad))
+    else:
+        dout = np.ascontiguousarray(dout)
     if relu_out is not None:
         relu_out = np.ascontiguousarray(relu_out)
-    db = np.empty(FN, dtype=dout.dtype)
+    db = np.empty(FN, dtype=x.dtype)
     # Winograd where it applies: dW from the transforms of x's and dout's tiles; dx as the 3x3
     # "full" correlation of dout with the flipped, transposed filters (padding 2 - pad).
     wino_dW = (_Wino(x.shape, FN, pad, x.dtype, full_output=False, chunk_bytes=WINO_DW_CHUNK_BYTES)
@@ -1130,31 +1160,34 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
     fold_dx = need_dx and wino_dx is None
     tasks: list = []
 
-    def bias() -> None:
-        if relu_out is None or g_src is not dout:
+    def bias_task() -> None:
+        if bias is not None:
+            bias(db)
+        elif relu_out is None or g_src is not dout:
             _bias_grad(g_src, db)
         else:
             _bias_grad_masked(dout, relu_out, db)
 
-    tasks.append(bias)
+    tasks.append(bias_task)
     if wino_dW is not None:
-        X_parts = np.empty((wino_dW.groups, 16, FN, C), dtype=dout.dtype)
+        X_parts = np.empty((wino_dW.groups, 16, FN, C), dtype=x.dtype)
         tasks += [lambda g=g: wino_dW.weight_grad_group(g, x, g_src, X_parts[g]) for g in range(wino_dW.groups)]
     if wino_dx is not None:
         tasks += [lambda g=g: wino_dx.group(g, g_src, U_t, zero_b, False) for g in range(wino_dx.groups)]
     if wino_dW is None or fold_dx:
         plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
         W_t = np.ascontiguousarray(W).reshape(FN, -1).T
-        dW_parts = np.empty((plan.groups, plan.K, FN), dtype=dout.dtype)  # transposed: see below
-        dx = np.empty(x.shape, dtype=dout.dtype) if fold_dx else None
+        dW_parts = np.empty((plan.groups, plan.K, FN), dtype=x.dtype)  # transposed: see below
+        dx = np.empty(x.shape, dtype=x.dtype) if fold_dx else None
         need_dW = wino_dW is None
 
         def patch_group(g: int) -> None:
             # The patch-matrix route: dW (unless Winograd does it) and, when dx is not Winograd's, dx.
             xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
             dxpad = np.empty_like(xpad) if fold_dx else None
-            dW_chunk = np.empty((plan.K, FN), dtype=dout.dtype)
+            dW_chunk = np.empty((plan.K, FN), dtype=x.dtype)
             width = -1
+            block = GEMM_COLS if fold_dx else GEMM_DW_COLS
             for n0, n1, cols in plan.chunks(g):
                 if cols != width:
                     width = cols
@@ -1163,12 +1196,14 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
                     dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
                 if need_dW:
                     plan.patches(x[n0:n1], xpad, buf)
-                if relu_out is None:
+                if to_cols is not None:
+                    to_cols(n0, n1, plan.row_stride, dcols)
+                elif relu_out is None:
                     _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
                 else:
                     _out_to_cols_masked(dout[n0:n1], relu_out[n0:n1], plan.row_stride, dcols)
-                for c0 in range(0, width, GEMM_COLS):
-                    c1 = min(c0 + GEMM_COLS, width)
+                for c0 in range(0, width, block):
+                    c1 = min(c0 + block, width)
                     # dWᵀ (K, FN) = patches @ doutᵀ: measured 1.8x faster than dout @ patchesᵀ in
                     # float32 when FN is 16 (74 vs 41 GFLOP/s, one thread), never slower.
                     if need_dW and n0 == plan.ranges[g][0][0] and c0 == 0:
@@ -1190,7 +1225,7 @@ def _backward_numba(dout: np.ndarray, relu_out: np.ndarray | None, x: np.ndarray
         X = X_parts[0].copy()
         for g in range(1, wino_dW.groups):
             X += X_parts[g]
-        dW = np.empty((FN, C, FH, FW), dtype=dout.dtype)
+        dW = np.empty((FN, C, FH, FW), dtype=x.dtype)
         _wino_filter_grad(X, dW)
     else:
         dW_t = dW_parts[0].copy()
