@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 from pathlib import Path
@@ -34,3 +35,15 @@ def report_line(peer: str, dtype: str, epochs: int, steps: int, wall: float, com
     return (f"{peer} DeepConvNet {dtype}: {epochs} epochs ({steps} steps) in {wall:.1f} s "
             f"({wall / max(steps, 1) * 1e3:.1f} ms/step); compile {compile_s:.1f} s (before the loop, not in "
             f"the wall time); test accuracy {accuracy:.4f} on {n_test} images; peak RSS {peak_rss_mb():.0f} MB")
+
+
+def peer_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every peer script shares with ``zerodl train --net deep-conv`` (a script adds its own)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-images", type=int, default=None, help="train on the first N images only")
+    return p

@@ -23,22 +23,15 @@ JAX is an optional peer of zerodl, never a dependency: this script is for compar
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
-from _peer_report import report_line
+from _peer_report import peer_arguments, report_line
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-images", type=int, default=None, help="train on the first N images only")
+    p = peer_arguments(__doc__.splitlines()[0])
     args = p.parse_args()
 
     if args.threads:

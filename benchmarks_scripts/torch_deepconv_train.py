@@ -24,24 +24,17 @@ PyTorch is an optional peer of zerodl, never a dependency: this script is for co
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
-from _peer_report import report_line
+from _peer_report import peer_arguments, report_line
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p = peer_arguments(__doc__.splitlines()[0])
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                    help="torch.compile the model (MODE default: 'default')")
-    p.add_argument("--train-images", type=int, default=None, help="train on the first N images only")
     args = p.parse_args()
 
     import torch
