@@ -126,15 +126,23 @@ def test_publish_draws_every_kept_benchmark(tmp_path):
     if _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
         pytest.skip("a shallow clone: the kept results' commits are not all there")
     first_parent = set(_git("rev-list", "--first-parent", "HEAD").stdout.split())
+    # asv draws a kept value only while its benchmark's code is the version it was recorded with (an
+    # edited benchmark starts a new line), and no point for a skipped one (NaN: a peer missing, or a
+    # zerodl older than the benchmark): expect exactly those points.
+    current = {name: b.get("version") for name, b in json.loads((RESULTS / "benchmarks.json").read_text()).items()
+               if isinstance(b, dict)}
     expected: dict[str, dict[str, set[str]]] = {}  # machine -> benchmark -> commits with a value
     for path in _kept_result_files():
         result = json.loads(path.read_text())
         assert result["commit_hash"] in first_parent, (
             f"{path.name}: commit {result['commit_hash'][:10]} is not on HEAD's first-parent history; "
             "record merged commits of main (perf_gate.py --record on main)")
+        version_at = result["result_columns"].index("version")
         for name, value in result["results"].items():
-            if value and value[0] is not None and any(v is not None for v in _flatten(value[0])):
+            if value and value[0] is not None and any(v is not None and v == v for v in _flatten(value[0])) \
+                    and value[version_at] == current.get(name):
                 expected.setdefault(path.parent.name, {}).setdefault(name, set()).add(result["commit_hash"])
+    assert expected, "no kept result of the current benchmarks' versions"
     conf = _conf()
     conf.update(repo=str(ROOT), branches=["HEAD"], results_dir=str(RESULTS), html_dir=str(tmp_path / "html"),
                 benchmark_dir=str(ASV_DIR / "benchmarks"), env_dir=str(tmp_path / "env"))
