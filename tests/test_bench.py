@@ -257,7 +257,9 @@ def _fake_broken_jax(tmp_path) -> str:
 
 def test_a_missing_peer_is_dropped_with_one_line(tmp_path, monkeypatch):
     # Found by the parent but not importable in its worker (a broken install): the worker says so.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([_fake_broken_jax(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    fake = _fake_broken_jax(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([fake, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(fake)  # the parent finds it too, installed or not: only the worker's import fails
     config = bench.BenchConfig(size="tiny", kernels=False, rows=("two_layer",), contenders=("numpy", "jax"),
                                rounds=1, repeats=1, min_time=0.001, pause=0.0)
     results = bench.run_bench(config)
