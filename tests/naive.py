@@ -67,9 +67,23 @@ def col2im(col: np.ndarray, shape, fh: int, fw: int, stride: int = 1, pad: int =
     return img
 
 
+def conv_terms(x: np.ndarray, W: np.ndarray, b: np.ndarray, n: int, f: int, oh: int, ow: int,
+               stride: int, pad: int) -> list[float]:
+    """The products summed into ``conv[n, f, oh, ow]``: the bias, then ``W[f, c, fy, fx]`` times the
+    (zero-padded) input under it, one Python float each, in ``c, fy, fx`` order."""
+    C, FH, FW = W.shape[1:]
+    terms = [float(b[f])]
+    for c in range(C):
+        for fy in range(FH):
+            for fx in range(FW):
+                v = padded_value(x, n, c, oh * stride + fy - pad, ow * stride + fx - pad)
+                terms.append(float(W[f, c, fy, fx]) * float(v))
+    return terms
+
+
 def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
     """``out[n, f, oh, ow] = b[f] + Σ_{c, fy, fx} W[f, c, fy, fx] · xpad[n, c, oh·s + fy, ow·s + fx]``."""
-    N, C, H, Wd = x.shape
+    N, _, H, Wd = x.shape
     FN, _, FH, FW = W.shape
     oh_n, ow_n = out_size(H, FH, stride, pad), out_size(Wd, FW, stride, pad)
     out = np.empty((N, FN, oh_n, ow_n), dtype=np.float64)
@@ -77,13 +91,7 @@ def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, p
         for f in range(FN):
             for oh in range(oh_n):
                 for ow in range(ow_n):
-                    terms = [float(b[f])]
-                    for c in range(C):
-                        for fy in range(FH):
-                            for fx in range(FW):
-                                v = padded_value(x, n, c, oh * stride + fy - pad, ow * stride + fx - pad)
-                                terms.append(float(W[f, c, fy, fx]) * float(v))
-                    out[n, f, oh, ow] = math.fsum(terms)
+                    out[n, f, oh, ow] = math.fsum(conv_terms(x, W, b, n, f, oh, ow, stride, pad))
     return out
 
 
@@ -193,7 +201,7 @@ def count_nonfinite(x: np.ndarray) -> int:
 def conv_relu_pool_inference(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
     """``pooled[n, f, i, j]`` = the first maximum (a NaN wins) of ``relu(conv)`` over the 2x2 window
     at ``(2i, 2j)``, each of the four convolution values summed on the spot from its definition."""
-    N, C, H, Wd = x.shape
+    N, _, H, Wd = x.shape
     FN, _, FH, FW = W.shape
     ph, pw = out_size(H, FH, stride, pad) // 2, out_size(Wd, FW, stride, pad) // 2
     pooled = np.empty((N, FN, ph, pw), dtype=np.float64)
@@ -203,12 +211,7 @@ def conv_relu_pool_inference(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride
                 for j in range(pw):
                     best = None
                     for oh, ow in ((2 * i, 2 * j), (2 * i, 2 * j + 1), (2 * i + 1, 2 * j), (2 * i + 1, 2 * j + 1)):
-                        terms = [float(b[f])]
-                        for c in range(C):
-                            for fy in range(FH):
-                                for fx in range(FW):
-                                    v = padded_value(x, n, c, oh * stride + fy - pad, ow * stride + fx - pad)
-                                    terms.append(float(W[f, c, fy, fx]) * float(v))
+                        terms = conv_terms(x, W, b, n, f, oh, ow, stride, pad)
                         s = math.fsum(terms) if all(map(math.isfinite, terms)) else sum(terms)
                         v = 0.0 if s <= 0 else s
                         if best is None or (not math.isnan(best) and (v > best or math.isnan(v))):

@@ -37,12 +37,10 @@ def count_nonfinite_numpy(x: np.ndarray) -> int:
 
 
 # An entry is NaN or ±inf exactly when all its exponent bits are set; an integer count over the
-# bits vectorises (no float compare, no branch). One function per width: the view's dtype and the
-# mask are then constants of the compiled code.
+# bits vectorises (no float compare, no branch). ``bits`` is the 1-d unsigned-integer view of the
+# floats and ``exponent`` the mask of its width (numba compiles one signature per width).
 @jit
-def _count_nonfinite_32(x):
-    bits = x.view(np.uint32)
-    exponent = np.uint32(0x7F80_0000)
+def _count_exponent_all_ones(bits, exponent):
     count = 0
     for i in range(bits.size):
         if (bits[i] & exponent) == exponent:
@@ -50,15 +48,8 @@ def _count_nonfinite_32(x):
     return count
 
 
-@jit
-def _count_nonfinite_64(x):
-    bits = x.view(np.uint64)
-    exponent = np.uint64(0x7FF0_0000_0000_0000)
-    count = 0
-    for i in range(bits.size):
-        if (bits[i] & exponent) == exponent:
-            count += 1
-    return count
+#: Exponent mask of each float width (bytes): all exponent bits set.
+_EXPONENT_MASKS = {4: np.uint32(0x7F80_0000), 8: np.uint64(0x7FF0_0000_0000_0000)}
 
 
 def count_nonfinite_numba(x: np.ndarray) -> int:
@@ -71,6 +62,5 @@ def count_nonfinite_numba(x: np.ndarray) -> int:
         x = np.asarray(x)
     _check_dtype(x)
     flat = x.reshape(-1) if x.flags.c_contiguous else x.ravel(order="K")  # ravel: contiguous copy/view
-    if x.dtype.itemsize == 8:
-        return _count_nonfinite_64(flat)
-    return _count_nonfinite_32(flat)
+    mask = _EXPONENT_MASKS[x.dtype.itemsize]
+    return _count_exponent_all_ones(flat.view(mask.dtype), mask)
