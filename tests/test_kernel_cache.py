@@ -8,11 +8,14 @@ helper in a temporary copy of the package and running it twice with one cache di
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+
+import numba
 
 import zerodl.kernels
 
@@ -28,12 +31,21 @@ def _jit_functions(tree: ast.Module) -> list[ast.FunctionDef]:
     return [n for n in tree.body if isinstance(n, ast.FunctionDef) and any(is_jit(d) for d in n.decorator_list)]
 
 
+def _is_declaration(module: str, name: str) -> bool:
+    # An external function's declaration (``_blas.SGEMM``) holds no compiled code of its own: the
+    # caller compiles a call to a symbol that is bound when the caller is loaded, so it cannot go stale.
+    package = "zerodl.kernels" if module == "__init__" else f"zerodl.kernels.{module}"
+    obj = getattr(importlib.import_module(package), name, None)
+    return isinstance(obj, numba.types.ExternalFunction)
+
+
 def test_compiled_functions_call_only_helpers_of_their_own_file():
     offenders = []
     for path in sorted(KERNELS.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
                     and (node.module or "").startswith("zerodl") for alias in node.names}
+        imported = {n for n in imported if not _is_declaration(path.stem, n)}
         for fn in _jit_functions(tree):
             # The body only: the decorator (``jit(contract=True)``) is the one allowed import call.
             for node in (n for stmt in fn.body for n in ast.walk(stmt)):

@@ -48,6 +48,8 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
+    WINO_POOL,
+    WINO_POOL_INFER,
     _backward_numba,
     _cols_to_pooled_relu,
     _one_blas_thread,
@@ -55,7 +57,6 @@ from zerodl.kernels.convolution import (
     _Plan,
     _Wino,
     _wino_filters,
-    _wino_wide_to_tiles,
     _winograd_ok,
     conv_backward_numba,
     conv_backward_numpy,
@@ -116,148 +117,6 @@ def conv_relu_pool_backward_numpy(
 
 # ----------------------------------------------------------------------------- compiled kernels
 @jit
-def _wino_output_pool(M, b, th, tw, pooled, arg_max):
-    # Winograd's output transform (see convolution._wino_output_wide: M (16, FN, B·th·(tw + 1)), wide
-    # tile rows) + bias + the book's ReLU + the 2x2 max pooling of each output tile:
-    # pooled / arg_max (B, FN, th, tw). First maximum in (y00, y01, y10, y11) order; a NaN wins
-    # and sticks (max_pool_forward's rule).
-    n_img, fn = pooled.shape[0], pooled.shape[1]
-    u = np.uint64
-    T = u(M.shape[2])
-    FT = u(fn) * T
-    Mf = M.reshape(-1)
-    two = u(2)
-    zero = pooled.dtype.type(0)
-    pf = pooled.reshape(-1)
-    af = arg_max.reshape(-1)
-    for n in range(n_img):
-        for f in range(fn):
-            bf = b[f]
-            for i in range(th):
-                m = u(f) * T + u((n * th + i) * (tw + 1))
-                o = u(((n * fn + f) * th + i) * tw)
-                for j in range(u(tw)):
-                    p0 = Mf[m + j] + Mf[m + FT + j] + Mf[m + two * FT + j]
-                    q0 = Mf[m + FT + j] - Mf[m + two * FT + j] - Mf[m + u(3) * FT + j]
-                    p1 = Mf[m + u(4) * FT + j] + Mf[m + u(5) * FT + j] + Mf[m + u(6) * FT + j]
-                    q1 = Mf[m + u(5) * FT + j] - Mf[m + u(6) * FT + j] - Mf[m + u(7) * FT + j]
-                    p2 = Mf[m + u(8) * FT + j] + Mf[m + u(9) * FT + j] + Mf[m + u(10) * FT + j]
-                    q2 = Mf[m + u(9) * FT + j] - Mf[m + u(10) * FT + j] - Mf[m + u(11) * FT + j]
-                    p3 = Mf[m + u(12) * FT + j] + Mf[m + u(13) * FT + j] + Mf[m + u(14) * FT + j]
-                    q3 = Mf[m + u(13) * FT + j] - Mf[m + u(14) * FT + j] - Mf[m + u(15) * FT + j]
-                    v = p0 + p1 + p2 + bf
-                    best = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
-                    k = 0
-                    v = q0 + q1 + q2 + bf
-                    v = zero if v <= zero else v  # noqa: FURB136
-                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
-                    best = v if take else best
-                    k = 1 if take else k
-                    v = p1 - p2 - p3 + bf
-                    v = zero if v <= zero else v  # noqa: FURB136
-                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
-                    best = v if take else best
-                    k = 2 if take else k
-                    v = q1 - q2 - q3 + bf
-                    v = zero if v <= zero else v  # noqa: FURB136
-                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
-                    best = v if take else best
-                    k = 3 if take else k
-                    pf[o + j] = best
-                    af[o + j] = k
-
-
-@jit
-def _wino_pool_wide_finite(M, b, P, K):
-    # _wino_output_pool for NaN-free tiles, into wide planes P / K (FN, B·th·(tw + 1)) (junk
-    # tiles too; _wino_wide_to_tiles drops them): plain strict comparisons (the ReLU folded into
-    # the first), which LLVM turns into vector selects, in one flat loop over the chunk's tiles per
-    # filter (tile rows of 4-14 are too short to vectorise: the row-by-row form measured 3-4x
-    # slower in float32). Returns True if some value was NaN: the caller then reruns
-    # _wino_output_pool on the chunk.
-    fn = M.shape[1]
-    u = np.uint64
-    T = u(M.shape[2])
-    FT = u(fn) * T
-    Mf = M.reshape(-1)
-    Pf = P.reshape(-1)
-    Kf = K.reshape(-1)
-    zero = P.dtype.type(0)
-    found = False
-    for f in range(fn):
-        bf = b[f]
-        base = u(f) * T
-        for t in range(T):
-            m = base + t
-            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
-            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
-            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
-            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
-            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
-            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
-            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
-            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
-            v0 = p0 + p1 + p2 + bf
-            v1 = q0 + q1 + q2 + bf
-            v2 = p1 - p2 - p3 + bf
-            v3 = q1 - q2 - q3 + bf
-            found |= np.isnan(v0) | np.isnan(v1) | np.isnan(v2) | np.isnan(v3)
-            # relu(v0), then a later value wins only if strictly larger (so it is > 0 and its
-            # ReLU is itself): the first maximum of the four ReLU outputs.
-            best = zero if v0 <= zero else v0  # noqa: FURB136 (max() would change NaN handling)
-            w = v1 > best
-            best = v1 if w else best
-            k = 1 if w else 0
-            w = v2 > best
-            best = v2 if w else best
-            k = 2 if w else k
-            w = v3 > best
-            best = v3 if w else best
-            k = 3 if w else k
-            Pf[m] = best
-            Kf[m] = k
-    return found
-
-
-@jit
-def _wino_pool_wide(M, b, P):
-    # Inference: P (FN, B·th·(tw + 1)) = the 2x2 max of relu(Aᵀ m A + bias) per wide tile, no
-    # arg-max. The values of _wino_output_pool exactly, NaN included: a NaN among the four wins
-    # (the selects below keep the first NaN, as the training kernel does), so no NaN pre-check or
-    # rerun is needed. One flat vectorised loop per filter, as _wino_pool_wide_finite.
-    fn = M.shape[1]
-    u = np.uint64
-    T = u(M.shape[2])
-    FT = u(fn) * T
-    Mf = M.reshape(-1)
-    Pf = P.reshape(-1)
-    zero = P.dtype.type(0)
-    for f in range(fn):
-        bf = b[f]
-        base = u(f) * T
-        for t in range(T):
-            m = base + t
-            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
-            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
-            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
-            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
-            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
-            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
-            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
-            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
-            v0 = p0 + p1 + p2 + bf
-            v1 = q0 + q1 + q2 + bf
-            v2 = p1 - p2 - p3 + bf
-            v3 = q1 - q2 - q3 + bf
-            best = zero if v0 <= zero else v0  # noqa: FURB136 (NaN must pass)
-            # A later value wins if it is larger or NaN, unless best is NaN already (x != x: NaN).
-            best = v1 if ((v1 > best) | (v1 != v1)) & (best == best) else best  # noqa: PLR0124
-            best = v2 if ((v2 > best) | (v2 != v2)) & (best == best) else best  # noqa: PLR0124
-            best = v3 if ((v3 > best) | (v3 != v3)) & (best == best) else best  # noqa: PLR0124
-            Pf[m] = best
-
-
-@jit
 def _unpool_masked(dpooled, pooled, arg_max, dout):
     # dout (B, FN, OH, OW) = the 2x2 max pooling's backward of dpooled, zeroed where the window's
     # maximum (pooled) was <= 0 (the ReLU's mask there); rows/columns no window covers get 0.
@@ -295,48 +154,6 @@ def _unpool_masked(dpooled, pooled, arg_max, dout):
                 d = plane + u(y) * W
                 for xx in range(W):
                     df[d + xx] = zero
-
-
-@jit
-def _unpool_masked_cols(dpooled, pooled, arg_max, out_h, out_w, row_stride, cols):
-    # _unpool_masked written straight into the patch route's product layout (see convolution's
-    # _out_to_cols): cols (FN, B·L), L = out_h·row_stride, image j's gradient at (y, xx) in column
-    # j·L + y·row_stride + xx. Columns out_w ≤ xx < row_stride (the wide grid's junk) are not
-    # written: they stay zero. Same walk as _unpool_masked, row pair by row pair.
-    n_img, fn, ph, pw = dpooled.shape
-    u = np.uint64
-    total = u(cols.shape[1])
-    n_cols = u(cols.shape[1] // n_img)
-    gf = dpooled.reshape(-1)
-    pf = pooled.reshape(-1)
-    af = arg_max.reshape(-1)
-    cf = cols.reshape(-1)
-    W = u(out_w)
-    R = u(row_stride)
-    covered = u(2 * pw)
-    one, two = u(1), u(2)
-    zero = cols.dtype.type(0)
-    for j in range(n_img):
-        for f in range(fn):
-            base = u(f) * total + u(j) * n_cols
-            for i in range(ph):
-                s = u(((j * fn + f) * ph + i) * pw)
-                d = base + u(2 * i) * R
-                for xx in range(covered):
-                    o = s + (xx >> one)
-                    k = af[o]
-                    v = gf[o]  # loaded before the select (see _unpool_masked)
-                    v = zero if pf[o] <= zero else v
-                    par = xx & one
-                    cf[d + xx] = v if k == par else zero
-                    cf[d + R + xx] = v if k == par + two else zero
-                for xx in range(covered, W):
-                    cf[d + xx] = zero
-                    cf[d + R + xx] = zero
-            for y in range(2 * ph, out_h):
-                d = base + u(y) * R
-                for xx in range(W):
-                    cf[d + xx] = zero
 
 
 @jit
@@ -422,18 +239,8 @@ def conv_relu_pool_forward_numba(
     U = _wino_filters(W)
     pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
     arg_max = np.empty((N, FN, oh // 2, ow // 2), dtype=np.intp)
-
-    def emit(M: np.ndarray, n0: int, n1: int) -> None:
-        P = np.empty(M.shape[1:], dtype=M.dtype)
-        K = np.empty(M.shape[1:], dtype=np.intp)
-        if _wino_pool_wide_finite(M, b, P, K):
-            _wino_output_pool(M, b, wino.th, wino.tw, pooled[n0:n1], arg_max[n0:n1])
-        else:
-            _wino_wide_to_tiles(P, wino.th, wino.tw, pooled[n0:n1])
-            _wino_wide_to_tiles(K, wino.th, wino.tw, arg_max[n0:n1])
-
     with _one_blas_thread():
-        run_tasks(lambda g: wino.group(g, x, U, b, True, emit), wino.groups)
+        run_tasks(lambda g: wino.group(g, x, U, b, True, WINO_POOL, pooled, arg_max), wino.groups)
     return pooled, arg_max, None
 
 
@@ -468,10 +275,7 @@ def conv_relu_pool_backward_numba(
         # is unpooled straight into its product layout and db summed off the pooled arrays, so the
         # full-resolution gradient is never written (nor read twice: by the copy into the
         # products' layout and by the bias gradient).
-        def to_cols(n0: int, n1: int, row_stride: int, dcols: np.ndarray) -> None:
-            _unpool_masked_cols(dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], oh, ow, row_stride, dcols)
-
-        return _backward_numba(None, None, x, W, stride, pad, need_dx, to_cols,
+        return _backward_numba(None, None, x, W, stride, pad, need_dx, (dpooled, pooled, arg_max),
                                lambda db: _bias_grad_unpooled(dpooled, pooled, arg_max, db))
     dout = np.empty((N, FN, oh, ow), dtype=dpooled.dtype)
     k = min(4, N)  # any split gives the same values
@@ -511,12 +315,6 @@ def conv_relu_pool_inference_numba(
         return pooled
     wino = _Wino(x.shape, FN, pad, x.dtype, full_output=False)
     U = _wino_filters(W)
-
-    def emit(M: np.ndarray, n0: int, n1: int) -> None:
-        P = np.empty(M.shape[1:], dtype=M.dtype)
-        _wino_pool_wide(M, b, P)
-        _wino_wide_to_tiles(P, wino.th, wino.tw, pooled[n0:n1])
-
     with _one_blas_thread():
-        run_tasks(lambda g: wino.group(g, x, U, b, True, emit), wino.groups)
+        run_tasks(lambda g: wino.group(g, x, U, b, True, WINO_POOL_INFER, pooled), wino.groups)
     return pooled

@@ -53,7 +53,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from zerodl.kernels import _threads
+from zerodl.kernels import _blas, _threads
+from zerodl.kernels._blas import DGEMM, NO_TRANS, ROW_MAJOR, SGEMM, TRANS
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
@@ -532,6 +533,147 @@ def _out_to_cols(dout, row_stride, cols):
 
 
 @jit
+def _unpool_masked_cols(dpooled, pooled, arg_max, out_h, out_w, row_stride, cols):
+    # conv_relu_pool's _unpool_masked written straight into the patch route's product layout (see
+    # _out_to_cols): cols (FN, B·L), L = out_h·row_stride, image j's gradient at (y, xx) in column
+    # j·L + y·row_stride + xx. Columns out_w ≤ xx < row_stride (the wide grid's junk) are not
+    # written: they stay zero. Same walk as conv_relu_pool's _unpool_masked, row pair by row pair.
+    n_img, fn, ph, pw = dpooled.shape
+    u = np.uint64
+    total = u(cols.shape[1])
+    n_cols = u(cols.shape[1] // n_img)
+    gf = dpooled.reshape(-1)
+    pf = pooled.reshape(-1)
+    af = arg_max.reshape(-1)
+    cf = cols.reshape(-1)
+    W = u(out_w)
+    R = u(row_stride)
+    covered = u(2 * pw)
+    one, two = u(1), u(2)
+    zero = cols.dtype.type(0)
+    for j in range(n_img):
+        for f in range(fn):
+            base = u(f) * total + u(j) * n_cols
+            for i in range(ph):
+                s = u(((j * fn + f) * ph + i) * pw)
+                d = base + u(2 * i) * R
+                for xx in range(covered):
+                    o = s + (xx >> one)
+                    k = af[o]
+                    v = gf[o]  # loaded before the select (see _bias_grad_masked)
+                    v = zero if pf[o] <= zero else v
+                    par = xx & one
+                    cf[d + xx] = v if k == par else zero
+                    cf[d + R + xx] = v if k == par + two else zero
+                for xx in range(covered, W):
+                    cf[d + xx] = zero
+                    cf[d + R + xx] = zero
+            for y in range(2 * ph, out_h):
+                d = base + u(y) * R
+                for xx in range(W):
+                    cf[d + xx] = zero
+
+
+
+#: How a compiled patch-route group writes its output / reads its gradient (see _Plan.forward_group
+#: and _Plan.backward_group): the scatter after the forward product and the copy before the backward's.
+SCATTER_OUT, SCATTER_RELU, SCATTER_POOLED = 0, 1, 2
+GATHER_DOUT, GATHER_MASKED, GATHER_UNPOOL = 0, 1, 2
+
+
+@jit
+def _patch_forward_chunks(x, W, b, wide, direct, stride, pad, out_h, out_w, row_stride, xpad_size,
+                          bounds, block, scatter, out):
+    # One group of the patch route's forward in one call (see _patch_forward; the same passes and
+    # products, in the same order, as its Python loop).
+    fn, n_ch, fh, fw = W.shape
+    dt = x.dtype
+    W_mat = W.reshape(fn, n_ch * fh * fw)
+    K = W_mat.shape[1]
+    n_cols = out_h * row_stride
+    xpad = np.zeros(xpad_size, dtype=dt)
+    width = -1
+    buf = np.empty((K, 1), dtype=dt)
+    prod = np.empty((fn, 1), dtype=dt)
+    for i in range(bounds.shape[0] - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        if (n1 - n0) * n_cols != width:
+            width = (n1 - n0) * n_cols
+            buf = np.empty((K, width), dtype=dt)
+            prod = np.empty((fn, width), dtype=dt)
+        if direct:
+            _direct_c1_fw3(x[n0:n1], W, pad, xpad, prod)
+        else:
+            if wide:
+                _patches_wide(x[n0:n1], fh, fw, pad, xpad, buf)
+            else:
+                _patches_rows(x[n0:n1], fh, fw, stride, pad, out_h, out_w, buf)
+            for c0 in range(0, width, block):
+                c1 = min(c0 + block, width)
+                _gemm(W_mat, buf[:, c0:c1], prod[:, c0:c1], False)
+        if scatter == SCATTER_OUT:
+            _cols_to_out(prod, b, row_stride, out[n0:n1])
+        elif scatter == SCATTER_RELU:
+            _cols_to_out_relu(prod, b, row_stride, out[n0:n1])
+        else:
+            _cols_to_pooled_relu(prod, b, row_stride, out[n0:n1])
+
+
+@jit
+def _patch_backward_chunks(x, W_t, need_dW, fold_dx, wide, fh, fw, stride, pad, out_h, out_w, row_stride,
+                           xpad_size, bounds, block, gather, dout, relu_out, dpooled, pooled, arg_max,
+                           dW_part, dx):
+    # One group of the patch route's backward in one call (see _backward_numba's patch_group: the
+    # same passes, products and partial-sum order). gather: how a chunk's gradient reaches the
+    # product layout (dout as is, masked by relu_out, or unpooled from dpooled / pooled / arg_max).
+    K, fn = W_t.shape
+    dt = x.dtype
+    n_cols = out_h * row_stride
+    xpad = np.zeros(xpad_size, dtype=dt)
+    dxpad = np.empty_like(xpad)
+    dW_chunk = np.empty((K, fn), dtype=dt)
+    dWf = dW_part.reshape(-1)
+    dcf = dW_chunk.reshape(-1)
+    width = -1
+    buf = np.empty((K, 1), dtype=dt)
+    dbuf = np.empty((K, 1), dtype=dt)
+    dcols = np.zeros((fn, 1), dtype=dt)
+    for i in range(bounds.shape[0] - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        if (n1 - n0) * n_cols != width:
+            width = (n1 - n0) * n_cols
+            buf = np.empty((K, width), dtype=dt)
+            dbuf = np.empty((K, width), dtype=dt)
+            dcols = np.zeros((fn, width), dtype=dt)  # junk columns stay zero
+        if need_dW:
+            if wide:
+                _patches_wide(x[n0:n1], fh, fw, pad, xpad, buf)
+            else:
+                _patches_rows(x[n0:n1], fh, fw, stride, pad, out_h, out_w, buf)
+        if gather == GATHER_UNPOOL:
+            _unpool_masked_cols(dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], out_h, out_w, row_stride, dcols)
+        elif gather == GATHER_DOUT:
+            _out_to_cols(dout[n0:n1], row_stride, dcols)
+        else:
+            _out_to_cols_masked(dout[n0:n1], relu_out[n0:n1], row_stride, dcols)
+        for c0 in range(0, width, block):
+            c1 = min(c0 + block, width)
+            if need_dW and i == 0 and c0 == 0:
+                _gemm(buf[:, c0:c1], dcols[:, c0:c1], dW_part, True)
+            elif need_dW:
+                _gemm(buf[:, c0:c1], dcols[:, c0:c1], dW_chunk, True)
+                for k in range(dWf.shape[0]):
+                    dWf[k] += dcf[k]
+            if fold_dx:
+                _gemm(W_t, dcols[:, c0:c1], dbuf[:, c0:c1], False)
+        if fold_dx:
+            if wide:
+                _fold_wide(dbuf, fh, fw, pad, dxpad, dx[n0:n1])
+            else:
+                _fold_rows(dbuf, fh, fw, stride, pad, out_h, out_w, dx[n0:n1])
+
+
+@jit
 def _bias_grad(dout, db):
     # db[f] = Σ dout[:, f] summed image by image, then position by position, from zero: the order
     # of the book's np.sum(axis=0) over its (N·P, FN) matrix, so db matches it bit for bit. That
@@ -841,6 +983,256 @@ def _wino_filter_grad(X, dW):
 
 
 @jit
+def _wino_output_pool(M, b, th, tw, pooled, arg_max):
+    # Winograd's output transform (see _wino_output_wide: M (16, FN, B·th·(tw + 1)), wide
+    # tile rows) + bias + the book's ReLU + the 2x2 max pooling of each output tile:
+    # pooled / arg_max (B, FN, th, tw). First maximum in (y00, y01, y10, y11) order; a NaN wins
+    # and sticks (max_pool_forward's rule).
+    n_img, fn = pooled.shape[0], pooled.shape[1]
+    u = np.uint64
+    T = u(M.shape[2])
+    FT = u(fn) * T
+    Mf = M.reshape(-1)
+    two = u(2)
+    zero = pooled.dtype.type(0)
+    pf = pooled.reshape(-1)
+    af = arg_max.reshape(-1)
+    for n in range(n_img):
+        for f in range(fn):
+            bf = b[f]
+            for i in range(th):
+                m = u(f) * T + u((n * th + i) * (tw + 1))
+                o = u(((n * fn + f) * th + i) * tw)
+                for j in range(u(tw)):
+                    p0 = Mf[m + j] + Mf[m + FT + j] + Mf[m + two * FT + j]
+                    q0 = Mf[m + FT + j] - Mf[m + two * FT + j] - Mf[m + u(3) * FT + j]
+                    p1 = Mf[m + u(4) * FT + j] + Mf[m + u(5) * FT + j] + Mf[m + u(6) * FT + j]
+                    q1 = Mf[m + u(5) * FT + j] - Mf[m + u(6) * FT + j] - Mf[m + u(7) * FT + j]
+                    p2 = Mf[m + u(8) * FT + j] + Mf[m + u(9) * FT + j] + Mf[m + u(10) * FT + j]
+                    q2 = Mf[m + u(9) * FT + j] - Mf[m + u(10) * FT + j] - Mf[m + u(11) * FT + j]
+                    p3 = Mf[m + u(12) * FT + j] + Mf[m + u(13) * FT + j] + Mf[m + u(14) * FT + j]
+                    q3 = Mf[m + u(13) * FT + j] - Mf[m + u(14) * FT + j] - Mf[m + u(15) * FT + j]
+                    v = p0 + p1 + p2 + bf
+                    best = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
+                    k = 0
+                    v = q0 + q1 + q2 + bf
+                    v = zero if v <= zero else v  # noqa: FURB136
+                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
+                    best = v if take else best
+                    k = 1 if take else k
+                    v = p1 - p2 - p3 + bf
+                    v = zero if v <= zero else v  # noqa: FURB136
+                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
+                    best = v if take else best
+                    k = 2 if take else k
+                    v = q1 - q2 - q3 + bf
+                    v = zero if v <= zero else v  # noqa: FURB136
+                    take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
+                    best = v if take else best
+                    k = 3 if take else k
+                    pf[o + j] = best
+                    af[o + j] = k
+
+
+@jit
+def _wino_pool_wide_finite(M, b, P, K):
+    # _wino_output_pool for NaN-free tiles, into wide planes P / K (FN, B·th·(tw + 1)) (junk
+    # tiles too; _wino_wide_to_tiles drops them): plain strict comparisons (the ReLU folded into
+    # the first), which LLVM turns into vector selects, in one flat loop over the chunk's tiles per
+    # filter (tile rows of 4-14 are too short to vectorise: the row-by-row form measured 3-4x
+    # slower in float32). Returns True if some value was NaN: the caller then reruns
+    # _wino_output_pool on the chunk.
+    fn = M.shape[1]
+    u = np.uint64
+    T = u(M.shape[2])
+    FT = u(fn) * T
+    Mf = M.reshape(-1)
+    Pf = P.reshape(-1)
+    Kf = K.reshape(-1)
+    zero = P.dtype.type(0)
+    found = False
+    for f in range(fn):
+        bf = b[f]
+        base = u(f) * T
+        for t in range(T):
+            m = base + t
+            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
+            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
+            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
+            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
+            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
+            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
+            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
+            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
+            v0 = p0 + p1 + p2 + bf
+            v1 = q0 + q1 + q2 + bf
+            v2 = p1 - p2 - p3 + bf
+            v3 = q1 - q2 - q3 + bf
+            found |= np.isnan(v0) | np.isnan(v1) | np.isnan(v2) | np.isnan(v3)
+            # relu(v0), then a later value wins only if strictly larger (so it is > 0 and its
+            # ReLU is itself): the first maximum of the four ReLU outputs.
+            best = zero if v0 <= zero else v0  # noqa: FURB136 (max() would change NaN handling)
+            w = v1 > best
+            best = v1 if w else best
+            k = 1 if w else 0
+            w = v2 > best
+            best = v2 if w else best
+            k = 2 if w else k
+            w = v3 > best
+            best = v3 if w else best
+            k = 3 if w else k
+            Pf[m] = best
+            Kf[m] = k
+    return found
+
+
+@jit
+def _wino_pool_wide(M, b, P):
+    # Inference: P (FN, B·th·(tw + 1)) = the 2x2 max of relu(Aᵀ m A + bias) per wide tile, no
+    # arg-max. The values of _wino_output_pool exactly, NaN included: a NaN among the four wins
+    # (the selects below keep the first NaN, as the training kernel does), so no NaN pre-check or
+    # rerun is needed. One flat vectorised loop per filter, as _wino_pool_wide_finite.
+    fn = M.shape[1]
+    u = np.uint64
+    T = u(M.shape[2])
+    FT = u(fn) * T
+    Mf = M.reshape(-1)
+    Pf = P.reshape(-1)
+    zero = P.dtype.type(0)
+    for f in range(fn):
+        bf = b[f]
+        base = u(f) * T
+        for t in range(T):
+            m = base + t
+            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
+            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
+            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
+            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
+            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
+            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
+            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
+            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
+            v0 = p0 + p1 + p2 + bf
+            v1 = q0 + q1 + q2 + bf
+            v2 = p1 - p2 - p3 + bf
+            v3 = q1 - q2 - q3 + bf
+            best = zero if v0 <= zero else v0  # noqa: FURB136 (NaN must pass)
+            # A later value wins if it is larger or NaN, unless best is NaN already (x != x: NaN).
+            best = v1 if ((v1 > best) | (v1 != v1)) & (best == best) else best  # noqa: PLR0124
+            best = v2 if ((v2 > best) | (v2 != v2)) & (best == best) else best  # noqa: PLR0124
+            best = v3 if ((v3 > best) | (v3 != v3)) & (best == best) else best  # noqa: PLR0124
+            Pf[m] = best
+
+
+# ----------------------------------------------------------------------------- products without the GIL
+# When NumPy's BLAS can be called from compiled code (``_blas.available()``), a group of chunks is one
+# compiled call: transforms, products and output passes of every chunk with the GIL released once,
+# instead of a return to Python (and a GIL hand-off between the two task threads) for each product.
+# The products are the same BLAS calls np.matmul makes for the same operands (same bits).
+
+@jit
+def _gemm(A, B, C, trans_b):
+    # C (m, n) = A (m, k) @ B (k, n), or A @ Bᵀ with B (n, k) when trans_b; rows of each may be
+    # strided (slices of columns), elements contiguous. NumPy's own BLAS (see _blas.py).
+    m, n = C.shape[0], C.shape[1]
+    k = A.shape[1]
+    size = C.itemsize
+    # A one-row matrix may have any row stride (NumPy's relaxed strides): BLAS wants >= its width.
+    lda = A.strides[0] // size if A.shape[0] > 1 else max(1, A.shape[1])
+    ldb = B.strides[0] // size if B.shape[0] > 1 else max(1, B.shape[1])
+    ldc = C.strides[0] // size if C.shape[0] > 1 else max(1, C.shape[1])
+    tb = np.int32(TRANS if trans_b else NO_TRANS)
+    order, ta = np.int32(ROW_MAJOR), np.int32(NO_TRANS)
+    if size == 4:  # float32 (the twins take float32 and float64 only)
+        SGEMM(order, ta, tb, m, n, k, np.float32(1), A.ctypes, lda, B.ctypes, ldb, np.float32(0), C.ctypes, ldc)
+    else:
+        DGEMM(order, ta, tb, m, n, k, np.float64(1), A.ctypes, lda, B.ctypes, ldb, np.float64(0), C.ctypes, ldc)
+
+
+#: _Wino.group's outputs: the full output, pooled with arg-max (training), pooled only (inference).
+WINO_FULL, WINO_POOL, WINO_POOL_INFER = 0, 1, 2
+
+
+@jit
+def _wino_forward_chunks(x, U, b, relu, pad, th, tw, bounds, mode, out_full, pooled, arg_max):
+    # One group of _Wino.group in one call: images bounds[i] … bounds[i + 1] are chunk i. The same
+    # passes and products as the Python loop, in the same order (the same bits).
+    fn, n_ch = U.shape[1], U.shape[2]
+    dt = x.dtype
+    tiles = th * (tw + 1)
+    pe = np.zeros((th + 1, 2 * tw + 2), dtype=dt)
+    po = np.zeros_like(pe)
+    width = -1
+    R = np.zeros((4, 2), dtype=dt)
+    V = np.empty((16, n_ch, 1), dtype=dt)
+    M = np.empty((16, fn, 1), dtype=dt)
+    for i in range(bounds.shape[0] - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        if (n1 - n0) * tiles != width:
+            width = (n1 - n0) * tiles
+            R = np.zeros((4, 2 * width + 2), dtype=dt)
+            V = np.empty((16, n_ch, width), dtype=dt)
+            M = np.empty((16, fn, width), dtype=dt)
+        _wino_input(x[n0:n1], pad, th, tw, pe, po, R, V)
+        for xi in range(16):
+            _gemm(U[xi], V[xi], M[xi], False)
+        if mode == WINO_FULL:
+            Y = np.empty((4, fn, width), dtype=dt)
+            _wino_output_wide(M, b, relu, Y)
+            _wino_tiles_to_out(Y, th, tw, out_full[n0:n1])
+        elif mode == WINO_POOL:
+            P = np.empty((fn, width), dtype=dt)
+            K = np.empty((fn, width), dtype=arg_max.dtype)
+            if _wino_pool_wide_finite(M, b, P, K):
+                _wino_output_pool(M, b, th, tw, pooled[n0:n1], arg_max[n0:n1])
+            else:
+                _wino_wide_to_tiles(P, th, tw, pooled[n0:n1])
+                _wino_wide_to_tiles(K, th, tw, arg_max[n0:n1])
+        else:
+            P = np.empty((fn, width), dtype=dt)
+            _wino_pool_wide(M, b, P)
+            _wino_wide_to_tiles(P, th, tw, pooled[n0:n1])
+
+
+@jit
+def _wino_weight_grad_chunks(x, dout, pad, th, tw, bounds, X):
+    # One group of _Wino.weight_grad_group in one call (same passes, products and partial-sum
+    # order as the Python loop).
+    fn, n_ch = X.shape[1], X.shape[2]
+    dt = x.dtype
+    tiles = th * (tw + 1)
+    wp = 2 * tw + 2
+    pe = np.zeros((th + 1, wp), dtype=dt)
+    po = np.zeros_like(pe)
+    E = np.zeros((th, wp), dtype=dt)
+    O = np.zeros_like(E)
+    X_chunk = np.empty_like(X)
+    Xf = X.reshape(-1)
+    Xcf = X_chunk.reshape(-1)
+    width = -1
+    R = np.zeros((4, 2), dtype=dt)
+    RZ = np.empty((4, 2), dtype=dt)
+    V = np.empty((16, n_ch, 1), dtype=dt)
+    Z = np.empty((16, fn, 1), dtype=dt)
+    for i in range(bounds.shape[0] - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        if (n1 - n0) * tiles != width:
+            width = (n1 - n0) * tiles
+            R = np.zeros((4, 2 * width + 2), dtype=dt)
+            RZ = np.empty((4, 2 * width), dtype=dt)
+            V = np.empty((16, n_ch, width), dtype=dt)
+            Z = np.empty((16, fn, width), dtype=dt)
+        _wino_input(x[n0:n1], pad, th, tw, pe, po, R, V)
+        _wino_dout(dout[n0:n1], th, tw, E, O, RZ, Z)
+        target = X if i == 0 else X_chunk
+        for xi in range(16):
+            _gemm(Z[xi], V[xi], target[xi], True)
+        if i > 0:
+            for k in range(Xf.shape[0]):
+                Xf[k] += Xcf[k]
+
+
+@jit
 def _relu_masked(dout, out, masked):
     # masked = dout where out > 0, else 0 (the book's Relu.backward, out being the ReLU's output).
     d = dout.reshape(-1)
@@ -902,13 +1294,25 @@ class _Wino:
         # Callers that emit something else (conv_relu_pool's pooled tiles) need no full output.
         self.out_full = np.empty((N, fn, 2 * self.th, 2 * self.tw), dtype=dtype) if full_output else None
 
-    def group(self, g: int, x: np.ndarray, U: np.ndarray, b: np.ndarray, relu: bool,
-              emit: Callable[[np.ndarray, int, int], None] | None = None) -> None:
-        """Transform, multiply and transform back the chunks of group ``g``.
+    def bounds(self, g: int) -> np.ndarray:
+        """Group ``g``'s chunk boundaries: chunk ``i`` is images ``[bounds[i], bounds[i + 1])``."""
+        chunks = self.ranges[g]
+        return np.array([n0 for n0, _ in chunks] + [chunks[-1][1]], dtype=np.intp)
 
-        ``emit(M, n0, n1)``, when given, replaces the output transform into ``out_full``: it gets
-        the products ``M (16, FN, tiles)`` of images ``[n0, n1)``.
-        """
+    def group(self, g: int, x: np.ndarray, U: np.ndarray, b: np.ndarray, relu: bool,
+              mode: int = WINO_FULL, pooled: np.ndarray | None = None,
+              arg_max: np.ndarray | None = None) -> None:
+        """Transform, multiply and transform back the chunks of group ``g`` into ``out_full``
+        (``mode`` :data:`WINO_FULL`), or pool each output tile into ``pooled`` and ``arg_max``
+        (:data:`WINO_POOL`, the book's first maximum) or into ``pooled`` alone
+        (:data:`WINO_POOL_INFER`; ``relu`` is then implied)."""
+        if _blas.available():
+            dummy = np.empty((1, 1, 1, 1), dtype=self.dtype)
+            _wino_forward_chunks(x, U, b, relu, self.pad, self.th, self.tw, self.bounds(g), mode,
+                                 dummy if self.out_full is None else self.out_full,
+                                 dummy if pooled is None else pooled,
+                                 np.empty((1, 1, 1, 1), dtype=np.intp) if arg_max is None else arg_max)
+            return
         dt = self.dtype
         pe = np.zeros((self.th + 1, 2 * self.tw + 2), dtype=dt)
         po = np.zeros_like(pe)
@@ -919,19 +1323,32 @@ class _Wino:
                 R = np.zeros((4, 2 * width + 2), dtype=dt)  # see _wino_input
                 V = np.empty((16, self.C, width), dtype=dt)
                 M = np.empty((16, self.fn, width), dtype=dt)
-                Y = np.empty((4, self.fn, width), dtype=dt) if emit is None else None
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
             np.matmul(U, V, out=M)
-            if emit is None:
+            if mode == WINO_FULL:
+                Y = np.empty((4, self.fn, width), dtype=dt)
                 _wino_output_wide(M, b, relu, Y)
                 _wino_tiles_to_out(Y, self.th, self.tw, self.out_full[n0:n1])
+            elif mode == WINO_POOL:
+                P = np.empty((self.fn, width), dtype=dt)
+                K = np.empty((self.fn, width), dtype=np.intp)
+                if _wino_pool_wide_finite(M, b, P, K):
+                    _wino_output_pool(M, b, self.th, self.tw, pooled[n0:n1], arg_max[n0:n1])
+                else:
+                    _wino_wide_to_tiles(P, self.th, self.tw, pooled[n0:n1])
+                    _wino_wide_to_tiles(K, self.th, self.tw, arg_max[n0:n1])
             else:
-                emit(M, n0, n1)
+                P = np.empty((self.fn, width), dtype=dt)
+                _wino_pool_wide(M, b, P)
+                _wino_wide_to_tiles(P, self.th, self.tw, pooled[n0:n1])
 
     def weight_grad_group(self, g: int, x: np.ndarray, dout: np.ndarray, X: np.ndarray) -> None:
         """``X (16, FN, C)`` = Σ over the chunks of group ``g`` of ``Z[ξ] @ V[ξ]ᵀ``: the Winograd-domain
         weight gradient (``Z`` the transform of ``dout``'s tiles, ``V`` that of ``x``'s), summed
         chunk by chunk in order; :func:`_wino_filter_grad` maps it back to ``(FN, C, 3, 3)``."""
+        if _blas.available():
+            _wino_weight_grad_chunks(x, dout, self.pad, self.th, self.tw, self.bounds(g), X)
+            return
         dt = self.dtype
         wp = 2 * self.tw + 2
         pe = np.zeros((self.th + 1, wp), dtype=dt)
@@ -1025,6 +1442,11 @@ class _Plan:
         else:
             _fold_rows(dbuf, self.fh, self.fw, self.stride, self.pad, self.out_h, self.out_w, dx)
 
+    def bounds(self, g: int) -> np.ndarray:
+        """Group ``g``'s chunk boundaries: chunk ``i`` is images ``[bounds[i], bounds[i + 1])``."""
+        chunks = self.ranges[g]
+        return np.array([n0 for n0, _ in chunks] + [chunks[-1][1]], dtype=np.intp)
+
     def chunks(self, group: int):
         """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)`` of ``group``."""
         for n0, n1 in self.ranges[group]:
@@ -1097,7 +1519,14 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
     W = np.ascontiguousarray(W)
     W_mat = W.reshape(FN, -1)
 
+    mode = {_cols_to_out: SCATTER_OUT, _cols_to_out_relu: SCATTER_RELU, _cols_to_pooled_relu: SCATTER_POOLED}
+
     def group(g: int) -> None:
+        if _blas.available():
+            _patch_forward_chunks(x, W, b, plan.wide, plan.direct is not None, plan.stride, plan.pad,
+                                  plan.out_h, plan.out_w, plan.row_stride, plan.xpad_size, plan.bounds(g),
+                                  GEMM_COLS, mode[scatter], out)
+            return
         xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
         width = -1
         for n0, n1, cols in plan.chunks(g):
@@ -1122,18 +1551,18 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
 
 def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
                     stride: int, pad: int, need_dx: bool,
-                    to_cols: Callable[[int, int, int, np.ndarray], None] | None = None,
+                    unpool: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                     bias: Callable[[np.ndarray], None] | None = None,
                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
-    # that of conv_relu_backward_numba: dout masked where relu_out <= 0. With to_cols and bias
-    # (patch route only, dout None): to_cols(n0, n1, row_stride, dcols) writes the gradient of
-    # images [n0, n1) into a chunk's product layout (see _out_to_cols; junk columns stay zero)
-    # and bias(db) the bias gradient, in the book's order - conv_relu_pool's backward, which
-    # never stores the full-resolution gradient.
+    # that of conv_relu_backward_numba: dout masked where relu_out <= 0. With unpool and bias
+    # (patch route only, dout None): unpool = (dpooled, pooled, arg_max) of a 2x2 max pooling
+    # after the ReLU, unpooled chunk by chunk straight into the product layout
+    # (_unpool_masked_cols; junk columns stay zero), and bias(db) the bias gradient, in the book's
+    # order - conv_relu_pool's backward, which never stores the full-resolution gradient.
     FN, C, FH, FW = W.shape
     x = np.ascontiguousarray(x)
-    if to_cols is not None:
+    if unpool is not None:
         assert dout is None and relu_out is None and bias is not None
         assert not _winograd_ok(C, FH, FW, stride, pad)
         assert not (need_dx and pad <= 2 and _winograd_ok(FN, FH, FW, stride, 2 - pad))
@@ -1176,18 +1605,29 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
         tasks += [lambda g=g: wino_dx.group(g, g_src, U_t, zero_b, False) for g in range(wino_dx.groups)]
     if wino_dW is None or fold_dx:
         plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
-        W_t = np.ascontiguousarray(W).reshape(FN, -1).T
+        W_t = np.ascontiguousarray(np.ascontiguousarray(W).reshape(FN, -1).T)  # (K, FN), rows contiguous
         dW_parts = np.empty((plan.groups, plan.K, FN), dtype=x.dtype)  # transposed: see below
         dx = np.empty(x.shape, dtype=x.dtype) if fold_dx else None
         need_dW = wino_dW is None
 
         def patch_group(g: int) -> None:
             # The patch-matrix route: dW (unless Winograd does it) and, when dx is not Winograd's, dx.
+            block = GEMM_COLS if fold_dx else GEMM_DW_COLS
+            if _blas.available():
+                any4 = np.empty((1, 1, 1, 1), dtype=x.dtype)
+                dp, pp, am = unpool if unpool is not None else (any4, any4, np.empty((1, 1, 1, 1), dtype=np.intp))
+                gather = (GATHER_UNPOOL if unpool is not None else
+                          GATHER_DOUT if relu_out is None else GATHER_MASKED)
+                _patch_backward_chunks(x, W_t, need_dW, fold_dx, plan.wide, plan.fh, plan.fw, plan.stride,
+                                       plan.pad, plan.out_h, plan.out_w, plan.row_stride, plan.xpad_size,
+                                       plan.bounds(g), block, gather, any4 if dout is None else dout,
+                                       any4 if relu_out is None else relu_out, dp, pp, am, dW_parts[g],
+                                       dx if fold_dx else any4)
+                return
             xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
             dxpad = np.empty_like(xpad) if fold_dx else None
             dW_chunk = np.empty((plan.K, FN), dtype=x.dtype)
             width = -1
-            block = GEMM_COLS if fold_dx else GEMM_DW_COLS
             for n0, n1, cols in plan.chunks(g):
                 if cols != width:
                     width = cols
@@ -1196,8 +1636,9 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
                     dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
                 if need_dW:
                     plan.patches(x[n0:n1], xpad, buf)
-                if to_cols is not None:
-                    to_cols(n0, n1, plan.row_stride, dcols)
+                if unpool is not None:
+                    _unpool_masked_cols(unpool[0][n0:n1], unpool[1][n0:n1], unpool[2][n0:n1], plan.out_h,
+                                        plan.out_w, plan.row_stride, dcols)
                 elif relu_out is None:
                     _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
                 else:
