@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import assert_backends_agree, assert_close
+import zerodl
+from tests.helpers import assert_backends_agree, assert_close, tolerance
 from zerodl import kernels
 
 ACTIVATIONS = {  # op prefix -> (layer forward op, how the layer's backward is called)
@@ -134,3 +135,49 @@ def test_one_call_over_many_parameters_equals_one_call_each(op, n_state, hyper, 
         np.testing.assert_array_equal(params[k], one_p[k])
         for group, one in zip(states, one_s):
             np.testing.assert_array_equal(group[k], one[k])
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_affine_backward_into_in_parts_agrees_and_keeps_its_bits_across_thread_counts(need_dx, dtype, monkeypatch):
+    # parts > 1: the Numba twin cuts its products into row blocks on both cores (conv steps); every
+    # entry keeps the product's own reduction order, so it agrees with the NumPy twin (which
+    # multiplies whole) to rounding and gives the same bits on one or two threads.
+    from zerodl.kernels import _tasks
+
+    monkeypatch.setattr(_tasks, "SPLIT_MIN_MACS", 0)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((37, 50)).astype(dtype)
+    W = rng.standard_normal((50, 23)).astype(dtype)
+    dout = rng.standard_normal((37, 23)).astype(dtype)
+    want = kernels.get("affine_backward", "numpy")(dout, x, W, need_dx)
+    runs = []
+    for threads in (1, 2):
+        bufs = [np.empty_like(x) if need_dx else None, np.empty_like(W), np.empty(23, dtype)]
+        with zerodl.num_threads(threads):
+            kernels.get("affine_backward_into", "numba")(dout, x, W, *bufs, 3)
+        runs.append(bufs)
+    for got, ref in zip(runs[0], want):
+        if ref is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, ref, **tolerance(dtype))
+            assert got.dtype == dtype
+    for a, b in zip(*runs):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_matmul_in_parts_cuts_rows_and_leaves_small_products_whole(dtype, monkeypatch):
+    from zerodl.kernels import _tasks
+
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((9, 6)).astype(dtype)
+    b = rng.standard_normal((6, 5)).astype(dtype)
+    whole = np.empty((9, 5), dtype)
+    _tasks.matmul_in_parts(a, b, whole, 4)  # under SPLIT_MIN_MACS: one product
+    np.testing.assert_array_equal(whole, a @ b)
+    monkeypatch.setattr(_tasks, "SPLIT_MIN_MACS", 0)
+    split = np.empty((9, 5), dtype)
+    _tasks.matmul_in_parts(a, b, split, 4)
+    for r0, r1 in ((0, 2), (2, 4), (4, 6), (6, 9)):  # each block is its own product
+        np.testing.assert_array_equal(split[r0:r1], a[r0:r1] @ b)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from zerodl.kernels._jit import jit
+from zerodl.kernels._tasks import matmul_in_parts
 
 OPS = ("affine_forward", "affine_backward", "bias_forward", "affine_backward_into")
 
@@ -98,10 +99,14 @@ def bias_forward_numpy(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 def affine_backward_into_numpy(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
+    parts: int = 1,
 ) -> None:
     """Reference: :func:`affine_backward_numpy` written into preallocated ``dx (N, D)`` (or ``None``:
-    not computed), ``dW (D, H)`` and ``db (H,)`` — the same products and sum, so the same bits."""
+    not computed), ``dW (D, H)`` and ``db (H,)`` — the same products and sum, so the same bits.
+
+    ``parts``: the compiled twin may cut its products into that many row blocks run on both cores;
+    this twin always multiplies whole (the book's bits), so it ignores it."""
     if dx is not None:
         np.dot(dout, W.T, out=dx)
     np.dot(x.T, dout, out=dW)
@@ -136,11 +141,15 @@ def bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 def affine_backward_into_numba(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
+    parts: int = 1,
 ) -> None:
     """Compiled twin of :func:`affine_backward_into_numpy`: NumPy's BLAS into the buffers, the bias
-    gradient in one compiled pass."""
+    gradient in one compiled pass. With ``parts`` > 1 each product is cut into that many blocks of
+    rows (of ``dx``: samples; of ``dW``: inputs) run as tasks on both cores
+    (:func:`~zerodl.kernels._tasks.matmul_in_parts`; for steps whose BLAS runs on one thread): the
+    reduction order of every entry is the product's own, the blocks fixed by ``parts`` alone."""
     if dx is not None:
-        np.dot(dout, W.T, out=dx)
-    np.dot(x.T, dout, out=dW)
+        matmul_in_parts(dout, W.T, dx, parts)
+    matmul_in_parts(x.T, dout, dW, parts)
     _column_sums(dout, db)

@@ -18,6 +18,8 @@ from zerodl._validate import (
     check_nonempty,
     check_same_shape,
 )
+from zerodl.backend import get_backend
+from zerodl.kernels._tasks import matmul_in_parts
 from zerodl.layers.base import Layer
 from zerodl.layers.fused import ActivationSpec, Epilogue, LossPiece, Piece
 
@@ -130,6 +132,8 @@ class AffinePiece(Piece):
         self.x_shape: tuple[int, ...] = ()
         self.dW = np.empty_like(layer.W)
         self.db = np.empty_like(layer.b)
+        #: Set by a step whose BLAS runs on one thread (convolutions): see :meth:`_parts`.
+        self.product_parts = 1
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         D, H = self.layer.W.shape
@@ -152,7 +156,7 @@ class AffinePiece(Piece):
         self.x_shape = x.shape
         self.x = x.reshape(n, W.shape[0])
         z = self.buffers.get("z", (n, W.shape[1]), W.dtype)
-        np.dot(self.x, W, out=z)
+        matmul_in_parts(self.x, W, z, self._parts())
         if train and self.screen_product:
             self.product_nonfinite = kernels.get("count_nonfinite")(z)
         return self.epilogue.forward(z, self.layer.b, self.buffers)
@@ -161,8 +165,14 @@ class AffinePiece(Piece):
         dout = self.epilogue.backward(dout)
         W = self.layer.W
         dx = self.buffers.get("dx", self.x.shape, W.dtype) if need_dx else None
-        kernels.get("affine_backward_into")(dout, self.x, W, dx, self.dW, self.db)
+        kernels.get("affine_backward_into")(dout, self.x, W, dx, self.dW, self.db, self._parts())
         return None if dx is None else dx.reshape(self.x_shape)
+
+    def _parts(self) -> int:
+        # Row blocks per product on the task threads: only in steps whose BLAS runs on one thread
+        # (set by the step), and only on the Numba backend (the NumPy backend keeps the book's
+        # whole products, bit for bit).
+        return self.product_parts if get_backend() == "numba" else 1
 
     def grad_arrays(self) -> tuple[np.ndarray, ...]:
         return (self.dW, self.db)

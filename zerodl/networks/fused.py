@@ -49,6 +49,11 @@ from zerodl.layers.fused import LossPiece, Piece
 #: buffers stay small (measured on TwoLayerNet over 10,000 rows: 256-1024 rows best).
 PREDICT_ROWS = 512
 
+#: Row blocks per Affine product in a step whose BLAS runs on one thread (a convolution's step):
+#: both cores, a fixed cut (the same bits for any thread count). SimpleConvNet float32, the
+#: Affine(4320, 100) + ReLU piece: see the commit that introduced it for the measured figures.
+PRODUCT_PARTS = 2
+
 _CACHE_ATTR = "_fused_step_cache"
 
 
@@ -80,6 +85,12 @@ class FusedStep:
         self._grads_cache: tuple[list[np.ndarray], tuple[np.ndarray, ...]] | None = None
         self._states_cache: tuple | None = None
         self._one_blas_thread = any(p.uses_task_threads for p in pieces)
+        if self._one_blas_thread:
+            # BLAS on one thread for the whole step: the products of the other pieces (Affine)
+            # take both cores as fixed row blocks on the task threads instead.
+            for p in pieces:
+                if hasattr(p, "product_parts"):
+                    p.product_parts = PRODUCT_PARTS
         # NaN/inf in the batch: the first piece screens its product when it can (an Affine: a scan
         # of (N, H) instead of (N, D), see Piece.can_screen_product), else x is scanned up front.
         first = pieces[0] if pieces else None
