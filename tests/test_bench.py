@@ -102,6 +102,18 @@ def test_format_table_is_pure(bench_run):
     assert bench.format_table(results) == text.rstrip("\n")
 
 
+def test_the_table_says_how_the_convolutions_reach_blas(bench_run):
+    from zerodl.kernels import _blas
+
+    _, text, results = bench_run
+    line = next(x for x in text.splitlines() if x.startswith("convolution products: "))
+    if _blas.available():
+        assert os.path.basename(_blas.library_path()) in line and "compiled code" in line
+    else:
+        assert "np.matmul from Python" in line
+    assert results["machine"]["conv_blas"] in line
+
+
 def test_matmul_flops_counts_forward_dw_and_dx_except_first():
     spec = bench.step_specs("full")[0]  # TwoLayerNet 784-50-10, batch 100
     expected = 2 * (2 * 100 * 784 * 50) + 3 * (2 * 100 * 50 * 10)

@@ -1306,6 +1306,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
             "jax": metas.get("jax", {}).get("meta", {}).get("jax"),
             "compile_mode": metas.get("torch_compile", {}).get("meta", {}).get("compile_mode"),
             "threads": {c: m["meta"].get("threads") for c, m in metas.items()},
+            "conv_blas": _conv_blas(),
         },
         "contenders": contenders,
         "missing": missing,
@@ -1455,6 +1456,16 @@ def _table(header: Sequence[str], body: list[Sequence[str]]) -> list[str]:
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
 
 
+def _conv_blas() -> str:
+    """How the Numba convolutions reach BLAS here (see ``zerodl/kernels/_blas.py``)."""
+    from zerodl.kernels import _blas
+
+    path = _blas.library_path()
+    if path is None:
+        return "np.matmul from Python between compiled passes (no compiled binding for this NumPy's BLAS)"
+    return f"NumPy's BLAS called from compiled code ({os.path.basename(path)})"
+
+
 def format_table(results: dict[str, Any]) -> str:
     """The human-readable table of :func:`run_bench`'s results (times in ms per call, medians)."""
     m = results["machine"]
@@ -1465,6 +1476,7 @@ def format_table(results: dict[str, Any]) -> str:
          f"medians, ms per call"),
         (f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
          f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s"),
+        f"convolution products: {m.get('conv_blas') or 'unknown'}",
         *results.get("missing", {}).values(),
     ]
     rows = results["rows"]
