@@ -5,6 +5,9 @@ backend; the generic path for SimpleConvNet); ``path="layers"`` is the book's
 ``opt.update(net.params, net.gradient(x, t))``. ``peakmem_step`` records the process's peak memory.
 """
 
+import statistics
+import time
+
 import zerodl
 from zerodl.networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
 from zerodl.optimizer import SGD, Adam
@@ -112,3 +115,50 @@ class TwoLayerNetAccuracy:
 
     def peakmem_accuracy_10k(self, backend, dtype):
         self.net.accuracy(self.x, self.t)
+
+
+class TwoThreadScaling:
+    """One-thread time over two-thread time of the fused conv steps on the Numba backend, float32:
+    how much of the second core a step gets (1.0: none, 2.0: all). The convolutions' groups of image
+    chunks run on zerodl's task threads; when each chunk went back to Python between its BLAS products
+    the threads mostly waited for each other's GIL (DeepConvNet 1.38). Batches of 100 drawn at random
+    from 2,000 images; 7 interleaved rounds of 5 steps per thread count, the ratio of the medians.
+    """
+
+    params = (["DeepConvNet", "SimpleConvNet"],)
+    param_names = ["net"]
+    timeout = 600
+    unit = "ratio"
+
+    def setup(self, net):
+        self._previous = zerodl.get_backend()
+        zerodl.set_backend("numba")
+        cls = DeepConvNet if net == "DeepConvNet" else SimpleConvNet
+        self.net, self.opt = cls(dtype="float32", seed=0), Adam()
+        self.x = rng(11).random((2000, 1, 28, 28)).astype("float32")
+        self.t = rng(12).integers(0, 10, 2000)
+        self.draw = rng(13)
+        warm(self._step, calls=3)
+
+    def teardown(self, net):
+        zerodl.set_backend(self._previous)
+
+    def _step(self):
+        idx = self.draw.integers(0, 2000, MNIST_BATCH)
+        self.net.train_step(self.x[idx], self.t[idx], self.opt)
+
+    def _median_step(self, threads: int) -> float:
+        times = []
+        with zerodl.num_threads(threads):
+            for _ in range(5):
+                start = time.perf_counter()
+                self._step()
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def track_scaling(self, net):
+        one, two = [], []
+        for _ in range(7):
+            one.append(self._median_step(1))
+            two.append(self._median_step(2))
+        return statistics.median(one) / statistics.median(two)
