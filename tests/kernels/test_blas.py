@@ -3,6 +3,7 @@ and the convolutions' compiled group loops the same bits as their Python loops."
 
 import os
 
+import numba
 import numpy as np
 import pytest
 
@@ -13,8 +14,9 @@ DTYPES = (np.float32, np.float64)
 
 needs_blas = pytest.mark.skipif(
     not _blas.available(),
-    reason="NumPy's BLAS is not the bundled scipy-openblas64 here (Accelerate, MKL, ...): the kernels "
-           "take their Python loop over np.matmul, which the other convolution tests cover")
+    reason="no compiled BLAS binding here (NUMBA_DISABLE_JIT=1, or NumPy's BLAS is not the bundled "
+           "scipy-openblas64: Accelerate, MKL, ...): the kernels take their Python loop over np.matmul, "
+           "which the other convolution tests cover")
 
 
 def test_numpys_bundled_openblas_is_found():
@@ -25,6 +27,9 @@ def test_numpys_bundled_openblas_is_found():
                if os.path.basename(i["filepath"]).startswith("libscipy_openblas64_")]
     if not bundled:
         pytest.skip("this NumPy does not bundle scipy-openblas64")
+    if numba.config.DISABLE_JIT:
+        assert not _blas.available()  # only compiled code can call the declarations
+        return
     assert _blas.available()
     assert os.path.realpath(_blas.library_path()) in {os.path.realpath(p) for p in bundled}
 

@@ -32,6 +32,7 @@ import ctypes
 import os
 import threading
 
+import numba
 from numba import types
 
 __all__ = ["DGEMM", "NO_TRANS", "ROW_MAJOR", "SGEMM", "TRANS", "available"]
@@ -93,8 +94,11 @@ def _register() -> str | None:
 def available() -> bool:
     """True when :data:`SGEMM` / :data:`DGEMM` are bound to NumPy's BLAS (registered on first call).
 
-    A BLAS this module does not know leaves it false (the kernels then take their Python loop).
+    A BLAS this module does not know leaves it false (the kernels then take their Python loop), and
+    so does ``NUMBA_DISABLE_JIT=1``: the declarations are calls only compiled code can make.
     """
+    if numba.config.DISABLE_JIT:
+        return False
     if "path" not in _state:
         with _lock:
             if "path" not in _state:
