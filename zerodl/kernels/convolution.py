@@ -59,6 +59,9 @@ from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.im2col import col2im_numpy, im2col_numpy, out_hw
 
+# Bind the BLAS symbols now (3 ms): a compiled helper that calls them must never run unbound.
+_blas.available()
+
 OPS = ("conv_forward", "conv_backward", "conv_relu_forward", "conv_relu_backward")
 
 
