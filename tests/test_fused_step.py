@@ -450,3 +450,64 @@ def test_accuracy_bad_input_is_a_clear_error():
         net.accuracy(np.zeros((4, 7)), np.zeros(4, dtype=int))
     with pytest.raises(TypeError, match="TwoLayerNet.accuracy: x must be a float32 or float64 array"):
         net.accuracy(np.zeros((4, 6), dtype=np.uint8), np.zeros(4, dtype=int))
+
+
+# ----------------------------------------------------------------------------- loss_value
+_LOSS_VALUE_NETS = {
+    "DeepConvNet (Dropout, loss in training mode)":
+        (lambda: DeepConvNet((1, 12, 12), hidden_size=6, output_size=3, dtype=np.float64, seed=3), (1, 12, 12), 3),
+    "SimpleConvNet": (lambda: SimpleConvNet((1, 10, 10), {"filter_num": 4, "filter_size": 3, "pad": 0, "stride": 1},
+                                            hidden_size=6, output_size=3, seed=3), (1, 10, 10), 3),
+    "MultiLayerNetExtend (BatchNorm, Dropout, weight decay)":
+        (lambda: MultiLayerNetExtend(20, [8, 8], 3, use_batchnorm=True, use_dropout=True, dropout_ration=0.3,
+                                     weight_decay_lambda=0.1, seed=3), (20,), 3),
+    "MultiLayerNet (weight decay)": (lambda: MultiLayerNet(20, [8, 8], 3, weight_decay_lambda=0.05, seed=3), (20,), 3),
+}
+
+
+@pytest.mark.parametrize("name", list(_LOSS_VALUE_NETS))
+def test_loss_value_is_loss_and_draws_what_loss_draws(name, backend):
+    # The value of loss() (bit for bit in both backends here), the same Dropout masks consumed and
+    # BatchNorm statistics updated: the next steps of two twin networks stay identical.
+    make, shape, classes = _LOSS_VALUE_NETS[name]
+    rng = np.random.default_rng(0)
+    x, t = rng.random((16, *shape)), rng.integers(0, classes, 16)
+    a, b = make(), make()
+    opt_a, opt_b = Adam(), Adam()
+    for _ in range(2):
+        a.train_step(x, t, opt_a)
+        b.train_step(x, t, opt_b)
+        expected, got = a.loss(x, t), b.loss_value(x, t)
+        assert got == expected
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+    a.train_step(x, t, opt_a)
+    b.train_step(x, t, opt_b)
+    for key in a.params:
+        np.testing.assert_array_equal(b.params[key], a.params[key], err_msg=key)
+    assert b.loss_value(x, t, train_flg=False) == a.loss(x, t, train_flg=False)
+
+
+def test_loss_value_keeps_no_layer_cache(rng):
+    net = MultiLayerNet(6, [5], 3, seed=0)
+    x, t = rng.random((4, 6)), rng.integers(0, 3, 4)
+    net.loss(x, t)
+    cached = net.layers["Affine1"].x
+    net.loss_value(rng.random((7, 6)), rng.integers(0, 3, 7))
+    assert net.layers["Affine1"].x is cached  # the layers still hold the batch of the last loss()
+
+
+def test_loss_value_of_a_network_off_the_fused_path_is_loss(rng):
+    class OwnPredict(MultiLayerNet):
+        def predict(self, x, train_flg=False):
+            return super().predict(x, train_flg) * 2.0
+
+    net = OwnPredict(6, [5], 3, seed=0)
+    assert net.step_path.startswith("generic")
+    x, t = rng.random((4, 6)), rng.integers(0, 3, 4)
+    assert net.loss_value(x, t) == net.loss(x, t)
+
+
+def test_loss_value_bad_input_is_a_clear_error():
+    net = MultiLayerNet(6, [5], 3, seed=0)
+    with pytest.raises(ValueError, match=r"MultiLayerNet\.loss.*features"):
+        net.loss_value(np.zeros((2, 7)), np.array([0, 1]))

@@ -431,3 +431,25 @@ def test_trains_a_two_layer_net_to_high_accuracy(data):
                       verbose=False, seed=0).train()
     assert trainer.final_test_acc >= 0.9
     assert math.isfinite(trainer.train_loss_list[-1]) and trainer.train_loss_list[-1] < trainer.train_loss_list[0]
+
+
+def test_the_loss_after_the_update_is_recorded_without_layer_caches(data, monkeypatch):
+    # The Trainer records network.loss after each fused update through Sequential.loss_value (no
+    # layer caches, the same value): the recorded list is the one network.loss gives.
+    (x_tr, t_tr), (x_te, t_te) = data
+    used = []
+    real = MultiLayerNet.loss_value
+
+    def spy(self, x, t, train_flg=None):
+        used.append(len(x))
+        return real(self, x, t, train_flg)
+
+    monkeypatch.setattr(MultiLayerNet, "loss_value", spy, raising=False)
+    fast = Trainer(_net(), x_tr, t_tr, x_te, t_te, epochs=1, mini_batch_size=50, verbose=False, seed=0)
+    fast.train()
+    assert used and set(used) == {50}
+    monkeypatch.setattr(MultiLayerNet, "loss_value", lambda self, x, t, train_flg=None: self.loss(x, t, train_flg),
+                        raising=False)
+    book = Trainer(_net(), x_tr, t_tr, x_te, t_te, epochs=1, mini_batch_size=50, verbose=False, seed=0)
+    book.train()
+    assert fast.train_loss_list == book.train_loss_list

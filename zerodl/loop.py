@@ -453,7 +453,11 @@ class TrainingLoop:
             loss = self._fused(x_batch, t_batch, self.optimizer)
             if self.record_loss != "after_update":
                 return loss
-            # The book records the loss after the update, in inference mode (train_flg=False).
+            # The book records network.loss after the update; the fused plan computes its value
+            # without the layers' caches (Sequential.loss_value: same masks and statistics).
+            loss_value = getattr(self.network, "loss_value", None)
+            if loss_value is not None:
+                return loss_value(x_batch, t_batch)
             return self.network.loss(x_batch, t_batch)
         grads = self.network.gradient(x_batch, t_batch)
         if self.record_loss == "after_update":

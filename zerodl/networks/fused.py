@@ -170,6 +170,21 @@ class FusedStep:
             optimizer.iter += 1
         return loss + decay if self.lam else loss
 
+    def loss_value(self, x: Any, t: Any, train: bool) -> np.generic:
+        """The value of the network's ``loss(x, t, train_flg=train)`` (weight decay included),
+        through the pieces: their reused buffers instead of the layers' caches, Dropout masks drawn
+        and BatchNorm statistics updated as the layers would (``train``), no gradient kept. To
+        rounding on Numba, bit for bit on the NumPy backend."""
+        with self._blas_threads():
+            where = f"{self.owner}.loss"
+            x, scores_shape = self.check_batch(x, where, self.dtype)
+            t = check_labels(t, x.shape[0], scores_shape[1], where, self.dtype)
+            h = x
+            for piece in self.pieces:
+                h = piece.forward(h, train)
+            loss, _ = self.loss.loss_and_grad(h, t)
+            return loss + self._net_weight_decay() if self.lam else loss
+
     # Flat views handed to the update kernel (its sequences of 1-d arrays), kept while the arrays
     # behind them stay the same: the per-step cost of a deep MLP is its Python overhead.
     def _flat_grads(self, grads: list[np.ndarray]) -> tuple[np.ndarray, ...]:

@@ -170,6 +170,20 @@ class Sequential:
         y = self.predict(x, flg) if overridden else self._forward_layers(x, flg)
         return self.last_layer.forward(y, t) + self.weight_decay()
 
+    def loss_value(self, x: np.ndarray, t: np.ndarray, train_flg: bool | None = None) -> Any:
+        """:meth:`loss`'s value, without the layers' forward caches: through the fused plan's pieces
+        when the network has one (:attr:`step_path` ``"fused"``), else :meth:`loss` itself.
+
+        The same Dropout masks are drawn and the same BatchNorm statistics updated as :meth:`loss`
+        would (``train_flg`` as there); the value is :meth:`loss`'s to rounding on the Numba backend,
+        bit for bit on NumPy. No backward through the layers may follow (they keep no cache of this
+        batch): what a training loop wants when it records the loss after an update.
+        """
+        plan = plan_for(self, Sequential)
+        if plan is None:
+            return self.loss(x, t, train_flg)
+        return plan.loss_value(x, t, self.loss_train_flg if train_flg is None else train_flg)
+
     def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int | None = None) -> float:
         """Fraction of samples whose arg-max score equals the label (``t`` labels or one-hot).
 
