@@ -157,7 +157,7 @@ def _unpool_masked(dpooled, pooled, arg_max, dout):
 
 
 @jit
-def _bias_grad_unpooled(dpooled, pooled, arg_max, db, f0, f1):
+def _bias_grad_unpooled(dpooled, pooled, arg_max, db):
     # db of the gradient _unpool_masked would write, bit for bit the book's order (image by
     # image, then row-major over the full-resolution output, from zero; see convolution's
     # _bias_grad) without writing it: each window's one entry is added where the row-major walk
@@ -165,11 +165,9 @@ def _bias_grad_unpooled(dpooled, pooled, arg_max, db, f0, f1):
     # those in the lower row), and the zeros elsewhere are left out - adding +0 changes no sum
     # that starts from +0 (such a sum is never -0). Image by image: a flat select pass writes
     # each window's masked gradient to `upper` or `lower` (+0 in the other), then eight channels
-    # at a time add them up in that order (eight independent chains, as _bias_grad). Channels
-    # [f0, f1) only (see convolution's _bias_grad_masked).
+    # at a time add them up in that order (eight independent chains, as _bias_grad).
     n_img, fn, ph, pw = dpooled.shape
     m = fn * ph * pw
-    q0, q1 = f0 * ph * pw, f1 * ph * pw
     g = dpooled.reshape(n_img, m)
     p = pooled.reshape(n_img, m)
     a = arg_max.reshape(n_img, m)
@@ -181,14 +179,14 @@ def _bias_grad_unpooled(dpooled, pooled, arg_max, db, f0, f1):
     acc = np.zeros(fn, dtype=db.dtype)
     for n in range(n_img):
         gn, pn, an = g[n], p[n], a[n]
-        for q in range(q0, q1):
+        for q in range(m):
             v = gn[q]  # loaded before the selects (see convolution's _bias_grad_masked)
             v = zero if pn[q] <= zero else v
             low = an[q] >= 2
             uf[q] = zero if low else v
             lf[q] = v if low else zero
-        f = f0
-        while f + 8 <= f1:
+        f = 0
+        while f + 8 <= fn:
             a0, a1, a2, a3 = acc[f], acc[f + 1], acc[f + 2], acc[f + 3]
             a4, a5, a6, a7 = acc[f + 4], acc[f + 5], acc[f + 6], acc[f + 7]
             for i in range(ph):
@@ -207,7 +205,7 @@ def _bias_grad_unpooled(dpooled, pooled, arg_max, db, f0, f1):
             acc[f], acc[f + 1], acc[f + 2], acc[f + 3] = a0, a1, a2, a3
             acc[f + 4], acc[f + 5], acc[f + 6], acc[f + 7] = a4, a5, a6, a7
             f += 8
-        while f < f1:
+        while f < fn:
             a0 = acc[f]
             for i in range(ph):
                 for half in (upper, lower):
@@ -216,7 +214,7 @@ def _bias_grad_unpooled(dpooled, pooled, arg_max, db, f0, f1):
                         a0 += r0[k]
             acc[f] = a0
             f += 1
-    db[f0:f1] = acc[f0:f1]
+    db[:] = acc
 
 
 def conv_relu_pool_forward_numba(
@@ -278,7 +276,7 @@ def conv_relu_pool_backward_numba(
         # full-resolution gradient is never written (nor read twice: by the copy into the
         # products' layout and by the bias gradient).
         return _backward_numba(None, None, x, W, stride, pad, need_dx, (dpooled, pooled, arg_max),
-                               lambda db, f0, f1: _bias_grad_unpooled(dpooled, pooled, arg_max, db, f0, f1))
+                               lambda db: _bias_grad_unpooled(dpooled, pooled, arg_max, db))
     dout = np.empty((N, FN, oh, ow), dtype=dpooled.dtype)
     k = min(4, N)  # any split gives the same values
     parts = [(i * N // k, (i + 1) * N // k) for i in range(k)]

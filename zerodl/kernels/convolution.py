@@ -480,19 +480,18 @@ def _out_to_cols_masked(dout, out, row_stride, cols):
 
 
 @jit
-def _bias_grad_masked(dout, out, db, f0, f1):
+def _bias_grad_masked(dout, out, db):
     # _bias_grad of the gradient through the ReLU whose output is `out`, in the same order (the
     # masked entries add +0, as the NumPy twin's zeros do). Both values are loaded before the
     # select: a load inside the ternary's branch became a branch, mispredicted on ReLU masks
-    # (measured 33x slower). Channels [f0, f1) only (each channel's sum is the same whichever
-    # range it is in: the callers split the channels over the task threads).
+    # (measured 33x slower).
     n_img, fn = dout.shape[0], dout.shape[1]
     n_pos = dout.shape[2] * dout.shape[3]
     d = dout.reshape(n_img, fn, n_pos)
     m = out.reshape(n_img, fn, n_pos)
     zero = db.dtype.type(0)
-    f = f0
-    while f + 4 <= f1:
+    f = 0
+    while f + 4 <= fn:
         a0 = a1 = a2 = a3 = zero
         for n in range(n_img):
             r0, r1, r2, r3 = d[n, f], d[n, f + 1], d[n, f + 2], d[n, f + 3]
@@ -505,7 +504,7 @@ def _bias_grad_masked(dout, out, db, f0, f1):
                 a3 += zero if m3[p] <= zero else v3
         db[f], db[f + 1], db[f + 2], db[f + 3] = a0, a1, a2, a3
         f += 4
-    while f < f1:
+    while f < fn:
         acc = zero
         for n in range(n_img):
             row = d[n, f]
@@ -678,18 +677,17 @@ def _patch_backward_chunks(x, W_t, need_dW, fold_dx, wide, fh, fw, stride, pad, 
 
 
 @jit
-def _bias_grad(dout, db, f0, f1):
+def _bias_grad(dout, db):
     # db[f] = Σ dout[:, f] summed image by image, then position by position, from zero: the order
     # of the book's np.sum(axis=0) over its (N·P, FN) matrix, so db matches it bit for bit. That
     # order is one chain of dependent additions per channel; eight channels at a time give the
-    # CPU eight independent chains (measured 4x faster than one channel at a time). Channels
-    # [f0, f1) only (see _bias_grad_masked).
+    # CPU eight independent chains (measured 4x faster than one channel at a time).
     n_img, fn = dout.shape[0], dout.shape[1]
     d = dout.reshape(n_img, fn, dout.shape[2] * dout.shape[3])
     n_pos = d.shape[2]
     zero = db.dtype.type(0)
-    f = f0
-    while f + 8 <= f1:
+    f = 0
+    while f + 8 <= fn:
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
         for n in range(n_img):
             r0, r1, r2, r3 = d[n, f], d[n, f + 1], d[n, f + 2], d[n, f + 3]
@@ -706,7 +704,7 @@ def _bias_grad(dout, db, f0, f1):
         db[f], db[f + 1], db[f + 2], db[f + 3] = a0, a1, a2, a3
         db[f + 4], db[f + 5], db[f + 6], db[f + 7] = a4, a5, a6, a7
         f += 8
-    while f < f1:
+    while f < fn:
         acc = zero
         for n in range(n_img):
             row = d[n, f]
@@ -1554,29 +1552,17 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
         run_tasks(group, plan.groups)
 
 
-#: Channels per part of the bias gradient (a multiple of the eight chains of _bias_grad).
-BIAS_PART_CHANNELS = 8
-
-
-def _channel_parts(fn: int) -> list[tuple[int, int]]:
-    """``[f0, f1)`` ranges of whole channels for the bias gradient's tasks: at most four, each a
-    multiple of :data:`BIAS_PART_CHANNELS` but the last (fixed by ``fn`` alone)."""
-    per = BIAS_PART_CHANNELS * max(1, -(-fn // (4 * BIAS_PART_CHANNELS)))
-    return [(f0, min(f0 + per, fn)) for f0 in range(0, fn, per)]
-
-
 def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
                     stride: int, pad: int, need_dx: bool,
                     unpool: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                    bias: Callable[[np.ndarray, int, int], None] | None = None,
+                    bias: Callable[[np.ndarray], None] | None = None,
                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
     # that of conv_relu_backward_numba: dout masked where relu_out <= 0. With unpool and bias
     # (patch route only, dout None): unpool = (dpooled, pooled, arg_max) of a 2x2 max pooling
     # after the ReLU, unpooled chunk by chunk straight into the product layout
     # (_unpool_masked_cols; junk columns stay zero), and bias(db) the bias gradient, in the book's
-    # order, channels [f0, f1) per call (bias(db, f0, f1)) - conv_relu_pool's backward, which never
-    # stores the full-resolution gradient.
+    # order - conv_relu_pool's backward, which never stores the full-resolution gradient.
     FN, C, FH, FW = W.shape
     x = np.ascontiguousarray(x)
     if unpool is not None:
@@ -1606,18 +1592,15 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
     fold_dx = need_dx and wino_dx is None
     tasks: list = []
 
-    def bias_task(f0: int, f1: int) -> None:
+    def bias_task() -> None:
         if bias is not None:
-            bias(db, f0, f1)
+            bias(db)
         elif relu_out is None or g_src is not dout:
-            _bias_grad(g_src, db, f0, f1)
+            _bias_grad(g_src, db)
         else:
-            _bias_grad_masked(dout, relu_out, db, f0, f1)
+            _bias_grad_masked(dout, relu_out, db)
 
-    # The bias gradient in parts of whole channels (each channel's sum keeps the book's order, so
-    # the parts change no bit): one serial pass over the gradient was the longest task of a
-    # first layer's backward (0.55 ms of DeepConvNet's 1.76 ms, one thread).
-    tasks += [lambda f0=f0, f1=f1: bias_task(f0, f1) for f0, f1 in _channel_parts(FN)]
+    tasks.append(bias_task)
     if wino_dW is not None:
         X_parts = np.empty((wino_dW.groups, 16, FN, C), dtype=x.dtype)
         tasks += [lambda g=g: wino_dW.weight_grad_group(g, x, g_src, X_parts[g]) for g in range(wino_dW.groups)]
