@@ -48,10 +48,10 @@ import numpy as np
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
+    SCATTER_POOLED,
     WINO_POOL,
     WINO_POOL_INFER,
     _backward_numba,
-    _cols_to_pooled_relu,
     _one_blas_thread,
     _patch_forward,
     _Plan,
@@ -311,7 +311,7 @@ def conv_relu_pool_inference_numba(
     pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
     if not _winograd_ok(C, FH, FW, stride, pad):
         plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
-        _patch_forward(plan, x, W, b, _cols_to_pooled_relu, pooled)
+        _patch_forward(plan, x, W, b, SCATTER_POOLED, pooled)
         return pooled
     wino = _Wino(x.shape, FN, pad, x.dtype, full_output=False)
     U = _wino_filters(W)

@@ -585,6 +585,38 @@ GATHER_DOUT, GATHER_MASKED, GATHER_UNPOOL = 0, 1, 2
 
 
 @jit
+def _patches_into(x, wide, fh, fw, stride, pad, out_h, out_w, xpad, buf):
+    # The patch matrix of images x into buf, on the unit-stride wide grid or row by row.
+    if wide:
+        _patches_wide(x, fh, fw, pad, xpad, buf)
+    else:
+        _patches_rows(x, fh, fw, stride, pad, out_h, out_w, buf)
+
+
+@jit
+def _patch_scatter(prod, b, row_stride, scatter, out):
+    # A chunk's product to its images of out: the output (+ bias), + ReLU, or pooled.
+    if scatter == SCATTER_OUT:
+        _cols_to_out(prod, b, row_stride, out)
+    elif scatter == SCATTER_RELU:
+        _cols_to_out_relu(prod, b, row_stride, out)
+    else:
+        _cols_to_pooled_relu(prod, b, row_stride, out)
+
+
+@jit
+def _patch_gather(gather, dout, relu_out, dpooled, pooled, arg_max, out_h, out_w, row_stride, dcols):
+    # A chunk's gradient to the product layout: dout as is, masked by relu_out, or unpooled from
+    # dpooled / pooled / arg_max (the arrays the mode does not read may be placeholders).
+    if gather == GATHER_UNPOOL:
+        _unpool_masked_cols(dpooled, pooled, arg_max, out_h, out_w, row_stride, dcols)
+    elif gather == GATHER_DOUT:
+        _out_to_cols(dout, row_stride, dcols)
+    else:
+        _out_to_cols_masked(dout, relu_out, row_stride, dcols)
+
+
+@jit
 def _patch_forward_chunks(x, W, b, wide, direct, stride, pad, out_h, out_w, row_stride, xpad_size,
                           bounds, block, scatter, out):
     # One group of the patch route's forward in one call (see _patch_forward; the same passes and
@@ -607,19 +639,11 @@ def _patch_forward_chunks(x, W, b, wide, direct, stride, pad, out_h, out_w, row_
         if direct:
             _direct_c1_fw3(x[n0:n1], W, pad, xpad, prod)
         else:
-            if wide:
-                _patches_wide(x[n0:n1], fh, fw, pad, xpad, buf)
-            else:
-                _patches_rows(x[n0:n1], fh, fw, stride, pad, out_h, out_w, buf)
+            _patches_into(x[n0:n1], wide, fh, fw, stride, pad, out_h, out_w, xpad, buf)
             for c0 in range(0, width, block):
                 c1 = min(c0 + block, width)
                 _gemm(W_mat, buf[:, c0:c1], prod[:, c0:c1], False)
-        if scatter == SCATTER_OUT:
-            _cols_to_out(prod, b, row_stride, out[n0:n1])
-        elif scatter == SCATTER_RELU:
-            _cols_to_out_relu(prod, b, row_stride, out[n0:n1])
-        else:
-            _cols_to_pooled_relu(prod, b, row_stride, out[n0:n1])
+        _patch_scatter(prod, b, row_stride, scatter, out[n0:n1])
 
 
 @jit
@@ -649,16 +673,9 @@ def _patch_backward_chunks(x, W_t, need_dW, fold_dx, wide, fh, fw, stride, pad, 
             dbuf = np.empty((K, width), dtype=dt)
             dcols = np.zeros((fn, width), dtype=dt)  # junk columns stay zero
         if need_dW:
-            if wide:
-                _patches_wide(x[n0:n1], fh, fw, pad, xpad, buf)
-            else:
-                _patches_rows(x[n0:n1], fh, fw, stride, pad, out_h, out_w, buf)
-        if gather == GATHER_UNPOOL:
-            _unpool_masked_cols(dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], out_h, out_w, row_stride, dcols)
-        elif gather == GATHER_DOUT:
-            _out_to_cols(dout[n0:n1], row_stride, dcols)
-        else:
-            _out_to_cols_masked(dout[n0:n1], relu_out[n0:n1], row_stride, dcols)
+            _patches_into(x[n0:n1], wide, fh, fw, stride, pad, out_h, out_w, xpad, buf)
+        _patch_gather(gather, dout[n0:n1], relu_out[n0:n1], dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1],
+                      out_h, out_w, row_stride, dcols)
         for c0 in range(0, width, block):
             c1 = min(c0 + block, width)
             if need_dW and i == 0 and c0 == 0:
@@ -1157,6 +1174,31 @@ WINO_FULL, WINO_POOL, WINO_POOL_INFER = 0, 1, 2
 
 
 @jit
+def _wino_emit(M, b, relu, th, tw, mode, out_full, pooled, arg_max):
+    # The products M (16, FN, tiles) of one chunk to its images: the full output (+ bias, + ReLU
+    # when relu), or pooled with the first maximum's arg-max (a NaN chunk by the NaN-aware pass),
+    # or pooled only. The arrays the mode does not write may be placeholders.
+    fn, width = M.shape[1], M.shape[2]
+    dt = M.dtype
+    if mode == WINO_FULL:
+        Y = np.empty((4, fn, width), dtype=dt)
+        _wino_output_wide(M, b, relu, Y)
+        _wino_tiles_to_out(Y, th, tw, out_full)
+    elif mode == WINO_POOL:
+        P = np.empty((fn, width), dtype=dt)
+        K = np.empty((fn, width), dtype=arg_max.dtype)
+        if _wino_pool_wide_finite(M, b, P, K):
+            _wino_output_pool(M, b, th, tw, pooled, arg_max)
+        else:
+            _wino_wide_to_tiles(P, th, tw, pooled)
+            _wino_wide_to_tiles(K, th, tw, arg_max)
+    else:
+        P = np.empty((fn, width), dtype=dt)
+        _wino_pool_wide(M, b, P)
+        _wino_wide_to_tiles(P, th, tw, pooled)
+
+
+@jit
 def _wino_forward_chunks(x, U, b, relu, pad, th, tw, bounds, mode, out_full, pooled, arg_max):
     # One group of _Wino.group in one call: images bounds[i] … bounds[i + 1] are chunk i. The same
     # passes and products as the Python loop, in the same order (the same bits).
@@ -1179,22 +1221,7 @@ def _wino_forward_chunks(x, U, b, relu, pad, th, tw, bounds, mode, out_full, poo
         _wino_input(x[n0:n1], pad, th, tw, pe, po, R, V)
         for xi in range(16):
             _gemm(U[xi], V[xi], M[xi], False)
-        if mode == WINO_FULL:
-            Y = np.empty((4, fn, width), dtype=dt)
-            _wino_output_wide(M, b, relu, Y)
-            _wino_tiles_to_out(Y, th, tw, out_full[n0:n1])
-        elif mode == WINO_POOL:
-            P = np.empty((fn, width), dtype=dt)
-            K = np.empty((fn, width), dtype=arg_max.dtype)
-            if _wino_pool_wide_finite(M, b, P, K):
-                _wino_output_pool(M, b, th, tw, pooled[n0:n1], arg_max[n0:n1])
-            else:
-                _wino_wide_to_tiles(P, th, tw, pooled[n0:n1])
-                _wino_wide_to_tiles(K, th, tw, arg_max[n0:n1])
-        else:
-            P = np.empty((fn, width), dtype=dt)
-            _wino_pool_wide(M, b, P)
-            _wino_wide_to_tiles(P, th, tw, pooled[n0:n1])
+        _wino_emit(M, b, relu, th, tw, mode, out_full[n0:n1], pooled[n0:n1], arg_max[n0:n1])
 
 
 @jit
@@ -1297,11 +1324,6 @@ class _Wino:
         # Callers that emit something else (conv_relu_pool's pooled tiles) need no full output.
         self.out_full = np.empty((N, fn, 2 * self.th, 2 * self.tw), dtype=dtype) if full_output else None
 
-    def bounds(self, g: int) -> np.ndarray:
-        """Group ``g``'s chunk boundaries: chunk ``i`` is images ``[bounds[i], bounds[i + 1])``."""
-        chunks = self.ranges[g]
-        return np.array([n0 for n0, _ in chunks] + [chunks[-1][1]], dtype=np.intp)
-
     def group(self, g: int, x: np.ndarray, U: np.ndarray, b: np.ndarray, relu: bool,
               mode: int = WINO_FULL, pooled: np.ndarray | None = None,
               arg_max: np.ndarray | None = None) -> None:
@@ -1309,12 +1331,13 @@ class _Wino:
         (``mode`` :data:`WINO_FULL`), or pool each output tile into ``pooled`` and ``arg_max``
         (:data:`WINO_POOL`, the book's first maximum) or into ``pooled`` alone
         (:data:`WINO_POOL_INFER`; ``relu`` is then implied)."""
+        placeholder = np.empty((self.n, 1, 1, 1), dtype=self.dtype)  # for the outputs mode does not write
+        out_full = placeholder if self.out_full is None else self.out_full
+        pooled = placeholder if pooled is None else pooled
+        arg_max = np.empty((self.n, 1, 1, 1), dtype=np.intp) if arg_max is None else arg_max
         if _blas.available():
-            dummy = np.empty((1, 1, 1, 1), dtype=self.dtype)
-            _wino_forward_chunks(x, U, b, relu, self.pad, self.th, self.tw, self.bounds(g), mode,
-                                 dummy if self.out_full is None else self.out_full,
-                                 dummy if pooled is None else pooled,
-                                 np.empty((1, 1, 1, 1), dtype=np.intp) if arg_max is None else arg_max)
+            _wino_forward_chunks(x, U, b, relu, self.pad, self.th, self.tw, _chunk_bounds(self.ranges[g]), mode,
+                                 out_full, pooled, arg_max)
             return
         dt = self.dtype
         pe = np.zeros((self.th + 1, 2 * self.tw + 2), dtype=dt)
@@ -1328,29 +1351,14 @@ class _Wino:
                 M = np.empty((16, self.fn, width), dtype=dt)
             _wino_input(x[n0:n1], self.pad, self.th, self.tw, pe, po, R, V)
             np.matmul(U, V, out=M)
-            if mode == WINO_FULL:
-                Y = np.empty((4, self.fn, width), dtype=dt)
-                _wino_output_wide(M, b, relu, Y)
-                _wino_tiles_to_out(Y, self.th, self.tw, self.out_full[n0:n1])
-            elif mode == WINO_POOL:
-                P = np.empty((self.fn, width), dtype=dt)
-                K = np.empty((self.fn, width), dtype=np.intp)
-                if _wino_pool_wide_finite(M, b, P, K):
-                    _wino_output_pool(M, b, self.th, self.tw, pooled[n0:n1], arg_max[n0:n1])
-                else:
-                    _wino_wide_to_tiles(P, self.th, self.tw, pooled[n0:n1])
-                    _wino_wide_to_tiles(K, self.th, self.tw, arg_max[n0:n1])
-            else:
-                P = np.empty((self.fn, width), dtype=dt)
-                _wino_pool_wide(M, b, P)
-                _wino_wide_to_tiles(P, self.th, self.tw, pooled[n0:n1])
+            _wino_emit(M, b, relu, self.th, self.tw, mode, out_full[n0:n1], pooled[n0:n1], arg_max[n0:n1])
 
     def weight_grad_group(self, g: int, x: np.ndarray, dout: np.ndarray, X: np.ndarray) -> None:
         """``X (16, FN, C)`` = Σ over the chunks of group ``g`` of ``Z[ξ] @ V[ξ]ᵀ``: the Winograd-domain
         weight gradient (``Z`` the transform of ``dout``'s tiles, ``V`` that of ``x``'s), summed
         chunk by chunk in order; :func:`_wino_filter_grad` maps it back to ``(FN, C, 3, 3)``."""
         if _blas.available():
-            _wino_weight_grad_chunks(x, dout, self.pad, self.th, self.tw, self.bounds(g), X)
+            _wino_weight_grad_chunks(x, dout, self.pad, self.th, self.tw, _chunk_bounds(self.ranges[g]), X)
             return
         dt = self.dtype
         wp = 2 * self.tw + 2
@@ -1445,15 +1453,16 @@ class _Plan:
         else:
             _fold_rows(dbuf, self.fh, self.fw, self.stride, self.pad, self.out_h, self.out_w, dx)
 
-    def bounds(self, g: int) -> np.ndarray:
-        """Group ``g``'s chunk boundaries: chunk ``i`` is images ``[bounds[i], bounds[i + 1])``."""
-        chunks = self.ranges[g]
-        return np.array([n0 for n0, _ in chunks] + [chunks[-1][1]], dtype=np.intp)
-
     def chunks(self, group: int):
         """``(n0, n1, columns)`` for each chunk of images ``[n0, n1)`` of ``group``."""
         for n0, n1 in self.ranges[group]:
             yield n0, n1, (n1 - n0) * self.n_cols
+
+
+def _chunk_bounds(chunks: list[tuple[int, int]]) -> np.ndarray:
+    """A group's chunks (one entry of :func:`_group_chunks`' result) as the compiled group loops take
+    them: chunk ``i`` is images ``[bounds[i], bounds[i + 1])``."""
+    return np.array([n0 for n0, _ in chunks] + [chunks[-1][1]], dtype=np.intp)
 
 
 def _group_chunks(n: int, max_chunk: int) -> list[list[tuple[int, int]]]:
@@ -1509,26 +1518,25 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
         return wino.result()
     plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
     out = np.empty((N, FN, plan.out_h, plan.out_w), dtype=x.dtype)
-    _patch_forward(plan, x, W, b, _cols_to_out_relu if relu else _cols_to_out, out)
+    _patch_forward(plan, x, W, b, SCATTER_RELU if relu else SCATTER_OUT, out)
     return out
 
 
-def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
-                   scatter: Callable[..., None], out: np.ndarray) -> None:
+def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray, scatter: int,
+                   out: np.ndarray) -> None:
     """The patch-matrix route's forward (``x`` C-contiguous): chunk by chunk of images, the
-    product ``W (FN, K) @ patches`` handed to ``scatter(prod, b, row_stride, out[n0:n1])``, which
-    writes the chunk's images of ``out`` (the convolution's output, or its pooled form)."""
+    product ``W (FN, K) @ patches`` written to the chunk's images of ``out`` by
+    :func:`_patch_scatter` (``scatter``: :data:`SCATTER_OUT`, :data:`SCATTER_RELU` or
+    :data:`SCATTER_POOLED`: the convolution's output, with ReLU, or its pooled form)."""
     FN = W.shape[0]
     W = np.ascontiguousarray(W)
     W_mat = W.reshape(FN, -1)
 
-    mode = {_cols_to_out: SCATTER_OUT, _cols_to_out_relu: SCATTER_RELU, _cols_to_pooled_relu: SCATTER_POOLED}
-
     def group(g: int) -> None:
         if _blas.available():
             _patch_forward_chunks(x, W, b, plan.wide, plan.direct is not None, plan.stride, plan.pad,
-                                  plan.out_h, plan.out_w, plan.row_stride, plan.xpad_size, plan.bounds(g),
-                                  GEMM_COLS, mode[scatter], out)
+                                  plan.out_h, plan.out_w, plan.row_stride, plan.xpad_size,
+                                  _chunk_bounds(plan.ranges[g]), GEMM_COLS, scatter, out)
             return
         xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
         width = -1
@@ -1546,7 +1554,7 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray,
                 for c0 in range(0, width, GEMM_COLS):
                     c1 = min(c0 + GEMM_COLS, width)
                     np.matmul(W_mat, buf[:, c0:c1], out=prod[:, c0:c1])
-            scatter(prod, b, plan.row_stride, out[n0:n1])
+            _patch_scatter(prod, b, plan.row_stride, scatter, out[n0:n1])
 
     with _one_blas_thread():
         run_tasks(group, plan.groups)
@@ -1612,20 +1620,23 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
         dW_parts = np.empty((plan.groups, plan.K, FN), dtype=x.dtype)  # transposed: see below
         dx = np.empty(x.shape, dtype=x.dtype) if fold_dx else None
         need_dW = wino_dW is None
+        # How each chunk's gradient reaches the products (_patch_gather), and placeholders (one
+        # image row per image, never read) for the arrays that mode does not read.
+        placeholder = np.empty((x.shape[0], 1, 1, 1), dtype=x.dtype)
+        gather = GATHER_UNPOOL if unpool is not None else GATHER_DOUT if relu_out is None else GATHER_MASKED
+        dp, pp, am = unpool if unpool is not None else (placeholder, placeholder,
+                                                         np.empty((x.shape[0], 1, 1, 1), dtype=np.intp))
+        g_dout = placeholder if dout is None else dout
+        g_relu = placeholder if relu_out is None else relu_out
 
         def patch_group(g: int) -> None:
             # The patch-matrix route: dW (unless Winograd does it) and, when dx is not Winograd's, dx.
             block = GEMM_COLS if fold_dx else GEMM_DW_COLS
             if _blas.available():
-                any4 = np.empty((1, 1, 1, 1), dtype=x.dtype)
-                dp, pp, am = unpool if unpool is not None else (any4, any4, np.empty((1, 1, 1, 1), dtype=np.intp))
-                gather = (GATHER_UNPOOL if unpool is not None else
-                          GATHER_DOUT if relu_out is None else GATHER_MASKED)
                 _patch_backward_chunks(x, W_t, need_dW, fold_dx, plan.wide, plan.fh, plan.fw, plan.stride,
                                        plan.pad, plan.out_h, plan.out_w, plan.row_stride, plan.xpad_size,
-                                       plan.bounds(g), block, gather, any4 if dout is None else dout,
-                                       any4 if relu_out is None else relu_out, dp, pp, am, dW_parts[g],
-                                       dx if fold_dx else any4)
+                                       _chunk_bounds(plan.ranges[g]), block, gather, g_dout, g_relu, dp, pp, am,
+                                       dW_parts[g], dx if fold_dx else placeholder)
                 return
             xpad = np.zeros(plan.xpad_size, dtype=x.dtype)
             dxpad = np.empty_like(xpad) if fold_dx else None
@@ -1639,13 +1650,8 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
                     dcols = np.zeros((FN, width), dtype=x.dtype)  # junk columns stay zero
                 if need_dW:
                     plan.patches(x[n0:n1], xpad, buf)
-                if unpool is not None:
-                    _unpool_masked_cols(unpool[0][n0:n1], unpool[1][n0:n1], unpool[2][n0:n1], plan.out_h,
-                                        plan.out_w, plan.row_stride, dcols)
-                elif relu_out is None:
-                    _out_to_cols(dout[n0:n1], plan.row_stride, dcols)
-                else:
-                    _out_to_cols_masked(dout[n0:n1], relu_out[n0:n1], plan.row_stride, dcols)
+                _patch_gather(gather, g_dout[n0:n1], g_relu[n0:n1], dp[n0:n1], pp[n0:n1], am[n0:n1], plan.out_h,
+                              plan.out_w, plan.row_stride, dcols)
                 for c0 in range(0, width, block):
                     c1 = min(c0 + block, width)
                     # dWᵀ (K, FN) = patches @ doutᵀ: measured 1.8x faster than dout @ patchesᵀ in
