@@ -86,7 +86,7 @@ SPLIT_MIN_MACS = 8_000_000
 
 
 def matmul_in_parts(a, b, out, parts: int) -> None:
-    """``out = a @ b`` with the rows of ``a`` and ``out`` cut into ``parts`` fixed blocks, one task
+    """``out (N, M) = a (N, K) @ b (K, M)`` with the rows of ``a`` and ``out`` cut into ``parts`` fixed blocks, one task
     each (:func:`run_tasks`): both cores for a product while BLAS runs on one thread per call (the
     convolutions' steps, see ``Piece.uses_task_threads``). ``out`` (C-contiguous) is written; each
     row's sum is the BLAS product of that row, so the blocks are fixed by ``parts`` and the shapes

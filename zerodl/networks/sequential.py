@@ -171,8 +171,9 @@ class Sequential:
         return self.last_layer.forward(y, t) + self.weight_decay()
 
     def loss_value(self, x: np.ndarray, t: np.ndarray, train_flg: bool | None = None) -> Any:
-        """:meth:`loss`'s value, without the layers' forward caches: through the fused plan's pieces
-        when the network has one (:attr:`step_path` ``"fused"``), else :meth:`loss` itself.
+        """:meth:`loss`'s value for a batch ``x (N, ...)`` and teacher ``t`` (labels ``(N,)`` or one-hot
+        ``(N, C)``), a scalar of the network's dtype, without the layers' forward caches: through the
+        fused plan's pieces when the network has one (:attr:`step_path` ``"fused"``), else :meth:`loss`.
 
         The same Dropout masks are drawn and the same BatchNorm statistics updated as :meth:`loss`
         would (``train_flg`` as there); the value is :meth:`loss`'s to rounding on the Numba backend,
