@@ -32,15 +32,19 @@ JIT_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "fastmath": False, 
 CONTRACT: frozenset[str] = frozenset({"contract"})
 
 
-def jit(fn: F | None = None, *, parallel: bool = False, contract: bool = False) -> Any:
+def jit(fn: F | None = None, *, parallel: bool = False, contract: bool = False, inline: bool = False) -> Any:
     """Compile ``fn`` with numba's nopython mode and the project's flags.
 
     ``parallel=True`` is for kernels whose ``prange`` loops write independent outputs; on 2 cores it
     pays only for large convolution batches, so it is off unless a kernel asks for it.
     ``contract=True`` allows fused multiply-adds (:data:`CONTRACT`, see the module docstring): for
     inner-product kernels only, each with a test of its rounding against the NumPy twin.
+    ``inline=True`` inlines a small helper into its callers at Numba's level (``inline="always"``): a
+    scalar helper left as a call keeps LLVM from vectorising the loop that calls it.
     """
-    options = {**JIT_OPTIONS, "fastmath": set(CONTRACT)} if contract else JIT_OPTIONS
+    options = {**JIT_OPTIONS, "fastmath": set(CONTRACT)} if contract else dict(JIT_OPTIONS)
+    if inline:
+        options["inline"] = "always"
 
     def wrap(f: F) -> F:
         return numba.njit(parallel=parallel, **options)(f)

@@ -841,6 +841,23 @@ def _wino_input(x, pad, th, tw, pe, po, R, V):
                 Vf[o + three * CT + t] = p0 - p1
 
 
+@jit(inline=True)
+def _wino_tile_out(Mf, m, FT, bf):
+    # Aᵀ m A + bias of one tile: Mf the flat products (16 planes FT apart), m the tile's index in the
+    # first → (y00, y01, y10, y11). Inlined (a call would keep the callers' loops from vectorising);
+    # every output transform below uses it, so they round alike.
+    u = np.uint64
+    p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
+    q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
+    p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
+    q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
+    p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
+    q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
+    p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
+    q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
+    return p0 + p1 + p2 + bf, q0 + q1 + q2 + bf, p1 - p2 - p3 + bf, q1 - q2 - q3 + bf
+
+
 @jit
 def _wino_output_wide(M, b, relu, Y):
     # M (16, FN, T) → Y (4, FN, T), T = B·th·(tw + 1) (wide tile rows, see _wino_input): the 2x2
@@ -860,18 +877,7 @@ def _wino_output_wide(M, b, relu, Y):
         base = u(f) * T
         for t in range(T):
             k = base + t
-            p0 = Mf[k] + Mf[k + FT] + Mf[k + u(2) * FT]
-            q0 = Mf[k + FT] - Mf[k + u(2) * FT] - Mf[k + u(3) * FT]
-            p1 = Mf[k + u(4) * FT] + Mf[k + u(5) * FT] + Mf[k + u(6) * FT]
-            q1 = Mf[k + u(5) * FT] - Mf[k + u(6) * FT] - Mf[k + u(7) * FT]
-            p2 = Mf[k + u(8) * FT] + Mf[k + u(9) * FT] + Mf[k + u(10) * FT]
-            q2 = Mf[k + u(9) * FT] - Mf[k + u(10) * FT] - Mf[k + u(11) * FT]
-            p3 = Mf[k + u(12) * FT] + Mf[k + u(13) * FT] + Mf[k + u(14) * FT]
-            q3 = Mf[k + u(13) * FT] - Mf[k + u(14) * FT] - Mf[k + u(15) * FT]
-            y00 = p0 + p1 + p2 + bf
-            y01 = q0 + q1 + q2 + bf
-            y10 = p1 - p2 - p3 + bf
-            y11 = q1 - q2 - q3 + bf
+            y00, y01, y10, y11 = _wino_tile_out(Mf, k, FT, bf)
             if relu:
                 y00 = zero if y00 <= zero else y00  # noqa: FURB136 (NaN must pass)
                 y01 = zero if y01 <= zero else y01  # noqa: FURB136 (NaN must pass)
@@ -1013,7 +1019,6 @@ def _wino_output_pool(M, b, th, tw, pooled, arg_max):
     T = u(M.shape[2])
     FT = u(fn) * T
     Mf = M.reshape(-1)
-    two = u(2)
     zero = pooled.dtype.type(0)
     pf = pooled.reshape(-1)
     af = arg_max.reshape(-1)
@@ -1024,28 +1029,21 @@ def _wino_output_pool(M, b, th, tw, pooled, arg_max):
                 m = u(f) * T + u((n * th + i) * (tw + 1))
                 o = u(((n * fn + f) * th + i) * tw)
                 for j in range(u(tw)):
-                    p0 = Mf[m + j] + Mf[m + FT + j] + Mf[m + two * FT + j]
-                    q0 = Mf[m + FT + j] - Mf[m + two * FT + j] - Mf[m + u(3) * FT + j]
-                    p1 = Mf[m + u(4) * FT + j] + Mf[m + u(5) * FT + j] + Mf[m + u(6) * FT + j]
-                    q1 = Mf[m + u(5) * FT + j] - Mf[m + u(6) * FT + j] - Mf[m + u(7) * FT + j]
-                    p2 = Mf[m + u(8) * FT + j] + Mf[m + u(9) * FT + j] + Mf[m + u(10) * FT + j]
-                    q2 = Mf[m + u(9) * FT + j] - Mf[m + u(10) * FT + j] - Mf[m + u(11) * FT + j]
-                    p3 = Mf[m + u(12) * FT + j] + Mf[m + u(13) * FT + j] + Mf[m + u(14) * FT + j]
-                    q3 = Mf[m + u(13) * FT + j] - Mf[m + u(14) * FT + j] - Mf[m + u(15) * FT + j]
-                    v = p0 + p1 + p2 + bf
+                    v0, v1, v2, v3 = _wino_tile_out(Mf, m + j, FT, bf)
+                    v = v0
                     best = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
                     k = 0
-                    v = q0 + q1 + q2 + bf
+                    v = v1
                     v = zero if v <= zero else v  # noqa: FURB136
                     take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
                     best = v if take else best
                     k = 1 if take else k
-                    v = p1 - p2 - p3 + bf
+                    v = v2
                     v = zero if v <= zero else v  # noqa: FURB136
                     take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
                     best = v if take else best
                     k = 2 if take else k
-                    v = q1 - q2 - q3 + bf
+                    v = v3
                     v = zero if v <= zero else v  # noqa: FURB136
                     take = (not np.isnan(best)) & ((v > best) | np.isnan(v))
                     best = v if take else best
@@ -1076,18 +1074,7 @@ def _wino_pool_wide_finite(M, b, P, K):
         base = u(f) * T
         for t in range(T):
             m = base + t
-            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
-            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
-            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
-            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
-            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
-            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
-            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
-            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
-            v0 = p0 + p1 + p2 + bf
-            v1 = q0 + q1 + q2 + bf
-            v2 = p1 - p2 - p3 + bf
-            v3 = q1 - q2 - q3 + bf
+            v0, v1, v2, v3 = _wino_tile_out(Mf, m, FT, bf)
             found |= np.isnan(v0) | np.isnan(v1) | np.isnan(v2) | np.isnan(v3)
             # relu(v0), then a later value wins only if strictly larger (so it is > 0 and its
             # ReLU is itself): the first maximum of the four ReLU outputs.
@@ -1124,18 +1111,7 @@ def _wino_pool_wide(M, b, P):
         base = u(f) * T
         for t in range(T):
             m = base + t
-            p0 = Mf[m] + Mf[m + FT] + Mf[m + u(2) * FT]
-            q0 = Mf[m + FT] - Mf[m + u(2) * FT] - Mf[m + u(3) * FT]
-            p1 = Mf[m + u(4) * FT] + Mf[m + u(5) * FT] + Mf[m + u(6) * FT]
-            q1 = Mf[m + u(5) * FT] - Mf[m + u(6) * FT] - Mf[m + u(7) * FT]
-            p2 = Mf[m + u(8) * FT] + Mf[m + u(9) * FT] + Mf[m + u(10) * FT]
-            q2 = Mf[m + u(9) * FT] - Mf[m + u(10) * FT] - Mf[m + u(11) * FT]
-            p3 = Mf[m + u(12) * FT] + Mf[m + u(13) * FT] + Mf[m + u(14) * FT]
-            q3 = Mf[m + u(13) * FT] - Mf[m + u(14) * FT] - Mf[m + u(15) * FT]
-            v0 = p0 + p1 + p2 + bf
-            v1 = q0 + q1 + q2 + bf
-            v2 = p1 - p2 - p3 + bf
-            v3 = q1 - q2 - q3 + bf
+            v0, v1, v2, v3 = _wino_tile_out(Mf, m, FT, bf)
             best = zero if v0 <= zero else v0  # noqa: FURB136 (NaN must pass)
             # A later value wins if it is larger or NaN, unless best is NaN already (x != x: NaN).
             best = v1 if ((v1 > best) | (v1 != v1)) & (best == best) else best  # noqa: PLR0124
