@@ -1,4 +1,5 @@
-"""Slow, loop-per-element oracles for the convolution family, written from the definitions.
+"""Slow, loop-per-element oracles for the convolution family (and the Affine gradient folded into
+SGD's update), written from the definitions.
 
 Every function here computes one output element at a time with plain Python loops (float64
 accumulation via Python floats where a sum is involved), so it shares nothing with the kernels
@@ -218,3 +219,17 @@ def conv_relu_pool_inference(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride
                             best = v
                     pooled[n, f, i, j] = best
     return pooled
+
+
+def affine_sgd_update_naive(dout: np.ndarray, x: np.ndarray, W: np.ndarray, lr: float) -> np.ndarray:
+    """``W - lr · Σ_n x[n, i] · dout[n, j]`` entry by entry (a new array; ``W`` untouched)."""
+    out = W.copy()
+    n_rows, d = x.shape
+    h = dout.shape[1]
+    for i in range(d):
+        for j in range(h):
+            s = 0.0
+            for n in range(n_rows):
+                s += float(x[n, i]) * float(dout[n, j])
+            out[i, j] = W[i, j] - lr * s
+    return out

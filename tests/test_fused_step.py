@@ -511,3 +511,65 @@ def test_loss_value_bad_input_is_a_clear_error():
     net = MultiLayerNet(6, [5], 3, seed=0)
     with pytest.raises(ValueError, match=r"MultiLayerNet\.loss.*features"):
         net.loss_value(np.zeros((2, 7)), np.array([0, 1]))
+
+
+# --- plain SGD: the Affine pieces update W inside their backward (affine_backward_sgd_into) ----------
+@pytest.mark.parametrize("make,shape", [
+    (lambda dt: MultiLayerNet(12, [7, 6], 4, dtype=dt, seed=3), (8, 12)),
+    (lambda dt: MultiLayerNetExtend(12, [7, 6], 4, use_batchnorm=True, use_dropout=True, dropout_ration=0.3,
+                                    dtype=dt, seed=2), (8, 12)),
+    (lambda dt: SimpleConvNet((1, 6, 6), {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
+                              hidden_size=5, output_size=4, dtype=dt, seed=4), (8, 1, 6, 6)),
+], ids=["mlp", "batchnorm_dropout", "simple_conv"])
+def test_sgd_step_updates_affine_weights_in_their_backward(make, shape, backend, dtype, rng):
+    # The step's optimizer changes between steps (SGD, a new learning rate, Adam, SGD again): each
+    # step matches gradient + update, and the pieces are told each time which update they own.
+    fused, ref = make(dtype), make(dtype)
+    x, t = rng.random(shape).astype(dtype), rng.integers(0, 4, shape[0])
+    plan = plan_for(fused, Sequential)
+    schedule = [SGD(0.1), SGD(0.1), SGD(0.03), Adam(0.01), SGD(0.05)]
+    tol = STEP_TOL[np.dtype(dtype)]
+    affine_flags = [flag for p in plan.pieces if type(p).__name__ == "AffinePiece" for flag in (True, False)]
+    for step, opt in enumerate(schedule):
+        opt_r = type(opt)(opt.lr)
+        opt_r.iter = opt.iter
+        expected = _reference_step(ref, x, t, opt_r)
+        got = fused.train_step(x, t, opt)
+        np.testing.assert_allclose(got, expected, err_msg=f"loss at step {step}", **tol)
+        for key in ref.params:
+            np.testing.assert_allclose(fused.params[key], ref.params[key], err_msg=f"{key} at step {step}", **tol)
+        done = plan._sgd_done
+        if isinstance(opt, SGD):
+            assert sum(done) == len(affine_flags) // 2 > 0  # every Affine's W, no bias
+            assert [n for n, flag in zip(plan.names, done) if flag] == [
+                n for n in plan.names if n.startswith("W") and "Affine" in _layer_of(fused, n)]
+        else:
+            assert done == ()
+
+
+def _layer_of(net, param_name):
+    # The class name of the layer holding ``param_name`` (W1 -> Conv1 or Affine1 ...).
+    for layer in net.layers.values():
+        if any(getattr(layer, p, None) is net.params[param_name] for p in getattr(layer, "param_names", ())):
+            return type(layer).__name__
+    return ""
+
+
+def test_sgd_with_weight_decay_keeps_the_gradient_and_one_update(rng):
+    # Weight decay adds λW to the gradient first: the step then updates every parameter in one call.
+    net = MultiLayerNet(12, [7], 4, weight_decay_lambda=0.1, seed=3)
+    net.train_step(rng.random((5, 12)), rng.integers(0, 4, 5), SGD(0.1))
+    assert plan_for(net, Sequential)._sgd_done == ()
+
+
+def test_sgd_in_backward_is_bit_for_bit_the_book_on_numpy(rng):
+    x, t = rng.random((10, 9)), rng.integers(0, 3, 10)
+    fused, ref = _pair(lambda: MultiLayerNet(9, [6, 5], 3, seed=0))
+    with zerodl.use_backend("numpy"):
+        opt_f, opt_r = SGD(0.1), SGD(0.1)
+        for _ in range(3):
+            loss_r = _reference_step(ref, x, t, opt_r)
+            assert fused.train_step(x, t, opt_f) == loss_r
+    assert any(plan_for(fused, Sequential)._sgd_done)
+    for key in ref.params:
+        np.testing.assert_array_equal(fused.params[key], ref.params[key], err_msg=key)

@@ -262,6 +262,11 @@ def _in_affine_backward_into(rng, dt, size):
     return (dout, x, W, np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], dt)), shape
 
 
+def _in_affine_backward_sgd_into(rng, dt, size):
+    args, shape = _in_affine_backward_into(rng, dt, size)
+    return (*args, 0.01), shape
+
+
 def _in_conv_forward(rng, dt, size):
     s = _conv_shapes(size)
     x = rng.random(s["x"]).astype(dt)
@@ -401,6 +406,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "weight_decay_grad": _with_hyper(_optim_inputs(0), 0.01),
     "bias_forward": _in_bias_act,
     "affine_backward_into": _in_affine_backward_into,
+    "affine_backward_sgd_into": _in_affine_backward_sgd_into,
     "relu_bias_forward": _in_bias_act,
     "relu_backward_into": _in_act_backward_into,
     "sigmoid_bias_forward": _in_bias_act,

@@ -181,3 +181,86 @@ def test_matmul_in_parts_cuts_rows_and_leaves_small_products_whole(dtype, monkey
     _tasks.matmul_in_parts(a, b, split, 4)
     for r0, r1 in ((0, 2), (2, 4), (4, 6), (6, 9)):  # each block is its own product
         np.testing.assert_array_equal(split[r0:r1], a[r0:r1] @ b)
+
+
+def _sgd_operands(dtype, n=9, d=7, h=5, seed=10):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, h)).astype(dtype), rng.standard_normal((n, d)).astype(dtype),
+            rng.standard_normal((d, h)).astype(dtype))
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_affine_backward_sgd_into_is_the_backward_then_sgd_on_w(need_dx, dtype):
+    # The reference is affine_backward_into then the book's SGD on W alone, bit for bit; dx comes
+    # from W before its update. The compiled twin adds -lr·xᵀ·dout straight into W (one gemm with
+    # beta = 1), so W agrees to rounding and dx, db bit for bit.
+    dout, x, W = _sgd_operands(dtype)
+    lr = 0.05
+    for backend_name in ("numpy", "numba"):
+        W_new = W.copy()
+        dx = np.empty_like(x) if need_dx else None
+        dW, db = np.empty_like(W), np.empty(W.shape[1], dtype)
+        kernels.get("affine_backward_sgd_into", backend_name)(dout, x, W_new, dx, dW, db, lr)
+        ref_dx, ref_dW, ref_db = kernels.get("affine_backward", "numpy")(dout, x, W, need_dx)
+        want = W.copy()
+        kernels.get("sgd_update", "numpy")(want, ref_dW, lr)
+        if backend_name == "numpy":
+            np.testing.assert_array_equal(W_new, want)
+            np.testing.assert_array_equal(dW, ref_dW)
+        else:
+            assert_close(W_new, want, dtype, "W after the fused update")
+            assert not np.array_equal(W_new, W)
+        assert W_new.dtype == dtype
+        np.testing.assert_array_equal(db, ref_db)
+        if need_dx:
+            np.testing.assert_array_equal(dx, ref_dx)  # W before the update
+        else:
+            assert dx is None
+
+
+def test_affine_backward_sgd_into_checks_against_a_loop_oracle(dtype):
+    from tests.naive import affine_sgd_update_naive
+
+    dout, x, W = _sgd_operands(dtype, 6, 4, 3, seed=11)
+    W_new = W.copy()
+    kernels.get("affine_backward_sgd_into", "numba")(dout, x, W_new, None, np.empty_like(W),
+                                                     np.empty(3, dtype), 0.125)
+    assert_close(W_new, affine_sgd_update_naive(dout, x, W, 0.125), dtype, "naive W update")
+
+
+@pytest.mark.parametrize("path", ["blas", "python"])
+def test_affine_backward_sgd_into_in_parts_keeps_its_bits_across_thread_counts(path, dtype, monkeypatch):
+    # parts > 1 (conv steps): W's rows in fixed blocks, each one gemm; the same bits on one or two
+    # threads, to rounding of the reference. "python": NumPy's BLAS not callable from compiled code
+    # (another BLAS): the gradient goes through dW and a compiled update pass.
+    from zerodl.kernels import _blas, _tasks
+
+    monkeypatch.setattr(_tasks, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(_blas, "_forced_off", path == "python")
+    if path == "blas" and not _blas.available():
+        pytest.skip("NumPy's BLAS is not callable from compiled code here (see kernels/_blas.py)")
+    dout, x, W = _sgd_operands(dtype, 37, 50, 23, seed=12)
+    want = W.copy()
+    kernels.get("affine_backward_sgd_into", "numpy")(dout, x, want, None, np.empty_like(W), np.empty(23, dtype), 0.01)
+    runs = []
+    for threads in (1, 2):
+        W_new, dx = W.copy(), np.empty_like(x)
+        with zerodl.num_threads(threads):
+            kernels.get("affine_backward_sgd_into", "numba")(dout, x, W_new, dx, np.empty_like(W),
+                                                             np.empty(23, dtype), 0.01, 3)
+        np.testing.assert_allclose(W_new, want, **tolerance(dtype))
+        np.testing.assert_allclose(dx, dout @ W.T, **tolerance(dtype))
+        runs.append(W_new)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_affine_backward_sgd_into_takes_strided_operands(dtype):
+    # A column slice of a bigger x (not C-contiguous) takes the dW + update path: same values.
+    dout, x_big, W = _sgd_operands(dtype, 8, 10, 4, seed=13)
+    x = x_big[:, ::2]
+    W = W[:5].copy()
+    for backend_name in ("numpy", "numba"):
+        W_new = W.copy()
+        kernels.get("affine_backward_sgd_into", backend_name)(dout, x, W_new, None, np.empty_like(W),
+                                                             np.empty(4, dtype), 0.1)
+        assert_close(W_new, W - np.dtype(dtype).type(0.1) * (x.T @ dout), dtype, f"{backend_name} W")

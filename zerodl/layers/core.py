@@ -134,6 +134,9 @@ class AffinePiece(Piece):
         self.db = np.empty_like(layer.b)
         #: Set by a step whose BLAS runs on one thread (convolutions): see :meth:`_parts`.
         self.product_parts = 1
+        #: SGD's learning rate when the next backward applies the update of ``W`` itself
+        #: (:meth:`take_sgd_update`), else ``None``.
+        self.sgd_lr: float | None = None
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         D, H = self.layer.W.shape
@@ -165,8 +168,18 @@ class AffinePiece(Piece):
         dout = self.epilogue.backward(dout)
         W = self.layer.W
         dx = self.buffers.get("dx", self.x.shape, W.dtype) if need_dx else None
-        kernels.get("affine_backward_into")(dout, self.x, W, dx, self.dW, self.db, self._parts())
+        if self.sgd_lr is None:
+            kernels.get("affine_backward_into")(dout, self.x, W, dx, self.dW, self.db, self._parts())
+        else:  # dx from W as it was, then W updated in the dW product (the gradient not kept)
+            kernels.get("affine_backward_sgd_into")(dout, self.x, W, dx, self.dW, self.db, self.sgd_lr,
+                                                     self._parts())
         return None if dx is None else dx.reshape(self.x_shape)
+
+    def take_sgd_update(self, lr: float | None) -> tuple[bool, ...]:
+        # W's update rides on its gradient's product (one BLAS call, beta = 1: see the kernel);
+        # b's stays with the step's update call.
+        self.sgd_lr = lr
+        return (lr is not None, False)
 
     def _parts(self) -> int:
         # Row blocks per product on the task threads: only in steps whose BLAS runs on one thread

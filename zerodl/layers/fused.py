@@ -111,6 +111,13 @@ class Piece:
         """Gradients of :meth:`param_arrays` from the last ``backward`` (same order)."""
         return ()
 
+    def take_sgd_update(self, lr: float | None) -> tuple[bool, ...]:
+        """Set by the step before each backward: ``lr`` when its update is plain SGD (``W -= lr *
+        dW``, no weight decay), else ``None``. A piece that can apply that update to some of its
+        parameters inside its next ``backward`` (after their last use there) answers which, in
+        :meth:`grad_arrays` order; the step's update then leaves those out. Default: none."""
+        return ()
+
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         """The output shape for input ``in_shape``; a ValueError naming ``where`` if it does not fit."""
         return in_shape

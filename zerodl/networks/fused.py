@@ -84,6 +84,8 @@ class FusedStep:
         self._flat_params = tuple(p.reshape(-1) for p in params)
         self._grads_cache: tuple[list[np.ndarray], tuple[np.ndarray, ...]] | None = None
         self._states_cache: tuple | None = None
+        self._sgd_lr: float | None = None
+        self._sgd_done: tuple[bool, ...] | None = None
         self._one_blas_thread = any(p.uses_task_threads for p in pieces)
         if self._one_blas_thread:
             # BLAS on one thread for the whole step: the products of the other pieces (Affine)
@@ -155,6 +157,10 @@ class FusedStep:
                     check_finite_batch(x, where)
         loss, d = self.loss.loss_and_grad(h, t)
         decay = self._net_weight_decay() if self.lam else 0  # before the update, as the book
+        # Plain SGD without weight decay: pieces that can (Affine) update their weights inside their
+        # backward, in the gradient's own product; the update call below takes the rest.
+        sgd_lr = rule.scalars[0] if rule is not None and rule.op == "sgd_update" and not self.lam else None
+        done = self._sgd_in_backward(sgd_lr)
         last = len(self.pieces) - 1
         for i in range(last, -1, -1):
             d = self.pieces[i].backward(d, i > 0)
@@ -165,10 +171,26 @@ class FusedStep:
         if rule is None:
             optimizer.update(dict(zip(self.names, self.params)), dict(zip(self.names, grads)))
         else:
-            kernels.get(rule.op)(self._flat_params, self._flat_grads(grads), *self._flat_states(optimizer, rule),
-                                 *rule.scalars)
+            params, flat_grads = self._flat_params, self._flat_grads(grads)
+            if done:
+                params = tuple(p for p, skip in zip(params, done) if not skip)
+                flat_grads = tuple(g for g, skip in zip(flat_grads, done) if not skip)
+            kernels.get(rule.op)(params, flat_grads, *self._flat_states(optimizer, rule), *rule.scalars)
             optimizer.iter += 1
         return loss + decay if self.lam else loss
+
+    def _sgd_in_backward(self, lr: float | None) -> tuple[bool, ...]:
+        """Tell the pieces the step's SGD learning rate (``None``: another update); returns which
+        parameters (``params`` order) their backwards will have updated, or ``()`` for none."""
+        if self._sgd_lr != lr or self._sgd_done is None:
+            flags: list[bool] = []
+            for piece in self.pieces:
+                n_grads = len(piece.grad_arrays())
+                taken = piece.take_sgd_update(lr) or (False,) * n_grads
+                flags.extend(taken)
+            self._sgd_lr = lr
+            self._sgd_done = tuple(flags) if any(flags) else ()
+        return self._sgd_done
 
     def loss_value(self, x: Any, t: Any, train: bool) -> np.generic:
         """The value of the network's ``loss(x, t, train_flg=train)`` (weight decay included),
