@@ -264,3 +264,26 @@ def test_affine_backward_sgd_into_takes_strided_operands(dtype):
         kernels.get("affine_backward_sgd_into", backend_name)(dout, x, W_new, None, np.empty_like(W),
                                                              np.empty(4, dtype), 0.1)
         assert_close(W_new, W - np.dtype(dtype).type(0.1) * (x.T @ dout), dtype, f"{backend_name} W")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmuls_side_by_side_are_the_whole_products(threads, dtype, monkeypatch):
+    # dx and dW of a conv step's Affine, one task each: np.dot's own bits, any thread count.
+    from zerodl.kernels import _tasks
+
+    monkeypatch.setattr(_tasks, "SPLIT_MIN_MACS", 0)
+    rng = np.random.default_rng(14)
+    dout, x, W = (rng.standard_normal(s).astype(dtype) for s in ((13, 6), (13, 9), (9, 6)))
+    dx, dW = np.empty_like(x), np.empty_like(W)
+    with zerodl.num_threads(threads):
+        _tasks.matmuls_side_by_side([(dout, W.T, dx), (x.T, dout, dW)])
+    np.testing.assert_array_equal(dx, np.dot(dout, W.T))
+    np.testing.assert_array_equal(dW, np.dot(x.T, dout))
+    bufs = [np.empty_like(x), np.empty_like(W), np.empty(6, dtype)]
+    with zerodl.num_threads(threads):
+        kernels.get("affine_backward_into", "numba")(dout, x, W, *bufs, 2)
+    ref = [np.empty_like(x), np.empty_like(W), np.empty(6, dtype)]
+    kernels.get("affine_backward_into", "numpy")(dout, x, W, *ref)
+    for got, want in zip(bufs[:2], ref[:2]):
+        np.testing.assert_array_equal(got, want)  # whole products: the reference's bits
+    assert_close(bufs[2], ref[2], dtype, "db")

@@ -20,7 +20,7 @@ import numpy as np
 from zerodl.kernels import _blas, _tasks
 from zerodl.kernels._blas import DGEMM, NO_TRANS, ROW_MAJOR, SGEMM, TRANS
 from zerodl.kernels._jit import jit
-from zerodl.kernels._tasks import matmul_in_parts, run_tasks
+from zerodl.kernels._tasks import matmul_in_parts, matmuls_side_by_side, run_tasks
 
 OPS = ("affine_forward", "affine_backward", "bias_forward", "affine_backward_into", "affine_backward_sgd_into")
 
@@ -148,13 +148,17 @@ def affine_backward_into_numba(
     parts: int = 1,
 ) -> None:
     """Compiled twin of :func:`affine_backward_into_numpy`: NumPy's BLAS into the buffers, the bias
-    gradient in one compiled pass. With ``parts`` > 1 each product is cut into that many blocks of
-    rows (of ``dx``: samples; of ``dW``: inputs) run as tasks on both cores
-    (:func:`~zerodl.kernels._tasks.matmul_in_parts`; for steps whose BLAS runs on one thread): the
-    reduction order of every entry is the product's own, the blocks fixed by ``parts`` alone."""
-    if dx is not None:
-        matmul_in_parts(dout, W.T, dx, parts)
-    matmul_in_parts(x.T, dout, dW, parts)
+    gradient in one compiled pass. With ``parts`` > 1 (steps whose BLAS runs on one thread) the
+    products take both cores: ``dx`` and ``dW`` side by side, each whole
+    (:func:`~zerodl.kernels._tasks.matmuls_side_by_side`: the reference's bits), or, for ``dW``
+    alone, cut into ``parts`` blocks of rows (:func:`~zerodl.kernels._tasks.matmul_in_parts`: the
+    reduction order of every entry is the product's own, the blocks fixed by ``parts`` alone)."""
+    if dx is not None and parts > 1:
+        matmuls_side_by_side([(dout, W.T, dx), (x.T, dout, dW)])
+    else:
+        if dx is not None:
+            matmul_in_parts(dout, W.T, dx, parts)
+        matmul_in_parts(x.T, dout, dW, parts)
     _column_sums(dout, db)
 
 
