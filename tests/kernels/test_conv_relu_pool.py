@@ -141,6 +141,30 @@ def test_nan_propagates_like_the_chain():
     np.testing.assert_array_equal(a_nb, a_np)
 
 
+@pytest.mark.parametrize("compiled_products", [True, False])
+def test_patch_route_pools_each_group_as_the_chain_does(monkeypatch, compiled_products):
+    # Off Winograd's route (SimpleConvNet's 1-channel 5x5 layer) each task pools the images it has
+    # just convolved: several groups of one-image chunks, a NaN in one image (that group pools
+    # with the NaN-aware pass, the others with the fast one), both product paths: the chain's
+    # maxima and positions exactly.
+    from zerodl.kernels import _blas
+
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(_blas, "_forced_off", not compiled_products)
+    for dtype in DTYPES:
+        x, W, b, pad, _ = _inputs((7, 1, 8, 8, 3, 5, 0), dtype, seed=6)
+        x[5, 0, 3, 3] = np.nan
+        pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+        out, _ = kernels.get("conv_relu_forward", "numba")(x, W, b, 1, pad)
+        p_chain, a_chain = kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)
+        np.testing.assert_array_equal(pooled, p_chain)
+        np.testing.assert_array_equal(arg, a_chain)
+        assert np.isnan(pooled[5]).any() and not np.isnan(np.delete(pooled, 5, axis=0)).any()
+        p_np, a_np, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
+        np.testing.assert_array_equal(arg, a_np)
+        np.testing.assert_array_equal(np.isnan(pooled), np.isnan(p_np))
+
+
 def test_numba_twins_bit_identical_across_thread_counts(monkeypatch):
     import numba
 

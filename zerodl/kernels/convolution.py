@@ -1499,16 +1499,23 @@ def _forward_numba(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad
 
 
 def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray, scatter: int,
-                   out: np.ndarray) -> None:
+                   out: np.ndarray, after_group: Callable[[int, int], None] | None = None) -> None:
     """The patch-matrix route's forward (``x`` C-contiguous): chunk by chunk of images, the
     product ``W (FN, K) @ patches`` written to the chunk's images of ``out`` by
     :func:`_patch_scatter` (``scatter``: :data:`SCATTER_OUT`, :data:`SCATTER_RELU` or
-    :data:`SCATTER_POOLED`: the convolution's output, with ReLU, or its pooled form)."""
+    :data:`SCATTER_POOLED`: the convolution's output, with ReLU, or its pooled form).
+    ``after_group(n0, n1)``, if given, runs in the same task right after a group has written its
+    images ``n0 … n1 - 1`` of ``out`` (a pass that reads them while they are still in the core's cache)."""
     FN = W.shape[0]
     W = np.ascontiguousarray(W)
     W_mat = W.reshape(FN, -1)
 
     def group(g: int) -> None:
+        one_group(g)
+        if after_group is not None:
+            after_group(plan.ranges[g][0][0], plan.ranges[g][-1][1])
+
+    def one_group(g: int) -> None:
         if _blas.available():
             _patch_forward_chunks(x, W, b, plan.wide, plan.direct is not None, plan.stride, plan.pad,
                                   plan.out_h, plan.out_w, plan.row_stride, plan.xpad_size,
