@@ -62,7 +62,6 @@ from zerodl.kernels.convolution import (
     _Wino,
     _wino_filters,
     _winograd_ok,
-    conv_backward_numba,
     conv_backward_numpy,
     conv_relu_forward_numba,
     conv_relu_forward_numpy,
@@ -300,16 +299,15 @@ def conv_relu_pool_backward_numba(
         # products' layout and by the bias gradient).
         return _backward_numba(None, None, x, W, stride, pad, need_dx, (dpooled, pooled, arg_max),
                                lambda db: _bias_grad_unpooled(dpooled, pooled, arg_max, db))
+    # Winograd's route: the convolution's gradient is unpooled group by group by the tasks that
+    # read it (still in the core's cache, no call of its own), and db summed off the pooled arrays.
     dout = np.empty((N, FN, oh, ow), dtype=dpooled.dtype)
-    k = min(4, N)  # any split gives the same values
-    parts = [(i * N // k, (i + 1) * N // k) for i in range(k)]
 
-    def part(i: int) -> None:
-        n0, n1 = parts[i]
+    def unpool(n0: int, n1: int) -> None:
         _unpool_masked(dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], dout[n0:n1])
 
-    run_tasks(part, len(parts))
-    return conv_backward_numba(dout, x, W, None, stride, pad, need_dx)
+    return _backward_numba(dout, None, np.ascontiguousarray(x), W, stride, pad, need_dx,
+                           bias=lambda db: _bias_grad_unpooled(dpooled, pooled, arg_max, db), prepare=unpool)
 
 
 def conv_relu_pool_inference_numba(

@@ -49,6 +49,7 @@ whatever the number of threads.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -1543,10 +1544,34 @@ def _patch_forward(plan: _Plan, x: np.ndarray, W: np.ndarray, b: np.ndarray, sca
         run_tasks(group, plan.groups)
 
 
+class _PreparedGroups:
+    """Calling ``ready(g)`` makes sure ``prepare(n0, n1)`` has run, once, for group ``g``'s images
+    (``ranges``: the groups' chunk lists of every pass that reads them, which must agree: they do,
+    as :func:`_group_chunks` cuts the same group boundaries whatever the chunk size). The tasks of
+    one group (its dW and its dx) each call it first: the first prepares, the other waits for it."""
+
+    def __init__(self, prepare: Callable[[int, int], None] | None, ranges: list[list[list[tuple[int, int]]]]) -> None:
+        self.prepare = prepare
+        spans = [[(r[0][0], r[-1][1]) for r in rs] for rs in ranges]
+        assert all(s == spans[0] for s in spans), "every pass must cut the same groups"
+        self.spans = spans[0] if spans else []
+        self.locks = [threading.Lock() for _ in self.spans]
+        self.done = [prepare is None] * len(self.spans)
+
+    def __call__(self, g: int) -> None:
+        if self.done[g]:
+            return
+        with self.locks[g]:
+            if not self.done[g]:
+                self.prepare(*self.spans[g])
+                self.done[g] = True
+
+
 def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
                     stride: int, pad: int, need_dx: bool,
                     unpool: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                     bias: Callable[[np.ndarray], None] | None = None,
+                    prepare: Callable[[int, int], None] | None = None,
                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     # conv_backward_numba's work; with relu_out (the output of a ReLU applied to the convolution),
     # that of conv_relu_backward_numba: dout masked where relu_out <= 0. With unpool and bias
@@ -1554,6 +1579,9 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
     # after the ReLU, unpooled chunk by chunk straight into the product layout
     # (_unpool_masked_cols; junk columns stay zero), and bias(db) the bias gradient, in the book's
     # order - conv_relu_pool's backward, which never stores the full-resolution gradient.
+    # With prepare and bias (Winograd route, relu_out None): dout is a buffer whose images
+    # n0 … n1 - 1 prepare(n0, n1) fills (conv_relu_pool's unpooling), group by group inside the
+    # tasks that read them, and bias(db) sums db without reading dout.
     FN, C, FH, FW = W.shape
     x = np.ascontiguousarray(x)
     if unpool is not None:
@@ -1577,16 +1605,26 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
     g_src = dout
     if relu_out is not None and (wino_dW is not None or wino_dx is not None):
         # The Winograd transforms read the masked gradient, stored once (masking inside the
-        # transforms' row copies measured 25-35 % slower: the branch spoilt their loops).
+        # transforms' row copies measured 25-35 % slower: the branch spoilt their loops), group by
+        # group in the tasks that read it (both cores, and still in the core's cache).
+        assert prepare is None
         g_src = np.empty_like(dout)
-        _relu_masked(dout, relu_out, g_src)
+        masked = g_src
+
+        def prepare(n0: int, n1: int) -> None:
+            _relu_masked(dout[n0:n1], relu_out[n0:n1], masked[n0:n1])
+
     fold_dx = need_dx and wino_dx is None
+    plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize) if wino_dW is None or fold_dx else None
+    ready = _PreparedGroups(prepare, [p.ranges for p in (wino_dW, wino_dx, plan) if p is not None])
     tasks: list = []
 
     def bias_task() -> None:
+        # Never from g_src while groups are being prepared: the masked sum reads dout and relu_out
+        # (the same additions in the same order as _bias_grad of the masked gradient).
         if bias is not None:
             bias(db)
-        elif relu_out is None or g_src is not dout:
+        elif relu_out is None:
             _bias_grad(g_src, db)
         else:
             _bias_grad_masked(dout, relu_out, db)
@@ -1594,11 +1632,11 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
     tasks.append(bias_task)
     if wino_dW is not None:
         X_parts = np.empty((wino_dW.groups, 16, FN, C), dtype=x.dtype)
-        tasks += [lambda g=g: wino_dW.weight_grad_group(g, x, g_src, X_parts[g]) for g in range(wino_dW.groups)]
+        tasks += [lambda g=g: (ready(g), wino_dW.weight_grad_group(g, x, g_src, X_parts[g]))
+                  for g in range(wino_dW.groups)]
     if wino_dx is not None:
-        tasks += [lambda g=g: wino_dx.group(g, g_src, U_t, zero_b, False) for g in range(wino_dx.groups)]
-    if wino_dW is None or fold_dx:
-        plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)
+        tasks += [lambda g=g: (ready(g), wino_dx.group(g, g_src, U_t, zero_b, False)) for g in range(wino_dx.groups)]
+    if plan is not None:
         W_t = np.ascontiguousarray(np.ascontiguousarray(W).reshape(FN, -1).T)  # (K, FN), rows contiguous
         dW_parts = np.empty((plan.groups, plan.K, FN), dtype=x.dtype)  # transposed: see below
         dx = np.empty(x.shape, dtype=x.dtype) if fold_dx else None
@@ -1649,7 +1687,7 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
                 if fold_dx:
                     plan.fold(dbuf, dxpad, dx[n0:n1])
 
-        tasks += [lambda g=g: patch_group(g) for g in range(plan.groups)]
+        tasks += [lambda g=g: (ready(g), patch_group(g)) for g in range(plan.groups)]
 
     with _one_blas_thread():
         run_tasks(lambda i: tasks[i](), len(tasks))
