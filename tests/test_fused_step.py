@@ -513,7 +513,7 @@ def test_loss_value_bad_input_is_a_clear_error():
         net.loss_value(np.zeros((2, 7)), np.array([0, 1]))
 
 
-# --- plain SGD: the Affine pieces update W inside their backward (affine_backward_sgd_into) ----------
+# --- plain SGD: the Affine pieces fold W's update into dW's product (affine_sgd_update) ----------
 @pytest.mark.parametrize("make,shape", [
     (lambda dt: MultiLayerNet(12, [7, 6], 4, dtype=dt, seed=3), (8, 12)),
     (lambda dt: MultiLayerNetExtend(12, [7, 6], 4, use_batchnorm=True, use_dropout=True, dropout_ration=0.3,
@@ -573,3 +573,33 @@ def test_sgd_in_backward_is_bit_for_bit_the_book_on_numpy(rng):
     assert any(plan_for(fused, Sequential)._sgd_done)
     for key in ref.params:
         np.testing.assert_array_equal(fused.params[key], ref.params[key], err_msg=key)
+
+
+def test_sgd_step_that_fails_in_its_backward_changes_no_parameter(rng, monkeypatch):
+    # The Affine pieces apply their folded SGD updates only after the whole backward pass: a
+    # backward that raises part way (here the first piece's, after the later pieces have run)
+    # leaves every parameter and the optimizer as they were; the next step runs normally.
+    net = MultiLayerNet(12, [7, 6], 4, seed=3)
+    ref = MultiLayerNet(12, [7, 6], 4, seed=3)
+    x, t = rng.random((8, 12)), rng.integers(0, 4, 8)
+    opt = SGD(0.1)
+    net.train_step(x, t, opt)
+    _reference_step(ref, x, t, SGD(0.1))
+    plan = plan_for(net, Sequential)
+    before = {k: v.copy() for k, v in net.params.items()}
+
+    def broken(dout, need_dx):
+        raise MemoryError("no room for the first layer's gradient")
+
+    monkeypatch.setattr(plan.pieces[0], "backward", broken)
+    with pytest.raises(MemoryError):
+        net.train_step(x, t, opt)
+    for key, value in before.items():
+        np.testing.assert_array_equal(net.params[key], value, err_msg=key)
+    assert opt.iter == 1
+    monkeypatch.undo()
+    got = net.train_step(x, t, opt)
+    expected = _reference_step(ref, x, t, SGD(0.1))
+    np.testing.assert_allclose(got, expected, **STEP_TOL[np.dtype(np.float64)])
+    for key in ref.params:
+        np.testing.assert_allclose(net.params[key], ref.params[key], err_msg=key, **STEP_TOL[np.dtype(np.float64)])

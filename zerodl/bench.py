@@ -262,9 +262,9 @@ def _in_affine_backward_into(rng, dt, size):
     return (dout, x, W, np.empty_like(x), np.empty_like(W), np.empty(W.shape[1], dt)), shape
 
 
-def _in_affine_backward_sgd_into(rng, dt, size):
-    args, shape = _in_affine_backward_into(rng, dt, size)
-    return (*args, 0.01), shape
+def _in_affine_sgd_update(rng, dt, size):
+    (dout, x, W), shape = _in_affine_backward(rng, dt, size)
+    return (dout, x, W, np.empty_like(W), 0.01), shape
 
 
 def _in_conv_forward(rng, dt, size):
@@ -406,7 +406,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "weight_decay_grad": _with_hyper(_optim_inputs(0), 0.01),
     "bias_forward": _in_bias_act,
     "affine_backward_into": _in_affine_backward_into,
-    "affine_backward_sgd_into": _in_affine_backward_sgd_into,
+    "affine_sgd_update": _in_affine_sgd_update,
     "relu_bias_forward": _in_bias_act,
     "relu_backward_into": _in_act_backward_into,
     "sigmoid_bias_forward": _in_bias_act,

@@ -73,7 +73,8 @@ class WideMLPStep(_Step):
 
 
 class SimpleConvNetStep(_Step):
-    """The book's chapter 7 SimpleConvNet, SGD(lr=0.1), batch 100 (the fused step; SGD updates the Affine weights inside their backward)."""
+    """The book's chapter 7 SimpleConvNet, SGD(lr=0.1), batch 100 (the fused step: SGD updates the
+    Affine weights inside their backward)."""
 
     def build(self, dtype):
         x = rng(7).random((MNIST_BATCH, 1, 28, 28)).astype(dtype)

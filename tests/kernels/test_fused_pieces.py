@@ -189,21 +189,32 @@ def _sgd_operands(dtype, n=9, d=7, h=5, seed=10):
             rng.standard_normal((d, h)).astype(dtype))
 
 
-@pytest.mark.parametrize("need_dx", [True, False])
-def test_affine_backward_sgd_into_is_the_backward_then_sgd_on_w(need_dx, dtype):
-    # The reference is affine_backward_into then the book's SGD on W alone, bit for bit; dx comes
-    # from W before its update. The compiled twin adds -lr·xᵀ·dout straight into W (one gemm with
-    # beta = 1), so W agrees to rounding and dx, db bit for bit.
+def test_affine_backward_into_can_leave_dw_to_the_update(dtype):
+    # dW None: dx and db as always (bit for bit), no dW product (a step folding W's SGD update
+    # into it later, affine_sgd_update).
+    dout, x, W = _sgd_operands(dtype)
+    ref_dx, _, ref_db = kernels.get("affine_backward", "numpy")(dout, x, W, True)
+    for backend_name in ("numpy", "numba"):
+        dx, db = np.empty_like(x), np.empty(W.shape[1], dtype)
+        kernels.get("affine_backward_into", backend_name)(dout, x, W, dx, None, db, 2)
+        np.testing.assert_array_equal(dx, ref_dx)
+        assert_close(db, ref_db, dtype, f"{backend_name} db")
+
+
+def test_affine_sgd_update_is_the_books_sgd_on_the_gradient(dtype):
+    # The reference is dW = x.T @ dout then the book's SGD on W, bit for bit; the compiled twin
+    # adds -lr·xᵀ·dout straight into W (one gemm with beta = 1): W to rounding.
     dout, x, W = _sgd_operands(dtype)
     lr = 0.05
+    _, ref_dW, _ = kernels.get("affine_backward", "numpy")(dout, x, W, False)
+    want = W.copy()
+    kernels.get("sgd_update", "numpy")(want, ref_dW, lr)
     for backend_name in ("numpy", "numba"):
-        W_new = W.copy()
-        dx = np.empty_like(x) if need_dx else None
-        dW, db = np.empty_like(W), np.empty(W.shape[1], dtype)
-        kernels.get("affine_backward_sgd_into", backend_name)(dout, x, W_new, dx, dW, db, lr)
-        ref_dx, ref_dW, ref_db = kernels.get("affine_backward", "numpy")(dout, x, W, need_dx)
-        want = W.copy()
-        kernels.get("sgd_update", "numpy")(want, ref_dW, lr)
+        W_new, dW = W.copy(), np.empty_like(W)
+        inputs = (dout.copy(), x.copy())
+        kernels.get("affine_sgd_update", backend_name)(dout, x, W_new, dW, lr)
+        np.testing.assert_array_equal(dout, inputs[0])  # the factors are only read
+        np.testing.assert_array_equal(x, inputs[1])
         if backend_name == "numpy":
             np.testing.assert_array_equal(W_new, want)
             np.testing.assert_array_equal(dW, ref_dW)
@@ -211,25 +222,19 @@ def test_affine_backward_sgd_into_is_the_backward_then_sgd_on_w(need_dx, dtype):
             assert_close(W_new, want, dtype, "W after the fused update")
             assert not np.array_equal(W_new, W)
         assert W_new.dtype == dtype
-        np.testing.assert_array_equal(db, ref_db)
-        if need_dx:
-            np.testing.assert_array_equal(dx, ref_dx)  # W before the update
-        else:
-            assert dx is None
 
 
-def test_affine_backward_sgd_into_checks_against_a_loop_oracle(dtype):
+def test_affine_sgd_update_checks_against_a_loop_oracle(dtype):
     from tests.naive import affine_sgd_update_naive
 
     dout, x, W = _sgd_operands(dtype, 6, 4, 3, seed=11)
     W_new = W.copy()
-    kernels.get("affine_backward_sgd_into", "numba")(dout, x, W_new, None, np.empty_like(W),
-                                                     np.empty(3, dtype), 0.125)
+    kernels.get("affine_sgd_update", "numba")(dout, x, W_new, np.empty_like(W), 0.125)
     assert_close(W_new, affine_sgd_update_naive(dout, x, W, 0.125), dtype, "naive W update")
 
 
 @pytest.mark.parametrize("path", ["blas", "python"])
-def test_affine_backward_sgd_into_in_parts_keeps_its_bits_across_thread_counts(path, dtype, monkeypatch):
+def test_affine_sgd_update_in_parts_keeps_its_bits_across_thread_counts(path, dtype, monkeypatch):
     # parts > 1 (conv steps): W's rows in fixed blocks, each one gemm; the same bits on one or two
     # threads, to rounding of the reference. "python": NumPy's BLAS not callable from compiled code
     # (another BLAS): the gradient goes through dW and a compiled update pass.
@@ -241,28 +246,25 @@ def test_affine_backward_sgd_into_in_parts_keeps_its_bits_across_thread_counts(p
         pytest.skip("NumPy's BLAS is not callable from compiled code here (see kernels/_blas.py)")
     dout, x, W = _sgd_operands(dtype, 37, 50, 23, seed=12)
     want = W.copy()
-    kernels.get("affine_backward_sgd_into", "numpy")(dout, x, want, None, np.empty_like(W), np.empty(23, dtype), 0.01)
+    kernels.get("affine_sgd_update", "numpy")(dout, x, want, np.empty_like(W), 0.01)
     runs = []
     for threads in (1, 2):
-        W_new, dx = W.copy(), np.empty_like(x)
+        W_new = W.copy()
         with zerodl.num_threads(threads):
-            kernels.get("affine_backward_sgd_into", "numba")(dout, x, W_new, dx, np.empty_like(W),
-                                                             np.empty(23, dtype), 0.01, 3)
+            kernels.get("affine_sgd_update", "numba")(dout, x, W_new, np.empty_like(W), 0.01, 3)
         np.testing.assert_allclose(W_new, want, **tolerance(dtype))
-        np.testing.assert_allclose(dx, dout @ W.T, **tolerance(dtype))
         runs.append(W_new)
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_affine_backward_sgd_into_takes_strided_operands(dtype):
+def test_affine_sgd_update_takes_strided_operands(dtype):
     # A column slice of a bigger x (not C-contiguous) takes the dW + update path: same values.
     dout, x_big, W = _sgd_operands(dtype, 8, 10, 4, seed=13)
     x = x_big[:, ::2]
     W = W[:5].copy()
     for backend_name in ("numpy", "numba"):
         W_new = W.copy()
-        kernels.get("affine_backward_sgd_into", backend_name)(dout, x, W_new, None, np.empty_like(W),
-                                                             np.empty(4, dtype), 0.1)
+        kernels.get("affine_sgd_update", backend_name)(dout, x, W_new, np.empty_like(W), 0.1)
         assert_close(W_new, W - np.dtype(dtype).type(0.1) * (x.T @ dout), dtype, f"{backend_name} W")
 
 

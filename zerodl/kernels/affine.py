@@ -9,7 +9,7 @@ Contract (both twins): ``x (N, D)``, ``W (D, H)``, ``b (H,)``, ``dout (N, H)``, 
 of one floating dtype; outputs are new arrays of that dtype; inputs are never written.
 
 The fused training step's pieces (``bias_forward``, ``affine_backward_into``,
-``affine_backward_sgd_into``) write into buffers the caller owns instead of allocating; their
+``affine_sgd_update``) write into buffers the caller owns instead of allocating; their
 docstrings say which arguments they write.
 """
 
@@ -22,7 +22,7 @@ from zerodl.kernels._blas import DGEMM, NO_TRANS, ROW_MAJOR, SGEMM, TRANS
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import matmul_in_parts, matmuls_side_by_side, run_tasks
 
-OPS = ("affine_forward", "affine_backward", "bias_forward", "affine_backward_into", "affine_backward_sgd_into")
+OPS = ("affine_forward", "affine_backward", "bias_forward", "affine_backward_into", "affine_sgd_update")
 
 
 def affine_forward_numpy(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -102,17 +102,20 @@ def bias_forward_numpy(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 def affine_backward_into_numpy(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray | None, db: np.ndarray,
     parts: int = 1,
 ) -> None:
     """Reference: :func:`affine_backward_numpy` written into preallocated ``dx (N, D)`` (or ``None``:
-    not computed), ``dW (D, H)`` and ``db (H,)`` — the same products and sum, so the same bits.
+    not computed), ``dW (D, H)`` (or ``None``: not computed, for a step that folds ``W``'s update into
+    that product, :func:`affine_sgd_update_numpy`) and ``db (H,)`` — the same products and sum, so
+    the same bits.
 
     ``parts``: the compiled twin may cut its products into that many row blocks run on both cores;
     this twin always multiplies whole (the book's bits), so it ignores it."""
     if dx is not None:
         np.dot(dout, W.T, out=dx)
-    np.dot(x.T, dout, out=dW)
+    if dW is not None:
+        np.dot(x.T, dout, out=dW)
     np.sum(dout, axis=0, out=db)
 
 
@@ -144,7 +147,7 @@ def bias_forward_numba(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 def affine_backward_into_numba(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray | None, db: np.ndarray,
     parts: int = 1,
 ) -> None:
     """Compiled twin of :func:`affine_backward_into_numpy`: NumPy's BLAS into the buffers, the bias
@@ -153,38 +156,38 @@ def affine_backward_into_numba(
     (:func:`~zerodl.kernels._tasks.matmuls_side_by_side`: the reference's bits), or, for ``dW``
     alone, cut into ``parts`` blocks of rows (:func:`~zerodl.kernels._tasks.matmul_in_parts`: the
     reduction order of every entry is the product's own, the blocks fixed by ``parts`` alone)."""
-    if dx is not None and parts > 1:
+    if dx is not None and dW is not None and parts > 1:
         matmuls_side_by_side([(dout, W.T, dx), (x.T, dout, dW)])
     else:
         if dx is not None:
             matmul_in_parts(dout, W.T, dx, parts)
-        matmul_in_parts(x.T, dout, dW, parts)
+        if dW is not None:
+            matmul_in_parts(x.T, dout, dW, parts)
     _column_sums(dout, db)
 
 
 # ----------------------------------------------------------------------------- SGD in the product
-def affine_backward_sgd_into_numpy(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
-    lr: float, parts: int = 1,
+def affine_sgd_update_numpy(
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dW: np.ndarray, lr: float, parts: int = 1
 ) -> None:
-    """Reference: :func:`affine_backward_into_numpy` followed by SGD's update of ``W`` alone —
-    ``dx = dout @ W.T`` (with ``W`` *before* the update; ``None``: skipped), ``dW = x.T @ dout``,
-    ``db = Σ_n dout``, then ``W -= lr * dW`` (the book's ``SGD.update`` for that one parameter, bit
-    for bit). ``W (D, H)`` is **updated in place**; ``dx (N, D)``, ``db (H,)`` are written; ``dW (D, H)``
-    is a work buffer whose content afterwards is unspecified (this twin leaves the gradient there,
-    the compiled one may not write it at all). ``db`` is left for the caller's update of ``b``.
+    """Reference: SGD's update of an Affine's weight from the gradient's factors, ``W -= lr * (x.T @
+    dout)`` — ``dW = x.T @ dout`` as :func:`affine_backward_into_numpy` computes it, then the book's
+    ``SGD.update`` for that one parameter, bit for bit. ``x (N, D)``, ``dout (N, H)`` (the gradient at
+    the product's output); ``W (D, H)`` is **updated in place**; ``dW (D, H)`` is a work buffer whose
+    content afterwards is unspecified (this twin leaves the gradient there, the compiled one may not
+    write it at all).
 
-    ``parts``: as :func:`affine_backward_into_numpy` (the compiled twin may cut its products into
+    ``parts``: as :func:`affine_backward_into_numpy` (the compiled twin may cut the product into
     row blocks; this twin multiplies whole)."""
-    affine_backward_into_numpy(dout, x, W, dx, dW, db)
+    np.dot(x.T, dout, out=dW)
     W -= lr * dW
 
 
 @jit
 def _sgd_product(x, dout, W, alpha):
     # W (D, H) += alpha · x (N, D)ᵀ @ dout (N, H): one BLAS gemm with beta = 1, so the gradient is
-    # never stored (C-contiguous x and dout; W may be a block of rows of a C-contiguous matrix, x
-    # then the matching block of columns). NumPy's own BLAS (see _blas.py).
+    # never stored (C-contiguous dout; x the matching block of columns of a C-contiguous matrix and
+    # W a block of rows of one). NumPy's own BLAS (see _blas.py).
     n, d = x.shape
     h = dout.shape[1]
     if n == 0 or d == 0 or h == 0:
@@ -200,23 +203,27 @@ def _sgd_product(x, dout, W, alpha):
               np.float64(1), W.ctypes, ldc)
 
 
-def affine_backward_sgd_into_numba(
-    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dx: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
-    lr: float, parts: int = 1,
+@jit
+def _sgd_rows(W, dW, lr):
+    # W -= lr * dW elementwise, the reference's rounding (a product, then a difference).
+    d, h = W.shape
+    for i in range(d):
+        for j in range(h):
+            W[i, j] -= lr * dW[i, j]
+
+
+def affine_sgd_update_numba(
+    dout: np.ndarray, x: np.ndarray, W: np.ndarray, dW: np.ndarray, lr: float, parts: int = 1
 ) -> None:
-    """Compiled twin of :func:`affine_backward_sgd_into_numpy`: ``dx`` and ``db`` as
-    :func:`affine_backward_into_numba`, then the update as one BLAS call that adds ``-lr · x.T @
-    dout`` straight into ``W`` (``gemm`` with ``alpha = -lr``, ``beta = 1``): the gradient is never
-    written, nor read back by a separate update pass (MLP 784-1000-1000, batch 256, float32: the
-    backward products plus updates of both weights 4.13 → 3.00 ms). The same product as
-    ``x.T @ dout``; the BLAS kernel may add it to ``W`` with one fused multiply-add per entry, so
-    ``W`` agrees with the reference to rounding, and is a fixed function of the inputs (the row
-    blocks, with ``parts`` > 1, are fixed by ``parts`` and the shapes). Without NumPy's BLAS at hand
-    (:func:`~zerodl.kernels._blas.available`), or with operands that are not C-contiguous, the
+    """Compiled twin of :func:`affine_sgd_update_numpy`: one BLAS call adds ``-lr · x.T @ dout``
+    straight into ``W`` (``gemm`` with ``alpha = -lr``, ``beta = 1``): the gradient is never written,
+    nor read back by an update pass, and OpenBLAS skips its ``beta = 0`` clearing of the output (MLP
+    784-1000-1000, batch 256, float32: the dW products plus updates of both weights 4.13 → 3.00 ms).
+    The same product as ``x.T @ dout``; the BLAS kernel adds it to ``W`` with one fused multiply-add
+    per entry, so ``W`` agrees with the reference to rounding, a fixed function of the inputs (the
+    row blocks, with ``parts`` > 1, are fixed by ``parts`` and the shapes). Without NumPy's BLAS at
+    hand (:func:`~zerodl.kernels._blas.available`), or with operands that are not C-contiguous, the
     gradient goes through ``dW`` and a compiled update pass instead."""
-    if dx is not None:
-        matmul_in_parts(dout, W.T, dx, parts)  # before W changes
-    _column_sums(dout, db)
     if not (_blas.available() and x.flags.c_contiguous and dout.flags.c_contiguous and W.flags.c_contiguous):
         matmul_in_parts(x.T, dout, dW, parts)
         _sgd_rows(W, dW, W.dtype.type(lr))
@@ -234,12 +241,3 @@ def affine_backward_sgd_into_numba(
         _sgd_product(x[:, r0:r1], dout, W[r0:r1], alpha)
 
     run_tasks(part, parts)
-
-
-@jit
-def _sgd_rows(W, dW, lr):
-    # W -= lr * dW elementwise, the reference's rounding (a product, then a difference).
-    d, h = W.shape
-    for i in range(d):
-        for j in range(h):
-            W[i, j] -= lr * dW[i, j]

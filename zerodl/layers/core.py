@@ -134,9 +134,10 @@ class AffinePiece(Piece):
         self.db = np.empty_like(layer.b)
         #: Set by a step whose BLAS runs on one thread (convolutions): see :meth:`_parts`.
         self.product_parts = 1
-        #: SGD's learning rate when the next backward applies the update of ``W`` itself
-        #: (:meth:`take_sgd_update`), else ``None``.
+        #: SGD's learning rate when this piece applies the update of ``W`` itself
+        #: (:meth:`take_sgd_update`), else ``None``; the gradient at the product's output kept for it.
         self.sgd_lr: float | None = None
+        self._sgd_dout: np.ndarray | None = None
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         D, H = self.layer.W.shape
@@ -168,11 +169,10 @@ class AffinePiece(Piece):
         dout = self.epilogue.backward(dout)
         W = self.layer.W
         dx = self.buffers.get("dx", self.x.shape, W.dtype) if need_dx else None
-        if self.sgd_lr is None:
-            kernels.get("affine_backward_into")(dout, self.x, W, dx, self.dW, self.db, self._parts())
-        else:  # dx from W as it was, then W updated in the dW product (the gradient not kept)
-            kernels.get("affine_backward_sgd_into")(dout, self.x, W, dx, self.dW, self.db, self.sgd_lr,
-                                                     self._parts())
+        # With SGD, dW's product waits for apply_sgd_update, which folds W's update into it.
+        fold = self.sgd_lr is not None
+        kernels.get("affine_backward_into")(dout, self.x, W, dx, None if fold else self.dW, self.db, self._parts())
+        self._sgd_dout = dout if fold else None
         return None if dx is None else dx.reshape(self.x_shape)
 
     def take_sgd_update(self, lr: float | None) -> tuple[bool, ...]:
@@ -180,6 +180,12 @@ class AffinePiece(Piece):
         # b's stays with the step's update call.
         self.sgd_lr = lr
         return (lr is not None, False)
+
+    def apply_sgd_update(self) -> None:
+        # W -= lr · xᵀ @ dout from the last backward's factors (x and dout are still as they were:
+        # see the piece contract in zerodl.layers.fused).
+        kernels.get("affine_sgd_update")(self._sgd_dout, self.x, self.layer.W, self.dW, self.sgd_lr, self._parts())
+        self._sgd_dout = None
 
     def _parts(self) -> int:
         # Row blocks per product on the task threads: only in steps whose BLAS runs on one thread

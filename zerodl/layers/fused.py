@@ -17,7 +17,10 @@ activation's backward runs on ``dout`` before the producer's own. An activation 
 absorbs runs as an :class:`ActivationPiece` of its own.
 
 Contract of a piece inside a step: ``forward`` may return a buffer the piece owns (valid until its
-next ``forward``); ``backward`` may overwrite the ``dout`` it is handed (it belongs to the step).
+next ``forward``); ``backward`` may overwrite the ``dout`` it is handed (it belongs to the step), but
+leaves its forward's input and output as they were: a piece that folds SGD's update into its
+gradient's product (:meth:`Piece.take_sgd_update`) reads its input and its ``dout`` again after the
+whole backward pass.
 """
 
 from __future__ import annotations
@@ -112,11 +115,17 @@ class Piece:
         return ()
 
     def take_sgd_update(self, lr: float | None) -> tuple[bool, ...]:
-        """Set by the step before each backward: ``lr`` when its update is plain SGD (``W -= lr *
+        """Told by the step before a backward: ``lr`` when its update is plain SGD (``W -= lr *
         dW``, no weight decay), else ``None``. A piece that can apply that update to some of its
-        parameters inside its next ``backward`` (after their last use there) answers which, in
-        :meth:`grad_arrays` order; the step's update then leaves those out. Default: none."""
+        parameters itself, in :meth:`apply_sgd_update` (its ``backward`` then need not store their
+        gradients), answers which, in :meth:`grad_arrays` order; the step's update call leaves those
+        out. Default: none."""
         return ()
+
+    def apply_sgd_update(self) -> None:
+        """Apply the SGD update this piece took (:meth:`take_sgd_update`) from its last backward.
+        Called by the step once the whole backward pass has succeeded, before the step's update call,
+        so that nothing reaches the parameters of a step that fails."""
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         """The output shape for input ``in_shape``; a ValueError naming ``where`` if it does not fit."""

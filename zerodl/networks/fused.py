@@ -86,6 +86,7 @@ class FusedStep:
         self._states_cache: tuple | None = None
         self._sgd_lr: float | None = None
         self._sgd_done: tuple[bool, ...] | None = None
+        self._sgd_pieces: list[Piece] = []
         self._one_blas_thread = any(p.uses_task_threads for p in pieces)
         if self._one_blas_thread:
             # BLAS on one thread for the whole step: the products of the other pieces (Affine)
@@ -157,13 +158,15 @@ class FusedStep:
                     check_finite_batch(x, where)
         loss, d = self.loss.loss_and_grad(h, t)
         decay = self._net_weight_decay() if self.lam else 0  # before the update, as the book
-        # Plain SGD without weight decay: pieces that can (Affine) update their weights inside their
-        # backward, in the gradient's own product; the update call below takes the rest.
+        # Plain SGD without weight decay: pieces that can (Affine) fold their weights' update into
+        # the gradient's own product, after the whole backward; the update call below takes the rest.
         sgd_lr = rule.scalars[0] if rule is not None and rule.op == "sgd_update" and not self.lam else None
         done = self._sgd_in_backward(sgd_lr)
         last = len(self.pieces) - 1
         for i in range(last, -1, -1):
             d = self.pieces[i].backward(d, i > 0)
+        for piece in self._sgd_pieces:  # the backward has succeeded: now the parameters change
+            piece.apply_sgd_update()
         grads = [g for piece in self.pieces for g in piece.grad_arrays()]
         if self.lam:
             kernels.get("weight_decay_grad")([grads[i] for i in self.decay_idx],
@@ -184,12 +187,16 @@ class FusedStep:
         parameters (``params`` order) their backwards will have updated, or ``()`` for none."""
         if self._sgd_lr != lr or self._sgd_done is None:
             flags: list[bool] = []
+            pieces = []
             for piece in self.pieces:
                 n_grads = len(piece.grad_arrays())
                 taken = piece.take_sgd_update(lr) or (False,) * n_grads
                 flags.extend(taken)
+                if any(taken):
+                    pieces.append(piece)
             self._sgd_lr = lr
             self._sgd_done = tuple(flags) if any(flags) else ()
+            self._sgd_pieces = pieces
         return self._sgd_done
 
     def loss_value(self, x: Any, t: Any, train: bool) -> np.generic:
