@@ -521,7 +521,7 @@ def test_loss_value_bad_input_is_a_clear_error():
     (lambda dt: SimpleConvNet((1, 6, 6), {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
                               hidden_size=5, output_size=4, dtype=dt, seed=4), (8, 1, 6, 6)),
 ], ids=["mlp", "batchnorm_dropout", "simple_conv"])
-def test_sgd_step_updates_affine_weights_in_their_backward(make, shape, backend, dtype, rng):
+def test_sgd_step_folds_affine_weight_updates_into_their_products(make, shape, backend, dtype, rng):
     # The step's optimizer changes between steps (SGD, a new learning rate, Adam, SGD again): each
     # step matches gradient + update, and the pieces are told each time which update they own.
     fused, ref = make(dtype), make(dtype)
@@ -562,7 +562,7 @@ def test_sgd_with_weight_decay_keeps_the_gradient_and_one_update(rng):
     assert plan_for(net, Sequential)._sgd_done == ()
 
 
-def test_sgd_in_backward_is_bit_for_bit_the_book_on_numpy(rng):
+def test_sgd_folded_into_dw_is_bit_for_bit_the_book_on_numpy(rng):
     x, t = rng.random((10, 9)), rng.integers(0, 3, 10)
     fused, ref = _pair(lambda: MultiLayerNet(9, [6, 5], 3, seed=0))
     with zerodl.use_backend("numpy"):

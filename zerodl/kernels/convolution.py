@@ -1553,7 +1553,8 @@ class _PreparedGroups:
     def __init__(self, prepare: Callable[[int, int], None] | None, ranges: list[list[list[tuple[int, int]]]]) -> None:
         self.prepare = prepare
         spans = [[(r[0][0], r[-1][1]) for r in rs] for rs in ranges]
-        assert all(s == spans[0] for s in spans), "every pass must cut the same groups"
+        if prepare is not None:
+            assert all(s == spans[0] for s in spans), "every pass that reads the prepared images must cut the same groups"
         self.spans = spans[0] if spans else []
         self.locks = [threading.Lock() for _ in self.spans]
         self.done = [prepare is None] * len(self.spans)

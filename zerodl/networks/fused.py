@@ -161,7 +161,7 @@ class FusedStep:
         # Plain SGD without weight decay: pieces that can (Affine) fold their weights' update into
         # the gradient's own product, after the whole backward; the update call below takes the rest.
         sgd_lr = rule.scalars[0] if rule is not None and rule.op == "sgd_update" and not self.lam else None
-        done = self._sgd_in_backward(sgd_lr)
+        done = self._sgd_folded(sgd_lr)
         last = len(self.pieces) - 1
         for i in range(last, -1, -1):
             d = self.pieces[i].backward(d, i > 0)
@@ -182,9 +182,10 @@ class FusedStep:
             optimizer.iter += 1
         return loss + decay if self.lam else loss
 
-    def _sgd_in_backward(self, lr: float | None) -> tuple[bool, ...]:
+    def _sgd_folded(self, lr: float | None) -> tuple[bool, ...]:
         """Tell the pieces the step's SGD learning rate (``None``: another update); returns which
-        parameters (``params`` order) their backwards will have updated, or ``()`` for none."""
+        parameters (``params`` order) the pieces update themselves after the backward
+        (``Piece.apply_sgd_update``), or ``()`` for none."""
         if self._sgd_lr != lr or self._sgd_done is None:
             flags: list[bool] = []
             pieces = []
