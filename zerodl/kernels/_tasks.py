@@ -85,26 +85,36 @@ def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
 SPLIT_MIN_MACS = 8_000_000
 
 
+def in_row_blocks(rows: int, parts: int, macs: int, block: Callable[[int, int], None]) -> None:
+    """``block(r0, r1)`` over ``rows`` rows cut into ``parts`` fixed blocks, one task each
+    (:func:`run_tasks`), or ``block(0, rows)`` once when ``parts`` is 1 or the product behind it has
+    fewer than :data:`SPLIT_MIN_MACS` multiply-adds (``macs``). The blocks depend on ``parts`` and
+    ``rows`` alone, never on the thread count."""
+    parts = max(1, min(parts, rows))
+    if parts == 1 or macs < SPLIT_MIN_MACS:
+        block(0, rows)
+        return
+    bounds = [i * rows // parts for i in range(parts + 1)]
+    run_tasks(lambda i: block(bounds[i], bounds[i + 1]), parts)
+
+
 def matmul_in_parts(a, b, out, parts: int) -> None:
     """``out (N, M) = a (N, K) @ b (K, M)`` with the rows of ``a`` and ``out`` cut into ``parts`` fixed blocks, one task
-    each (:func:`run_tasks`): both cores for a product while BLAS runs on one thread per call (the
+    each (:func:`in_row_blocks`): both cores for a product while BLAS runs on one thread per call (the
     convolutions' steps, see ``Piece.uses_task_threads``). ``out`` (C-contiguous) is written; each
     row's sum is the BLAS product of that row, so the blocks are fixed by ``parts`` and the shapes
     alone, never by the thread count (the same bits for any number of threads). Products under
     :data:`SPLIT_MIN_MACS` multiply-adds are computed whole.
     """
     n = out.shape[0]
-    parts = max(1, min(parts, n))
-    if parts == 1 or n * a.shape[1] * out.shape[1] < SPLIT_MIN_MACS:
-        np.dot(a, b, out=out)
-        return
-    bounds = [i * n // parts for i in range(parts + 1)]
 
-    def part(i: int) -> None:
-        r0, r1 = bounds[i], bounds[i + 1]
-        np.dot(a[r0:r1], b, out=out[r0:r1])
+    def block(r0: int, r1: int) -> None:
+        if r0 == 0 and r1 == n:
+            np.dot(a, b, out=out)
+        else:
+            np.dot(a[r0:r1], b, out=out[r0:r1])
 
-    run_tasks(part, parts)
+    in_row_blocks(n, parts, n * a.shape[1] * out.shape[1], block)
 
 
 def matmuls_side_by_side(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from zerodl.kernels import _blas, _tasks
+from zerodl.kernels import _blas
 from zerodl.kernels._blas import DGEMM, NO_TRANS, ROW_MAJOR, SGEMM, TRANS
 from zerodl.kernels._jit import jit
-from zerodl.kernels._tasks import matmul_in_parts, matmuls_side_by_side, run_tasks
+from zerodl.kernels._tasks import in_row_blocks, matmul_in_parts, matmuls_side_by_side
+from zerodl.kernels.optim import sgd_update_numba
 
 OPS = ("affine_forward", "affine_backward", "bias_forward", "affine_backward_into", "affine_sgd_update")
 
@@ -203,15 +204,6 @@ def _sgd_product(x, dout, W, alpha):
               np.float64(1), W.ctypes, ldc)
 
 
-@jit
-def _sgd_rows(W, dW, lr):
-    # W -= lr * dW elementwise, the reference's rounding (a product, then a difference).
-    d, h = W.shape
-    for i in range(d):
-        for j in range(h):
-            W[i, j] -= lr * dW[i, j]
-
-
 def affine_sgd_update_numba(
     dout: np.ndarray, x: np.ndarray, W: np.ndarray, dW: np.ndarray, lr: float, parts: int = 1
 ) -> None:
@@ -226,18 +218,9 @@ def affine_sgd_update_numba(
     gradient goes through ``dW`` and a compiled update pass instead."""
     if not (_blas.available() and x.flags.c_contiguous and dout.flags.c_contiguous and W.flags.c_contiguous):
         matmul_in_parts(x.T, dout, dW, parts)
-        _sgd_rows(W, dW, W.dtype.type(lr))
+        sgd_update_numba(W, dW, lr)  # the optimizer's own compiled update
         return
     alpha = -float(W.dtype.type(lr))
     d = W.shape[0]
-    parts = max(1, min(parts, d))
-    if parts == 1 or d * x.shape[0] * W.shape[1] < _tasks.SPLIT_MIN_MACS:
-        _sgd_product(x, dout, W, alpha)
-        return
-    bounds = [i * d // parts for i in range(parts + 1)]
-
-    def part(i: int) -> None:
-        r0, r1 = bounds[i], bounds[i + 1]
-        _sgd_product(x[:, r0:r1], dout, W[r0:r1], alpha)
-
-    run_tasks(part, parts)
+    in_row_blocks(d, parts, d * x.shape[0] * W.shape[1],
+                  lambda r0, r1: _sgd_product(x[:, r0:r1], dout, W[r0:r1], alpha))
