@@ -8,7 +8,7 @@ import pytest
 from tests import naive
 from tests.helpers import assert_close, check_layer_gradient, tolerance
 from zerodl import kernels
-from zerodl.kernels import conv_relu_pool, convolution
+from zerodl.kernels import _direct_c1, conv_relu_pool, convolution
 
 DTYPES = (np.float32, np.float64)
 
@@ -111,6 +111,7 @@ def test_patch_route_unpools_into_the_products_and_sums_db_in_the_books_order(mo
     # also with chunks of one image, products in column blocks and rows/columns no window covers.
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
     monkeypatch.setattr(convolution, "GEMM_DW_COLS", 7)
+    monkeypatch.setattr(_direct_c1, "ENABLED", False)  # the patch route (test_direct_c1 has the other)
     for dtype in DTYPES:
         x, W, b, pad, rng = _inputs(case, dtype, seed=6)
         pooled, arg, col = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, 1, pad)
@@ -151,6 +152,7 @@ def test_patch_route_pools_each_group_as_the_chain_does(monkeypatch, compiled_pr
 
     monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
     monkeypatch.setattr(_blas, "_forced_off", not compiled_products)
+    monkeypatch.setattr(_direct_c1, "ENABLED", False)
     for dtype in DTYPES:
         x, W, b, pad, _ = _inputs((7, 1, 8, 8, 3, 5, 0), dtype, seed=6)
         x[5, 0, 3, 3] = np.nan
@@ -210,9 +212,10 @@ def test_inference_twins_match_the_training_forward_and_naive(case):
         np.testing.assert_allclose(got_nb, naive.conv_relu_pool_inference(x, W, b, 1, pad), **tolerance(dtype))
 
 
-def test_inference_patch_route_pools_in_the_scatter():
+def test_inference_patch_route_pools_in_the_scatter(monkeypatch):
     # A 5x5 single-channel layer (SimpleConvNet's) with an odd output (7x7: the last row and column
     # are dropped) on the patch route, and the books' 1-channel 3x3 first layer.
+    monkeypatch.setattr(_direct_c1, "ENABLED", False)
     rng = np.random.default_rng(7)
     for shape, wshape, pad in (((3, 1, 11, 11), (4, 1, 5, 5), 0), ((2, 1, 8, 6), (5, 1, 3, 3), 1)):
         for dtype in DTYPES:

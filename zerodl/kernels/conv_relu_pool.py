@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from zerodl.kernels import _direct_c1
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
 from zerodl.kernels.convolution import (
@@ -196,6 +197,10 @@ def conv_relu_pool_forward_numba(
     FN, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
+    if _direct_c1.usable(C, stride, oh, ow, x.dtype):
+        # One input channel (SimpleConvNet's layer): register tiles, pooled straight from them.
+        pooled, arg_max = _direct_c1.forward(x, W, b, pad, train=True)
+        return pooled, arg_max, None
     if not _winograd_ok(C, FH, FW, stride, pad):
         # The patch route (SimpleConvNet's layer): each group of images is pooled by the task that
         # wrote its ReLU output, right after (still in that core's cache; one call on both cores
@@ -247,11 +252,32 @@ def conv_relu_pool_backward_numba(
     summed from ``dpooled``, ``pooled`` and ``arg_max`` (same bits as the book's sum).
     """
     FN, C, FH, FW = W.shape
-    N, _, H, Wd = x.shape
+    _, _, H, Wd = x.shape
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     dpooled = np.ascontiguousarray(dpooled)
     pooled = np.ascontiguousarray(pooled)
     arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
+    if _direct_c1.usable(C, stride, oh, ow, x.dtype):
+        # One input channel (SimpleConvNet's layer): dW on register tiles from the unpooled
+        # gradient, db as on the patch route (the book's order), one more task beside them. A
+        # first layer needs no dx; when asked for, dx comes from the patch route (whose own dW is
+        # dropped, so dW does not depend on need_dx).
+        db = np.empty(FN, dtype=x.dtype)
+        dW = _direct_c1.weight_grad(dpooled, pooled, arg_max, x, W.shape, pad,
+                                    bias=lambda: _bias_grad_unpooled(dpooled, pooled, arg_max, db))
+        if not need_dx:
+            return None, dW, db
+        return _backward_routes(dpooled, pooled, arg_max, x, W, stride, pad, True)[0], dW, db
+    return _backward_routes(dpooled, pooled, arg_max, x, W, stride, pad, need_dx)
+
+
+def _backward_routes(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray,
+                     W: np.ndarray, stride: int, pad: int, need_dx: bool,
+                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    # conv_relu_pool_backward_numba off the register-tile route: the patch route or Winograd's.
+    FN, C, FH, FW = W.shape
+    N, _, H, Wd = x.shape
+    oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     if not _winograd_ok(C, FH, FW, stride, pad) and not (
             need_dx and pad <= 2 and _winograd_ok(FN, FH, FW, stride, 2 - pad)):
         # The patch route (SimpleConvNet's layer, the books' first layers): each chunk's gradient
@@ -290,6 +316,8 @@ def conv_relu_pool_inference_numba(
         # Odd Winograd outputs: the training twin's chain (Winograd beats the patch route).
         out, _ = conv_relu_forward_numba(x, W, b, stride, pad)
         return max_pool_forward_numba(out, 2, 2, 2, 0)[0]
+    if _direct_c1.usable(C, stride, oh, ow, x.dtype):
+        return _direct_c1.forward(x, W, b, pad, train=False)[0]
     pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
     if not _winograd_ok(C, FH, FW, stride, pad):
         plan = _Plan(x.shape, W.shape, stride, pad, x.dtype.itemsize)

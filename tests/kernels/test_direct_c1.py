@@ -1,0 +1,199 @@
+"""The register-tile route of conv_relu_pool for single-channel layers (kernels/_direct_c1.py).
+
+The LLVM microkernel against a loop oracle; the route's forward, inference and weight gradient
+against the NumPy twins (the book's chain) and the naive oracle, in both dtypes, over filter blocks
+(more than 32 filters), odd outputs, padding, NaN and inf; bit-identical for 1 or 2 threads; the
+route is taken only where it applies."""
+
+import numba
+import numpy as np
+import pytest
+
+from tests import naive
+from tests.helpers import assert_close, tolerance
+from zerodl.kernels import _direct_c1, conv_relu_pool
+
+DTYPES = (np.float32, np.float64)
+
+pytestmark = pytest.mark.skipif(not _direct_c1.available(), reason="no AVX-512: the register-tile route is off")
+
+#: (N, H, W, FN, FH, FW, pad): SimpleConvNet's layer; two filter blocks; odd outputs (a pooled
+#: column past the last tile); padding and non-square filters; one image.
+CASES = [
+    (3, 28, 28, 30, 5, 5, 0),
+    (2, 10, 12, 40, 3, 3, 1),
+    (3, 11, 9, 7, 5, 3, 0),
+    (2, 7, 8, 5, 2, 4, 2),
+    (1, 6, 6, 33, 1, 1, 0),
+]
+
+
+def _inputs(case, dtype, seed):
+    n, h, w, fn, fh, fw, pad = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, h, w)).astype(dtype)
+    W = rng.standard_normal((fn, 1, fh, fw)).astype(dtype)
+    b = rng.standard_normal(fn).astype(dtype)
+    return x, W, b, pad, rng
+
+
+@numba.njit
+def _tile_compiled(x, pix, offs, wp, tile):
+    _direct_c1._fma_tile(x, pix, offs, wp, tile)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_microkernel_matches_a_loop_oracle_and_leaves_its_inputs(dtype):
+    rng = np.random.default_rng(1)
+    mr = _direct_c1.tile_pixels(dtype)
+    x = rng.standard_normal(300).astype(dtype)
+    for n_taps in (1, 7, 25):
+        pix = rng.integers(0, 150, mr).astype(np.int64)
+        offs = rng.integers(0, 150, n_taps).astype(np.int64)
+        wp = rng.standard_normal((n_taps, _direct_c1.TILE_CH)).astype(dtype)
+        tile = np.full((mr, _direct_c1.TILE_CH), np.nan, dtype=dtype)
+        before = [a.copy() for a in (x, pix, offs, wp)]
+        _tile_compiled(x, pix, offs, wp, tile)
+        for a, orig in zip((x, pix, offs, wp), before):
+            np.testing.assert_array_equal(a, orig)
+        want = np.zeros((mr, _direct_c1.TILE_CH))
+        for p in range(mr):
+            for t in range(n_taps):
+                want[p] += float(x[pix[p] + offs[t]]) * wp[t].astype(np.float64)
+        np.testing.assert_allclose(tile, want, **tolerance(dtype))
+        # The Python body (the JIT off) is the same sum.
+        loose = np.empty_like(tile)
+        _direct_c1._fma_tile(x, pix, offs, wp, loose)
+        np.testing.assert_allclose(loose, want, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_and_inference_match_the_numpy_twin_and_naive(case):
+    for dtype in DTYPES:
+        x, W, b, pad, _ = _inputs(case, dtype, seed=2)
+        assert _direct_c1.usable(1, 1, x.shape[2] + 2 * pad - W.shape[2] + 1, x.shape[3] + 2 * pad - W.shape[3] + 1,
+                                 dtype)
+        before = [a.copy() for a in (x, W, b)]
+        pooled, arg, col = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+        infer = conv_relu_pool.conv_relu_pool_inference_numba(x, W, b, 1, pad)
+        for a, orig in zip((x, W, b), before):
+            np.testing.assert_array_equal(a, orig)
+        assert col is None and pooled.dtype == dtype and arg.dtype == np.intp and pooled.flags.c_contiguous
+        p_np, a_np, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
+        assert_close(pooled, p_np, what="pooled")
+        np.testing.assert_array_equal(arg, a_np)
+        ref_p, ref_a = naive.conv_relu_pool_forward(x, W, b, 1, pad)
+        np.testing.assert_allclose(pooled, ref_p, **tolerance(dtype))
+        np.testing.assert_array_equal(arg, ref_a)
+        np.testing.assert_array_equal(infer, pooled)  # the same kernel: the same bits
+        assert (pooled == 0).any() and (pooled > 0).any()
+
+
+def test_ties_and_zeros_take_the_first_position():
+    # Every value of a window below zero: the ReLU makes four zeros, the first one wins (arg 0);
+    # equal positive values: the first too.
+    for dtype in DTYPES:
+        x = np.zeros((2, 1, 6, 6), dtype=dtype)
+        W = np.ones((3, 1, 3, 3), dtype=dtype)
+        b = np.array([-1.0, 2.0, 0.0], dtype=dtype)
+        pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, 1)
+        p_np, a_np, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, 1)
+        np.testing.assert_array_equal(pooled, p_np)
+        np.testing.assert_array_equal(arg, a_np)
+        assert (arg == 0).all()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_as_the_chain(value):
+    # A NaN reaching a window wins it (its first NaN's position); inf and -inf as the book's
+    # arithmetic gives them (inf - inf = NaN inside a sum). The weight gradient: 0 · inf = NaN
+    # where the book's product meets it.
+    for dtype in DTYPES:
+        x, W, b, pad, rng = _inputs(CASES[1], dtype, seed=3)
+        x[0, 0, 4, 5] = value
+        x[1, 0, 0, 0] = value
+        pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+        p_np, a_np, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
+        np.testing.assert_array_equal(np.isnan(pooled), np.isnan(p_np))
+        np.testing.assert_array_equal(np.isinf(pooled), np.isinf(p_np))
+        np.testing.assert_array_equal(arg, a_np)
+        finite = np.isfinite(p_np)
+        assert_close(pooled[finite], p_np[finite], what="finite pooled")
+        dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+        _, dW, db = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, p_np, a_np, x, W, None, 1, pad, False)
+        _, dW_np, db_np = conv_relu_pool.conv_relu_pool_backward_numpy(dpooled, p_np, a_np, x, W, None, 1, pad,
+                                                                      False)
+        np.testing.assert_array_equal(np.isnan(dW), np.isnan(dW_np))
+        np.testing.assert_array_equal(db, db_np)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backward_matches_the_numpy_twin_and_naive(case):
+    for dtype in DTYPES:
+        x, W, b, pad, rng = _inputs(case, dtype, seed=4)
+        pooled, arg, col = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
+        dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+        dpooled[..., 0] = -0.0
+        before = [a.copy() for a in (dpooled, pooled, arg, x, W)]
+        ref = conv_relu_pool.conv_relu_pool_backward_numpy(dpooled, pooled, arg, x, W, col, 1, pad)
+        none_dx, dW, db = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad,
+                                                                       False)
+        for a, orig in zip((dpooled, pooled, arg, x, W), before):
+            np.testing.assert_array_equal(a, orig)
+        assert none_dx is None and dW.dtype == db.dtype == dtype and dW.flags.c_contiguous
+        assert_close(dW, ref[1], what="dW")
+        np.testing.assert_array_equal(db, ref[2])  # the book's order, bit for bit
+        for name, g, r in zip(("dW", "db"), (dW, db), naive.conv_relu_pool_backward(dpooled, pooled, arg, x, W, 1,
+                                                                                      pad)[1:]):
+            np.testing.assert_allclose(g, r, err_msg=name, **tolerance(dtype))
+        # Asked for dx as well: the patch route's dx, and the same dW and db.
+        dx, dW2, db2 = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad, True)
+        assert_close(dx, ref[0], what="dx")
+        np.testing.assert_array_equal(dW2, dW)
+        np.testing.assert_array_equal(db2, db)
+
+
+def test_bit_identical_for_one_or_two_threads():
+    x, W, b, pad, _ = _inputs((9, 12, 12, 40, 5, 5, 1), np.float32, seed=5)
+    runs = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+            dpooled = np.random.default_rng(6).standard_normal(pooled.shape).astype(np.float32)
+            runs.append([pooled, arg, *conv_relu_pool.conv_relu_pool_backward_numba(
+                dpooled, pooled, arg, x, W, None, 1, pad, False)[1:]])
+    finally:
+        numba.set_num_threads(old)
+    for a, r in zip(*runs):
+        np.testing.assert_array_equal(a, r)
+
+
+def test_route_only_for_one_channel_unit_stride_and_when_enabled(monkeypatch):
+    assert _direct_c1.usable(1, 1, 24, 24, np.float32) and _direct_c1.usable(1, 1, 2, 2, np.float64)
+    assert not _direct_c1.usable(2, 1, 24, 24, np.float32)  # several channels: Winograd or patches
+    assert not _direct_c1.usable(1, 2, 24, 24, np.float32)  # strided
+    assert not _direct_c1.usable(1, 1, 1, 24, np.float32)  # no pooling window
+    monkeypatch.setattr(_direct_c1, "ENABLED", False)
+    assert not _direct_c1.usable(1, 1, 24, 24, np.float32)
+
+
+def test_off_the_route_the_patch_route_gives_the_same_values(monkeypatch):
+    x, W, b, pad, rng = _inputs(CASES[0], np.float64, seed=7)
+    on = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+    dpooled = rng.standard_normal(on[0].shape)
+    grads_on = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, on[0], on[1], x, W, None, 1, pad, False)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the register-tile route was taken")
+
+    monkeypatch.setattr(_direct_c1, "available", lambda: False)  # a CPU without AVX-512
+    monkeypatch.setattr(_direct_c1, "forward", not_here)
+    monkeypatch.setattr(_direct_c1, "weight_grad", not_here)
+    off = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+    grads_off = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, on[0], on[1], x, W, None, 1, pad, False)
+    np.testing.assert_allclose(off[0], on[0], **tolerance(np.float64))
+    np.testing.assert_array_equal(off[1], on[1])
+    np.testing.assert_allclose(grads_off[1], grads_on[1], **tolerance(np.float64))
+    np.testing.assert_array_equal(grads_off[2], grads_on[2])

@@ -1,0 +1,383 @@
+"""Single-channel convolution + ReLU + 2x2 max pooling, direct, on register tiles.
+
+The layer this is for: SimpleConvNet's first block (one input channel, 30 filters of 5x5, ReLU,
+2x2 pooling), or any first layer of that form. Its convolution has too little depth (K = FH·FW taps)
+for the patch matrix's BLAS product to pay for the patch copies, and its output is large (30 planes
+of 24x24 per image) next to the pooled result the net keeps.
+
+How: one *register tile* is a block of pixels × 32 output channels whose sums stay in the CPU's
+vector registers while every tap is added (16 accumulators of 512 bits: 8 pixels × 2 vectors in
+float32, 4 pixels × 4 vectors in float64). Numba's own loops never keep such a block in registers
+(their accumulators go through memory, see NUMBA-NOTES), so :func:`_fma_tile` is written in LLVM IR
+(``numba.extending.intrinsic``): explicit ``<16 x float>`` / ``<8 x double>`` vectors, one ``llvm.fma``
+per tap and vector. The same microkernel computes
+
+* the forward: ``tile[p, f] = Σ_t x[pix[p] + off[t]] · W[f, t]`` (pixels × channels; 2 rows × 4
+  columns of outputs in float32, so each tile holds two whole pooling windows), then bias, ReLU and
+  the pooling (first maximum in row-major order; a NaN wins) straight from the tile: the
+  full-resolution output is never written;
+* the weight gradient: ``dWᵀ[t, f] = Σ_q x[q + off[t]] · D[q, f]`` (taps × channels, summed over an
+  image's output positions q), D the image's unpooled, ReLU-masked gradient in channels-last order.
+
+Twins: these are the compiled route of ``conv_relu_pool_forward_numba``, ``…_inference_numba`` and
+``…_backward_numba`` (see :mod:`zerodl.kernels.conv_relu_pool`) for single-channel, unit-stride
+layers; their NumPy twins are the book's chain. Rounding: each sum is one FMA per tap in tap order
+(forward) or output-position order (dW), so results differ from the BLAS product by rounding only;
+the pooling and arg-max are those of ``max_pool_forward`` on the rounded values. Bit-identical for
+any thread count (the dW partial sums are per fixed group of images, added in group order).
+
+Only where the CPU has AVX-512 (:func:`available`): elsewhere a 16-register tile of 512-bit vectors
+would spill, and the patch route stays. Under ``NUMBA_DISABLE_JIT`` :func:`_fma_tile` is a NumPy
+product (same values up to rounding).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from zerodl.kernels._jit import jit
+from zerodl.kernels._tasks import run_tasks
+
+#: Output channels per register tile (filters are packed in blocks of this many, zero-padded).
+TILE_CH = 32
+
+#: Fixed number of groups of images per call (the dW partial sums: one per group, added in group
+#: order, so the result does not depend on the number of threads). 4 keeps 2 cores evenly loaded.
+GROUPS = 4
+
+#: Switch for this route (tests and A/B measurements turn it off; :func:`available` must hold too).
+ENABLED = True
+
+
+def tile_pixels(dtype: np.dtype) -> int:
+    """Pixels (forward) or taps (dW) per register tile: 16 vector registers of accumulators."""
+    return 8 if np.dtype(dtype) == np.float32 else 4
+
+
+@functools.cache
+def available() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 (32 vector registers of 512 bits)."""
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+# ----------------------------------------------------------------------------- the microkernel
+def _fma_tile(x, pix, offs, wp, tile):
+    """``tile[p, :] = Σ_t x[pix[p] + offs[t]] · wp[t, :]`` for ``p < tile.shape[0]``, from zero.
+
+    x: 1-D float array; pix, offs: 1-D int64; wp (T, 32) and tile (MR, 32) C-contiguous, MR =
+    :func:`tile_pixels`. Indices are not checked (callers keep them inside ``x``). Compiled: one FMA
+    per tap in ``t`` order, the sums in registers. This Python body runs only without the JIT.
+    """
+    mr = tile.shape[0]
+    tile[:] = x[pix[:mr, None] + offs[None, :]] @ wp
+
+
+@intrinsic
+def _fma_tile_ir(typingctx, x, pix, offs, wp, tile):
+    # The body of _fma_tile in LLVM IR: a loop over t whose φ-nodes are the MR × NV accumulator
+    # vectors (registers), NV = 32 / lanes.
+    if not (isinstance(x, types.Array) and x.dtype in (types.float32, types.float64)
+            and wp.dtype == x.dtype and tile.dtype == x.dtype):
+        return None
+    sig = types.void(x, pix, offs, wp, tile)
+
+    def codegen(context, builder, signature, args):
+        xa, pa, oa, wa, ta = (context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args))
+        is32 = x.dtype == types.float32
+        lanes = 16 if is32 else 8
+        nv = TILE_CH // lanes
+        mr = 8 if is32 else 4
+        fty = context.get_value_type(x.dtype)
+        vty = ir.VectorType(fty, lanes)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        # Without it LLVM splits 512-bit vectors on CPUs tuned for 256-bit ones (the host here).
+        set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                             f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        n_taps = builder.extract_value(oa.shape, 0)
+        base = [builder.load(builder.gep(pa.data, [ir.Constant(i64, p)])) for p in range(mr)]
+        zero = ir.Constant(vty, None)
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        entry = builder.block
+        head = builder.append_basic_block("tile.head")
+        body = builder.append_basic_block("tile.body")
+        done = builder.append_basic_block("tile.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        t = builder.phi(i64)
+        t.add_incoming(ir.Constant(i64, 0), entry)
+        acc = []
+        for _ in range(mr * nv):
+            a = builder.phi(vty)
+            a.add_incoming(zero, entry)
+            acc.append(a)
+        builder.cbranch(builder.icmp_signed("<", t, n_taps), body, done)
+        builder.position_at_end(body)
+        off = builder.load(builder.gep(oa.data, [t]))
+        row = builder.gep(wa.data, [builder.mul(t, ir.Constant(i64, TILE_CH))])
+        align = 4 if is32 else 8  # the element's: rows of wp and tile need no more
+        w = [builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, v * lanes)]), vty.as_pointer()),
+                          align=align) for v in range(nv)]
+        new = []
+        for p in range(mr):
+            s = builder.load(builder.gep(xa.data, [builder.add(base[p], off)]))
+            bc = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+            new += [builder.call(fma, [w[v], bc, acc[p * nv + v]]) for v in range(nv)]
+        latch = builder.block
+        t.add_incoming(builder.add(t, ir.Constant(i64, 1)), latch)
+        for a, n in zip(acc, new):
+            a.add_incoming(n, latch)
+        builder.branch(head)
+        builder.position_at_end(done)
+        for p in range(mr):
+            for v in range(nv):
+                ptr = builder.gep(ta.data, [ir.Constant(i64, p * TILE_CH + v * lanes)])
+                builder.store(acc[p * nv + v], builder.bitcast(ptr, vty.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@overload(_fma_tile, inline="always")
+def _fma_tile_compiled(x, pix, offs, wp, tile):
+    def impl(x, pix, offs, wp, tile):
+        _fma_tile_ir(x, pix, offs, wp, tile)
+
+    return impl
+
+
+# ----------------------------------------------------------------------------- compiled passes
+@jit
+def _pad_into(x, pad, xpad):
+    # The single-channel image x (H, W) into the interior of the flat zero-bordered xpad.
+    h, w = x.shape
+    wp = w + 2 * pad
+    for y in range(h):
+        base = (y + pad) * wp + pad
+        for i in range(w):
+            xpad[base + i] = x[y, i]
+
+
+@jit
+def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
+    # x (B, 1, H, W) → pooled (B, FN, PH, PW), and arg_max if train: max_pool(relu(conv(x) + b)).
+    # wp (blocks, T, 32) and bp (blocks, 32): the filters and biases packed by pack_filters and
+    # pack_bias; offs (T,): the taps' offsets in the
+    # padded image (tap_offsets). A tile covers output rows 2i, 2i + 1 and mr / 2 columns: the
+    # pooling windows of mr / 4 pooled columns (a column past the last window repeats the last
+    # one, and its result is not used).
+    n_img, _, h, w = x.shape
+    fn, ph, pw = pooled.shape[1], pooled.shape[2], pooled.shape[3]
+    dt = x.dtype
+    row = w + 2 * pad
+    xpad = np.zeros((h + 2 * pad) * row, dtype=dt)
+    tile = np.empty((mr, TILE_CH), dtype=dt)
+    pix = np.empty(mr, dtype=np.int64)
+    best_row = np.empty((pw, TILE_CH), dtype=dt)  # a pooled row, channels last
+    k_row = np.empty((pw, TILE_CH), dtype=np.intp)
+    cols = mr // 2
+    last = 2 * pw - 1
+    zero = dt.type(0)
+    for j in range(n_img):
+        _pad_into(x[j, 0], pad, xpad)
+        for blk in range(wp.shape[0]):
+            f0 = blk * TILE_CH
+            nf = min(TILE_CH, fn - f0)
+            wb = wp[blk]
+            bb = bp[blk]
+            for i in range(ph):
+                for c0 in range(0, 2 * pw, cols):
+                    for r in range(2):  # (no division by cols: it is not a constant)
+                        for c in range(cols):
+                            pix[r * cols + c] = (2 * i + r) * row + min(c0 + c, last)
+                    _fma_tile(xpad, pix, offs, wb, tile)
+                    for q in range(min(cols // 2, pw - c0 // 2)):
+                        up, down = 2 * q, cols + 2 * q
+                        ob = best_row[c0 // 2 + q]
+                        ok = k_row[c0 // 2 + q]
+                        for f in range(TILE_CH):  # selects only, no branch: one vector loop
+                            # relu(v + b) of the window's four in row-major order; the first
+                            # maximum wins, and a NaN wins (max_pool_forward's rule).
+                            v = tile[up, f] + bb[f]
+                            best = zero if v <= zero else v  # noqa: FURB136 (NaN must pass)
+                            v = tile[up + 1, f] + bb[f]
+                            v = zero if v <= zero else v  # noqa: FURB136
+                            take = not ((best >= v) | (best != best))  # noqa: PLR0124 (NaN test)
+                            best = v if take else best
+                            k = 1 if take else 0
+                            v = tile[down, f] + bb[f]
+                            v = zero if v <= zero else v  # noqa: FURB136
+                            take = not ((best >= v) | (best != best))  # noqa: PLR0124
+                            best = v if take else best
+                            k = 2 if take else k
+                            v = tile[down + 1, f] + bb[f]
+                            v = zero if v <= zero else v  # noqa: FURB136
+                            take = not ((best >= v) | (best != best))  # noqa: PLR0124
+                            ob[f] = v if take else best
+                            ok[f] = 3 if take else k
+                for f in range(nf):
+                    dst = pooled[j, f0 + f, i]
+                    for q in range(pw):
+                        dst[q] = best_row[q, f]
+                if train:
+                    for f in range(nf):
+                        dst_k = arg_max[j, f0 + f, i]
+                        for q in range(pw):
+                            dst_k[q] = k_row[q, f]
+
+
+@jit
+def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr, dWt):
+    # dWt (blocks, T_pad, 32) += Σ over images of Σ_q x[q + taps[t]] · D[q, f], D the image's
+    # gradient of the convolution's output (unpooled, ReLU-masked: dpooled where pooled > 0 or
+    # NaN, at the window's arg-max; zero elsewhere) in channels-last order, q over the OH·OW
+    # output positions in row-major order. Image by image, from the group's zeroed dWt.
+    n_img, _, h, w = x.shape
+    fn, ph, pw = dpooled.shape[1], dpooled.shape[2], dpooled.shape[3]
+    dt = x.dtype
+    row = w + 2 * pad
+    xpad = np.zeros((h + 2 * pad) * row, dtype=dt)
+    n_taps = taps.shape[0]
+    qoffs = np.empty(out_h * out_w, dtype=np.int64)
+    for y in range(out_h):
+        for i in range(out_w):
+            qoffs[y * out_w + i] = y * row + i
+    D = np.zeros((out_h * out_w, TILE_CH), dtype=dt)
+    tile = np.empty((mr, TILE_CH), dtype=dt)
+    pix = np.empty(mr, dtype=np.int64)
+    zero = dt.type(0)
+    for j in range(n_img):
+        _pad_into(x[j, 0], pad, xpad)
+        for blk in range(dWt.shape[0]):
+            f0 = blk * TILE_CH
+            nf = min(TILE_CH, fn - f0)
+            for f in range(nf):
+                for i in range(ph):
+                    for q in range(pw):
+                        a = arg_max[j, f0 + f, i, q]
+                        g = dpooled[j, f0 + f, i, q]
+                        g = zero if pooled[j, f0 + f, i, q] <= zero else g
+                        D[(2 * i + a // 2) * out_w + 2 * q + (a & 1), f] = g
+            for t0 in range(0, n_taps, mr):
+                for p in range(mr):
+                    pix[p] = taps[min(t0 + p, n_taps - 1)]
+                _fma_tile(xpad, pix, qoffs, D, tile)
+                part = dWt[blk]
+                for p in range(min(mr, part.shape[0] - t0)):
+                    for f in range(TILE_CH):
+                        part[t0 + p, f] += tile[p, f]
+            for f in range(nf):  # back to zeros for the next image: only the entries written
+                for i in range(ph):
+                    for q in range(pw):
+                        a = arg_max[j, f0 + f, i, q]
+                        D[(2 * i + a // 2) * out_w + 2 * q + (a & 1), f] = zero
+
+
+# ----------------------------------------------------------------------------- drivers
+def pack_filters(W: np.ndarray) -> np.ndarray:
+    """W (FN, 1, FH, FW) → (ceil(FN / 32), FH·FW, 32): tap-major blocks of 32 filters, zero-padded."""
+    FN = W.shape[0]
+    T = W.shape[2] * W.shape[3]
+    blocks = -(-FN // TILE_CH)
+    wp = np.zeros((blocks * TILE_CH, T), dtype=W.dtype)
+    wp[:FN] = W.reshape(FN, T)
+    return np.ascontiguousarray(wp.reshape(blocks, TILE_CH, T).transpose(0, 2, 1))
+
+
+def pack_bias(b: np.ndarray) -> np.ndarray:
+    """b (FN,) → (ceil(FN / 32), 32), zero-padded."""
+    blocks = -(-b.shape[0] // TILE_CH)
+    bp = np.zeros(blocks * TILE_CH, dtype=b.dtype)
+    bp[: b.shape[0]] = b
+    return bp.reshape(blocks, TILE_CH)
+
+
+def tap_offsets(fh: int, fw: int, row: int) -> np.ndarray:
+    """The (FH·FW,) offsets of a filter's taps, row-major, in a flat image of rows of ``row`` values."""
+    return np.array([fy * row + fx for fy in range(fh) for fx in range(fw)], dtype=np.int64)
+
+
+def usable(C: int, stride: int, out_h: int, out_w: int, dtype: np.dtype) -> bool:
+    """Whether :func:`forward` / :func:`weight_grad` take this layer (one channel, unit stride,
+    at least one pooling window, float32/64, an AVX-512 CPU, :data:`ENABLED`)."""
+    return (ENABLED and C == 1 and stride == 1 and out_h >= 2 and out_w >= 2
+            and np.dtype(dtype) in (np.float32, np.float64) and available())
+
+
+def _group_bounds(n: int) -> list[tuple[int, int]]:
+    # GROUPS contiguous ranges of images (fewer when n is smaller), fixed by n alone.
+    parts = min(GROUPS, n)
+    cuts = [n * g // parts for g in range(parts + 1)]
+    return [(cuts[g], cuts[g + 1]) for g in range(parts)]
+
+
+def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
+            train: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``max_pool_forward(relu(conv(x, W) + b), 2, 2, 2, 0)`` for a :func:`usable` layer →
+    ``(pooled, arg_max)`` (N, FN, OH // 2, OW // 2), ``arg_max`` (``intp``) only when ``train``."""
+    N, _, H, Wd = x.shape
+    FN, _, FH, FW = W.shape
+    oh, ow = H + 2 * pad - FH + 1, Wd + 2 * pad - FW + 1
+    x = np.ascontiguousarray(x)
+    wp = pack_filters(W)
+    bp = pack_bias(b)
+    offs = tap_offsets(FH, FW, Wd + 2 * pad)
+    pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
+    arg_max = np.empty(pooled.shape if train else (N, FN, 1, 1), dtype=np.intp)
+    bounds = _group_bounds(N)
+    mr = tile_pixels(x.dtype)
+
+    def group(g: int) -> None:
+        n0, n1 = bounds[g]
+        _forward_images(x[n0:n1], wp, offs, bp, pad, mr, train, pooled[n0:n1], arg_max[n0:n1])
+
+    run_tasks(group, len(bounds))
+    return pooled, (arg_max if train else None)
+
+
+def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray,
+                W_shape: tuple[int, int, int, int], pad: int, bias=None) -> np.ndarray:
+    """dW (FN, 1, FH, FW) of ``conv_relu_pool_backward`` for a :func:`usable` layer (``dpooled``,
+    ``pooled``, ``arg_max`` C-contiguous, ``arg_max`` ``intp``). ``bias()``, if given, runs as one
+    more task beside the groups (the bias gradient)."""
+    N, _, H, Wd = x.shape
+    FN, _, FH, FW = W_shape
+    oh, ow = H + 2 * pad - FH + 1, Wd + 2 * pad - FW + 1
+    x = np.ascontiguousarray(x)
+    T = FH * FW
+    mr = tile_pixels(x.dtype)
+    blocks = -(-FN // TILE_CH)
+    bounds = _group_bounds(N)
+    parts = np.zeros((len(bounds), blocks, -(-T // mr) * mr, TILE_CH), dtype=x.dtype)
+    taps = tap_offsets(FH, FW, Wd + 2 * pad)
+
+    first = 1 if bias is not None else 0  # the bias task first: it is longer than a group
+
+    def task(i: int) -> None:
+        if i < first:
+            bias()
+            return
+        g = i - first
+        n0, n1 = bounds[g]
+        _weight_grad_images(x[n0:n1], dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], pad, taps, oh, ow, mr,
+                            parts[g])
+
+    run_tasks(task, first + len(bounds))
+    total = parts[0].copy()
+    for g in range(1, len(bounds)):  # in group order: the same bits for any number of threads
+        total += parts[g]
+    dWt = total[:, :T].transpose(0, 2, 1).reshape(blocks * TILE_CH, T)[:FN]
+    return np.ascontiguousarray(dWt).reshape(FN, 1, FH, FW)
