@@ -112,6 +112,11 @@ def test_the_table_says_how_the_convolutions_reach_blas(bench_run):
     else:
         assert "np.matmul from Python" in line
     assert results["machine"]["conv_blas"] in line
+    from zerodl.kernels import _direct_c1
+
+    route = next(x for x in text.splitlines() if x.startswith("single-channel conv + ReLU + pool layers: "))
+    assert ("register tiles" in route) == _direct_c1.available()
+    assert results["machine"]["conv_c1"] in route
 
 
 def test_matmul_flops_counts_forward_dw_and_dx_except_first():

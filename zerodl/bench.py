@@ -1313,6 +1313,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
             "compile_mode": metas.get("torch_compile", {}).get("meta", {}).get("compile_mode"),
             "threads": {c: m["meta"].get("threads") for c, m in metas.items()},
             "conv_blas": _conv_blas(),
+            "conv_c1": _conv_c1(),
         },
         "contenders": contenders,
         "missing": missing,
@@ -1472,6 +1473,15 @@ def _conv_blas() -> str:
     return f"NumPy's BLAS called from compiled code ({os.path.basename(path)})"
 
 
+def _conv_c1() -> str:
+    """Which route single-channel conv + ReLU + pool layers take here (``zerodl/kernels/_direct_c1.py``)."""
+    from zerodl.kernels import _direct_c1
+
+    if _direct_c1.ENABLED and _direct_c1.available():
+        return "register tiles (AVX-512 microkernel)"
+    return "patch matrix and BLAS products (no AVX-512 here)" if _direct_c1.ENABLED else "patch matrix (tiles off)"
+
+
 def format_table(results: dict[str, Any]) -> str:
     """The human-readable table of :func:`run_bench`'s results (times in ms per call, medians)."""
     m = results["machine"]
@@ -1483,6 +1493,7 @@ def format_table(results: dict[str, Any]) -> str:
         (f"machine: {m['cpu_count']} CPUs, load average {m['loadavg_before']} before, "
          f"{m['loadavg_after']} after; {m['wall_seconds']:.0f} s"),
         f"convolution products: {m.get('conv_blas') or 'unknown'}",
+        f"single-channel conv + ReLU + pool layers: {m.get('conv_c1') or 'unknown'}",
         *results.get("missing", {}).values(),
     ]
     rows = results["rows"]

@@ -33,10 +33,15 @@ convolution takes Winograd's route (3x3, unit stride, >= 4 channels, even ``OH``
 inside Winograd's output transform: each 2x2 output tile is exactly one pooling window, so the
 full-resolution output is never written (measured against the chained Numba twins, batch 100,
 DeepConvNet's pooled layers: forward 10-17 % faster in float32, 17-33 % in float64, and no
-full-resolution array is kept for the backward). Off Winograd's route (SimpleConvNet's 1-channel
-5x5 layer) each task pools the group of images it has just convolved, while they are in its core's
-cache (one call on both cores instead of the chain's two: batch 100, 1.60 → 1.45 ms in float32,
-2.57 → 2.29 ms in float64); odd Winograd outputs chain the compiled twins. Its backward
+full-resolution array is kept for the backward). Single-channel, unit-stride layers
+(SimpleConvNet's 1-channel 5x5 layer) take register tiles where the CPU has AVX-512
+(:mod:`zerodl.kernels._direct_c1`): the forward pools straight from each tile of pixels × 32
+filters, and the backward's dW is one more tile product over the unpooled gradient (batch 100, both
+cores: forward 1.47 → 0.90 ms in float32, 2.28 → 1.24 ms in float64; backward without dx 1.73 →
+1.60 ms and 2.68 → 2.59 ms). Elsewhere, off Winograd's route, each task pools the group of images
+it has just convolved, while they are in its core's cache (one call on both cores instead of the
+chain's two: batch 100, 1.60 → 1.45 ms in float32, 2.57 → 2.29 ms in float64); odd Winograd outputs
+chain the compiled twins. Its backward
 scatters the masked ``dpooled`` into the convolution's gradient in one pass (no separate
 ``max_pool_backward`` and ReLU mask) and runs ``conv_backward_numba`` on it; on the patch route
 (SimpleConvNet's layer) it scatters straight into each chunk's product columns instead and sums
@@ -188,8 +193,9 @@ def conv_relu_pool_forward_numba(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Compiled twin of :func:`conv_relu_pool_forward_numpy`; returns ``(pooled, arg_max, None)``.
 
-    Winograd layers with even output sizes pool inside the output transform; patch-route layers
-    pool each group of images in the task that convolved it (the kernels of
+    Winograd layers with even output sizes pool inside the output transform; single-channel layers
+    pool straight from register tiles (:func:`zerodl.kernels._direct_c1.forward`, AVX-512 only);
+    other patch-route layers pool each group of images in the task that convolved it (the kernels of
     :func:`~zerodl.kernels.max_pool_forward_numba`, so the same values); odd Winograd outputs chain
     :func:`~zerodl.kernels.convolution.conv_relu_forward_numba` and
     :func:`~zerodl.kernels.max_pool_forward_numba`.
@@ -250,6 +256,9 @@ def conv_relu_pool_backward_numba(
     :func:`~zerodl.kernels.convolution.conv_backward_numba` (both cores, fixed reduction order).
     On the patch route the unpooling writes each chunk's product columns directly and ``db`` is
     summed from ``dpooled``, ``pooled`` and ``arg_max`` (same bits as the book's sum).
+    Single-channel layers (AVX-512): dW from register tiles
+    (:func:`zerodl.kernels._direct_c1.weight_grad`), the same ``db``; dx, if asked for, from the
+    patch route.
     """
     FN, C, FH, FW = W.shape
     _, _, H, Wd = x.shape
@@ -304,7 +313,8 @@ def conv_relu_pool_inference_numba(
 
     Winograd layers with even output sizes pool in the output transform (one flat pass per filter,
     no arg-max, no NaN pre-check), with odd ones chain the training twins; layers off Winograd's
-    route take the patch route with the pooling in the pass that scatters the product. No full-resolution output and no arg-max are written; chunks and
+    route take register tiles if they have one channel (AVX-512), else the patch route with the
+    pooling in the pass that scatters the product. No full-resolution output and no arg-max are written; chunks and
     groups as in the training twins (both cores, bit-identical for any thread count).
     """
     FN, C, FH, FW = W.shape
