@@ -179,6 +179,25 @@ def test_route_only_for_one_channel_unit_stride_and_when_enabled(monkeypatch):
     assert not _direct_c1.usable(1, 1, 24, 24, np.float32)
 
 
+def test_available_follows_numbas_target(monkeypatch):
+    # A portable target (NUMBA_CPU_NAME=generic, no features) has no AVX-512: the patch route.
+    try:
+        monkeypatch.setattr(numba.core.config, "CPU_NAME", "generic")
+        monkeypatch.setattr(numba.core.config, "CPU_FEATURES", None)
+        _direct_c1.available.cache_clear()
+        assert not _direct_c1.available()
+        monkeypatch.setattr(numba.core.config, "CPU_FEATURES", "+avx2,+fma")
+        _direct_c1.available.cache_clear()
+        assert not _direct_c1.available()
+        monkeypatch.setattr(numba.core.config, "CPU_FEATURES", "+avx2,+avx512f,+fma")
+        _direct_c1.available.cache_clear()
+        assert _direct_c1.available()
+    finally:
+        monkeypatch.undo()
+        _direct_c1.available.cache_clear()
+    assert _direct_c1.available()  # this machine (the module's skip condition)
+
+
 def test_off_the_route_the_patch_route_gives_the_same_values(monkeypatch):
     x, W, b, pad, rng = _inputs(CASES[0], np.float64, seed=7)
     on = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)

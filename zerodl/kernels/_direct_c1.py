@@ -63,9 +63,13 @@ def tile_pixels(dtype: np.dtype) -> int:
 
 @functools.cache
 def available() -> bool:
-    """Whether numba compiles for a CPU with AVX-512 (32 vector registers of 512 bits)."""
+    """Whether numba compiles for a CPU with AVX-512 (32 vector registers of 512 bits): the host's
+    features, or ``NUMBA_CPU_FEATURES`` when set; a ``NUMBA_CPU_NAME`` target (such as ``generic``,
+    for a portable cache) without features is taken to have none."""
     features = numba.core.config.CPU_FEATURES
     if features is None:
+        if numba.core.config.CPU_NAME not in (None, "host"):
+            return False
         import llvmlite.binding as llvm
 
         features = llvm.get_host_cpu_features().flatten()
