@@ -30,7 +30,7 @@ Recording the kept history (asv's own results format, ``asv_bench/results/<machi
 
     python benchmarks_scripts/perf_gate.py --record [--machine NAME] [--commit REV]
 
-describes the machine for asv (``~/.asv-machine.json``) and runs ``asv run --python=same --quick`` on the gate's subset plus the ``track_``
+describes the machine for asv (``~/.asv-machine.json``) and runs ``asv run --python=same`` (warm samples: ``RECORD_TIMING``) on the gate's subset plus the ``track_``
 speed ratios, measuring REV's own ``zerodl/`` (default HEAD; extracted as BASE is) with the working
 tree's benchmark suite. Record commits of main's first-parent history (merged commits): ``asv
 publish`` draws a branch's first-parent commits only. Then, from ``asv_bench/``, ``asv compare``,
@@ -487,8 +487,16 @@ def _describe_machine(machine: str) -> None:
         MachineCollection.save(machine, described)
 
 
+#: How ``--record`` times each benchmark: one process and one round, 0.1 s of warm-up calls, then the
+#: median of 3 single calls. (``--quick``, one cold call, was used until 2026-12-03: a fresh process's
+#: first call of an allocation-heavy benchmark pays the first-touch page faults of its arrays, which
+#: read up to 4x slow on some days of this virtual machine for unchanged kernels.)
+RECORD_TIMING = ("-a", "rounds=1", "-a", "warmup_time=0.1", "-a", "repeat=3", "-a", "number=1")
+
+
 def record(args: argparse.Namespace) -> int:
-    """``asv run --python=same --quick`` of :data:`RECORD_SUBSET` into ``asv_bench/results/<machine>``.
+    """``asv run --python=same`` of :data:`RECORD_SUBSET` into ``asv_bench/results/<machine>``, timed as
+    :data:`RECORD_TIMING` says.
 
     The library measured is the recorded commit's own ``zerodl/`` (extracted as the gate extracts
     BASE), whatever the working tree holds; the benchmark suite is the working tree's. asv drops
@@ -504,7 +512,7 @@ def record(args: argparse.Namespace) -> int:
                NUMBA_CACHE_DIR=str(tree / ".numba_cache"))
     asv = [sys.executable, "-m", "asv"]
     _describe_machine(machine)
-    cmd = [*asv, "run", "--python=same", "--quick", "--show-stderr", "--machine", machine,
+    cmd = [*asv, "run", "--python=same", *RECORD_TIMING, "--show-stderr", "--machine", machine,
            "--set-commit-hash", sha]
     for pattern in RECORD_SUBSET:
         cmd += ["--bench", pattern]
@@ -546,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the selected benchmarks and exit")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--record", action="store_true",
-                   help="record HEAD's asv result (quick, the subset + track_ ratios) in asv_bench/results/<machine>")
+                   help="record HEAD's asv result (warm samples of the subset + track_ ratios) in asv_bench/results/<machine>")
     p.add_argument("--machine", help="--record: asv machine name (default: the host name)")
     p.add_argument("--commit", default="HEAD", help="--record: the commit whose zerodl/ is measured (default HEAD)")
     p.add_argument("--base-tree", help=argparse.SUPPRESS)  # a directory holding zerodl/ instead of BASE (tests)
