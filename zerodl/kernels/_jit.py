@@ -13,7 +13,9 @@ rounding instead of two; the CPU's FMA units double the multiply-add rate). It n
 nor touches NaN/inf handling, and a kernel's result stays a fixed function of its inputs (the same
 machine code whatever the thread count). Only the direct convolution kernels use it, where a test
 shows their results within the dtype's tolerance of the NumPy twin; ``tests/test_determinism.py``
-fails if any other kernel, or any other fast-math flag, appears.
+fails if any other kernel, or any other fast-math flag, appears. (The register-tile microkernel of
+``_direct_c1.py`` is written in LLVM IR and calls ``llvm.fma`` itself, one per tap in a fixed order:
+no flag, the same guarantees.)
 """
 
 from __future__ import annotations
