@@ -38,14 +38,32 @@ def _inputs(case, dtype, seed):
 
 
 @numba.njit
-def _tile_compiled(x, pix, offs, wp, tile):
+def _tile_default(x, pix, offs, wp, tile):
     _direct_c1._fma_tile(x, pix, offs, wp, tile)
 
 
+@numba.njit
+def _tile4(x, pix, offs, wp, tile):
+    _direct_c1._fma_tile4(x, pix, offs, wp, tile)
+
+
+@numba.njit
+def _tile5(x, pix, offs, wp, tile):
+    _direct_c1._fma_tile5(x, pix, offs, wp, tile)
+
+
+@numba.njit
+def _tile6(x, pix, offs, wp, tile):
+    _direct_c1._fma_tile6(x, pix, offs, wp, tile)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_microkernel_matches_a_loop_oracle_and_leaves_its_inputs(dtype):
+@pytest.mark.parametrize(("compiled", "python", "rows"), [
+    (_tile_default, _direct_c1._fma_tile, None), (_tile4, _direct_c1._fma_tile4, 4),
+    (_tile5, _direct_c1._fma_tile5, 5), (_tile6, _direct_c1._fma_tile6, 6)], ids=["default", "4", "5", "6"])
+def test_microkernels_match_a_loop_oracle_and_leave_their_inputs(dtype, compiled, python, rows):
     rng = np.random.default_rng(1)
-    mr = _direct_c1.tile_pixels(dtype)
+    mr = rows or _direct_c1.tile_pixels(dtype)
     x = rng.standard_normal(300).astype(dtype)
     for n_taps in (1, 7, 25):
         pix = rng.integers(0, 150, mr).astype(np.int64)
@@ -53,7 +71,7 @@ def test_microkernel_matches_a_loop_oracle_and_leaves_its_inputs(dtype):
         wp = rng.standard_normal((n_taps, _direct_c1.TILE_CH)).astype(dtype)
         tile = np.full((mr, _direct_c1.TILE_CH), np.nan, dtype=dtype)
         before = [a.copy() for a in (x, pix, offs, wp)]
-        _tile_compiled(x, pix, offs, wp, tile)
+        compiled(x, pix, offs, wp, tile)
         for a, orig in zip((x, pix, offs, wp), before):
             np.testing.assert_array_equal(a, orig)
         want = np.zeros((mr, _direct_c1.TILE_CH))
@@ -63,8 +81,17 @@ def test_microkernel_matches_a_loop_oracle_and_leaves_its_inputs(dtype):
         np.testing.assert_allclose(tile, want, **tolerance(dtype))
         # The Python body (the JIT off) is the same sum.
         loose = np.empty_like(tile)
-        _direct_c1._fma_tile(x, pix, offs, wp, loose)
+        python(x, pix, offs, wp, loose)
         np.testing.assert_allclose(loose, want, **tolerance(dtype))
+
+
+def test_weight_gradient_tiles_waste_the_fewest_taps():
+    assert _direct_c1.dw_tile_taps(25, np.float32) == 5  # SimpleConvNet's 5x5: 5 tiles of 5
+    assert _direct_c1.dw_tile_taps(25, np.float64) == 5
+    assert _direct_c1.dw_tile_taps(9, np.float32) == 5  # 3x3: 2 tiles of 5 (10 rows), not 2 of 8
+    assert _direct_c1.dw_tile_taps(16, np.float32) == 8 and _direct_c1.dw_tile_taps(16, np.float64) == 4
+    assert _direct_c1.dw_tile_taps(12, np.float64) == 6
+    assert _direct_c1.dw_tile_taps(1, np.float32) == 4
 
 
 @pytest.mark.parametrize("case", CASES)
