@@ -243,3 +243,22 @@ def test_off_the_route_the_patch_route_gives_the_same_values(monkeypatch):
     np.testing.assert_array_equal(off[1], on[1])
     np.testing.assert_allclose(grads_off[1], grads_on[1], **tolerance(np.float64))
     np.testing.assert_array_equal(grads_off[2], grads_on[2])
+
+
+def test_mixed_dtypes_follow_x_as_the_patch_route_does(monkeypatch):
+    # The op called directly with float64 filters on float32 images (the layers convert first):
+    # no typing error; x's dtype throughout, as on the patch route.
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 1, 9, 9)).astype(np.float32)
+    W, b = rng.standard_normal((5, 1, 3, 3)), rng.standard_normal(5)
+    pooled, arg, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, 1)
+    dpooled = rng.standard_normal(pooled.shape)
+    _, dW, db = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, 1, False)
+    monkeypatch.setattr(_direct_c1, "ENABLED", False)
+    p_patch, a_patch, _ = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, 1)
+    _, dW_patch, db_patch = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, 1,
+                                                                         False)
+    assert pooled.dtype == p_patch.dtype and dW.dtype == dW_patch.dtype and db.dtype == db_patch.dtype
+    assert_close(pooled, p_patch, what="pooled")
+    np.testing.assert_array_equal(arg, a_patch)
+    assert_close(dW, dW_patch, what="dW")

@@ -366,8 +366,8 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
     FN, _, FH, FW = W.shape
     oh, ow = H + 2 * pad - FH + 1, Wd + 2 * pad - FW + 1
     x = np.ascontiguousarray(x)
-    wp = pack_filters(W)
-    bp = pack_bias(b)
+    wp = pack_filters(W.astype(x.dtype, copy=False))  # x's dtype throughout, as the patch route
+    bp = pack_bias(b.astype(x.dtype, copy=False))
     offs = tap_offsets(FH, FW, Wd + 2 * pad)
     pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
     arg_max = np.empty(pooled.shape if train else (N, FN, 1, 1), dtype=np.intp)
@@ -391,6 +391,9 @@ def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x:
     FN, _, FH, FW = W_shape
     oh, ow = H + 2 * pad - FH + 1, Wd + 2 * pad - FW + 1
     x = np.ascontiguousarray(x)
+    dpooled = np.ascontiguousarray(dpooled, dtype=x.dtype)  # x's dtype throughout, as the patch route
+    pooled = np.ascontiguousarray(pooled, dtype=x.dtype)
+    arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
     T = FH * FW
     mr = dw_tile_taps(T, x.dtype)
     blocks = -(-FN // TILE_CH)
