@@ -18,13 +18,14 @@ DTYPES = (np.float32, np.float64)
 pytestmark = pytest.mark.skipif(not _direct_c1.available(), reason="no AVX-512: the register-tile route is off")
 
 #: (N, H, W, FN, FH, FW, pad): SimpleConvNet's layer; two filter blocks; odd outputs (a pooled
-#: column past the last tile); padding and non-square filters; one image.
+#: column past the last tile); padding and non-square filters; one image; a single window.
 CASES = [
     (3, 28, 28, 30, 5, 5, 0),
     (2, 10, 12, 40, 3, 3, 1),
     (3, 11, 9, 7, 5, 3, 0),
     (2, 7, 8, 5, 2, 4, 2),
     (1, 6, 6, 33, 1, 1, 0),
+    (2, 4, 5, 3, 3, 3, 0),  # outputs 2x3: one pooling window per image
 ]
 
 
