@@ -17,7 +17,8 @@ per tap and vector. The same microkernel computes
   the pooling (first maximum in row-major order; a NaN wins) straight from the tile: the
   full-resolution output is never written;
 * the weight gradient: ``dWᵀ[t, f] = Σ_q x[q + off[t]] · D[q, f]`` (taps × channels, summed over an
-  image's output positions q), D the image's unpooled, ReLU-masked gradient in channels-last order.
+  image's output positions q), D the image's unpooled, ReLU-masked gradient in channels-last order;
+  its tiles have 4, 5, 6 or 8 rows of taps, whichever wastes the fewest (:func:`dw_tile_taps`).
 
 Twins: these are the compiled route of ``conv_relu_pool_forward_numba``, ``…_inference_numba`` and
 ``…_backward_numba`` (see :mod:`zerodl.kernels.conv_relu_pool`) for single-channel, unit-stride
@@ -34,6 +35,7 @@ product (same values up to rounding).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -44,6 +46,7 @@ from numba.extending import intrinsic, overload
 
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import run_tasks
+from zerodl.kernels.im2col import out_hw
 
 #: Output channels per register tile (filters are packed in blocks of this many, zero-padded).
 TILE_CH = 32
@@ -57,7 +60,8 @@ ENABLED = True
 
 
 def tile_pixels(dtype: np.dtype) -> int:
-    """Pixels (forward) or taps (dW) per register tile: 16 vector registers of accumulators."""
+    """Pixels per forward register tile (and rows of :data:`_fma_tile`): 16 vector registers of
+    accumulators. The weight gradient's tiles take :func:`dw_tile_taps` rows instead."""
     return 8 if np.dtype(dtype) == np.float32 else 4
 
 
@@ -202,10 +206,9 @@ def _pad_into(x, pad, xpad):
 def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
     # x (B, 1, H, W) → pooled (B, FN, PH, PW), and arg_max if train: max_pool(relu(conv(x) + b)).
     # wp (blocks, T, 32) and bp (blocks, 32): the filters and biases packed by pack_filters and
-    # pack_bias; offs (T,): the taps' offsets in the
-    # padded image (tap_offsets). A tile covers output rows 2i, 2i + 1 and mr / 2 columns: the
-    # pooling windows of mr / 4 pooled columns (a column past the last window repeats the last
-    # one, and its result is not used).
+    # pack_bias; offs (T,): the taps' offsets in the padded image (tap_offsets). A tile covers
+    # output rows 2i, 2i + 1 and mr / 2 columns: the pooling windows of mr / 4 pooled columns (a
+    # column past the last window repeats the last one, and its result is not used).
     n_img, _, h, w = x.shape
     fn, ph, pw = pooled.shape[1], pooled.shape[2], pooled.shape[3]
     dt = x.dtype
@@ -364,7 +367,7 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
     ``(pooled, arg_max)`` (N, FN, OH // 2, OW // 2), ``arg_max`` (``intp``) only when ``train``."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W.shape
-    oh, ow = H + 2 * pad - FH + 1, Wd + 2 * pad - FW + 1
+    oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
     x = np.ascontiguousarray(x)
     wp = pack_filters(W.astype(x.dtype, copy=False))  # x's dtype throughout, as the patch route
     bp = pack_bias(b.astype(x.dtype, copy=False))
@@ -383,13 +386,14 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
 
 
 def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray,
-                W_shape: tuple[int, int, int, int], pad: int, bias=None) -> np.ndarray:
+                W_shape: tuple[int, int, int, int], pad: int,
+                bias: Callable[[], None] | None = None) -> np.ndarray:
     """dW (FN, 1, FH, FW) of ``conv_relu_pool_backward`` for a :func:`usable` layer (``dpooled``,
     ``pooled``, ``arg_max`` C-contiguous, ``arg_max`` ``intp``). ``bias()``, if given, runs as one
     more task beside the groups (the bias gradient)."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W_shape
-    oh, ow = H + 2 * pad - FH + 1, Wd + 2 * pad - FW + 1
+    oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
     x = np.ascontiguousarray(x)
     dpooled = np.ascontiguousarray(dpooled, dtype=x.dtype)  # x's dtype throughout, as the patch route
     pooled = np.ascontiguousarray(pooled, dtype=x.dtype)
