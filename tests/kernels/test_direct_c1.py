@@ -77,6 +77,56 @@ def test_microkernels_match_a_loop_oracle_and_leave_their_inputs(dtype, python, 
         python(x, pix, offs, wp, loose)
         np.testing.assert_allclose(loose, want, **tolerance(dtype))
 
+@numba.njit
+def _unpool_calls(g, code, d, windows, row):
+    for k, o in windows:
+        _direct_c1._unpool_window(g, code, k, d, o, row)
+
+
+@numba.njit
+def _add_half_calls(g, code, windows, acc):
+    for k, half in windows:
+        _direct_c1._add_half(g, code, k, half, acc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_window_selects_match_a_loop_oracle_and_leave_their_inputs(dtype):
+    # The unpooling of a window (its four positions from 32 gradients and codes) and the bias
+    # gradient's masked add, compiled (LLVM IR) and as their Python bodies, against plain loops;
+    # codes 0-3 and 4 (none), -0.0 and NaN gradients pass through exactly.
+    ch = _direct_c1.TILE_CH
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal(4 * ch).astype(dtype)
+    g[3], g[40] = -0.0, np.nan
+    code = rng.integers(0, 5, 4 * ch).astype(np.int32)
+    row = 3 * ch  # a row of three output positions; windows at offsets 0 and one position in
+    windows = np.array([[0, 0], [2 * ch, ch]], dtype=np.int64)
+    want = np.full(8 * ch, 7.0, dtype=dtype)
+    for k, o in windows:
+        for r in range(4):
+            at = o + (r >> 1) * row + (r & 1) * ch
+            for v in range(ch):
+                want[at + v] = g[k + v] if code[k + v] == r else 0.0
+    before = [a.copy() for a in (g, code)]
+    for call in (_unpool_calls, getattr(_unpool_calls, "py_func", _unpool_calls)):
+        d = np.full(8 * ch, 7.0, dtype=dtype)
+        call(g, code, d, windows, row)
+        np.testing.assert_array_equal(d, want)
+        assert np.signbit(d[3]) == (code[3] == 0)  # -0.0 where taken, +0 where not
+        for a, orig in zip((g, code), before):
+            np.testing.assert_array_equal(a, orig)
+    halves = np.array([[0, 0], [ch, 1], [2 * ch, 0], [3 * ch, 1]], dtype=np.int64)
+    acc0 = rng.standard_normal(ch).astype(dtype)
+    want_acc = acc0.copy()
+    for k, half in halves:
+        for v in range(ch):
+            want_acc[v] += g[k + v] if code[k + v] >> 1 == half else dtype(0)
+    for call in (_add_half_calls, getattr(_add_half_calls, "py_func", _add_half_calls)):
+        acc = acc0.copy()
+        call(g, code, halves, acc)
+        np.testing.assert_array_equal(acc, want_acc)
+
+
 
 def test_weight_gradient_tiles_waste_the_fewest_taps():
     assert _direct_c1.dw_tile_taps(25, np.float32) == 5  # SimpleConvNet's 5x5: 5 tiles of 5

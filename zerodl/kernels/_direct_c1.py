@@ -19,6 +19,9 @@ per tap and vector. The same microkernel computes
 * the weight gradient: ``dWᵀ[t, f] = Σ_q x[q + off[t]] · D[q, f]`` (taps × channels, summed over an
   image's output positions q), D the image's unpooled, ReLU-masked gradient in channels-last order;
   its tiles have 4, 5, 6 or 8 rows of taps, whichever wastes the fewest (:func:`dw_tile_taps`).
+  D is made window by window with vector selects (:func:`_unpool_window`, also LLVM IR) from each
+  window's gradient and position code, put channels last; the bias gradient is summed from those
+  in the book's order (bit for bit), 32 channels at a time (:func:`_add_half`).
 
 Twins: these are the compiled route of ``conv_relu_pool_forward_numba``, ``…_inference_numba`` and
 ``…_backward_numba`` (see :mod:`zerodl.kernels.conv_relu_pool`) for single-channel, unit-stride
@@ -35,7 +38,6 @@ product (same values up to rounding).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -182,6 +184,123 @@ _fma_tile5 = _make_tile(5, "_fma_tile5")
 _fma_tile6 = _make_tile(6, "_fma_tile6")
 
 
+# ----------------------------------------------------------------------------- unpooling, vectorised
+# The weight gradient's input D (the unpooled, ReLU-masked gradient, channels last) is made window by
+# window: each 2x2 window's four rows of 32 channels from the window's 32 gradients and codes (0-3:
+# where the maximum was; 4: masked by the ReLU, or a padding channel). Numba's own loop of 32 lanes
+# with four stores is not vectorised (the vectoriser's chunk outgrows it; scalar selects on random
+# codes mispredict: 40-60 us an image), so these two are written in LLVM IR too: one vector select
+# per store.
+def _code_vectors(context, builder, signature, args):
+    # The vectors of lanes, the arrays and helpers both codegens share.
+    arrays = [context.make_array(t)(context, builder, v) if isinstance(t, types.Array) else v
+              for t, v in zip(signature.args, args)]
+    is32 = signature.args[0].dtype == types.float32
+    lanes = 16 if is32 else 8
+    fty = context.get_value_type(signature.args[0].dtype)
+    set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+    return arrays, lanes, ir.VectorType(fty, lanes), ir.VectorType(ir.IntType(32), lanes)
+
+
+def _load_vec(builder, data, index, vty, align):
+    return builder.load(builder.bitcast(builder.gep(data, [index]), vty.as_pointer()), align=align)
+
+
+def _as_i64(context, builder, value, ty):
+    return context.cast(builder, value, ty, types.int64)
+
+
+def _unpool_window_typer(typingctx, g, code, k, d, o, row):
+    if not (isinstance(g, types.Array) and g.dtype in (types.float32, types.float64) and d.dtype == g.dtype
+            and code.dtype == types.int32 and all(isinstance(t, types.Integer) for t in (k, o, row))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (ga, ca, k, da, o, row), lanes, vty, cty = _code_vectors(context, builder, signature, args)
+        k, o, row = (_as_i64(context, builder, v, signature.args[i]) for v, i in ((k, 2), (o, 4), (row, 5)))
+        i64 = ir.IntType(64)
+        align = 4 if lanes == 16 else 8
+        zero = ir.Constant(vty, None)
+        for v in range(TILE_CH // lanes):
+            at = builder.add(k, ir.Constant(i64, v * lanes))
+            gv = _load_vec(builder, ga.data, at, vty, align)
+            cv = _load_vec(builder, ca.data, at, cty, 4)
+            for r in range(4):
+                take = builder.icmp_signed("==", cv, ir.Constant(cty, [r] * lanes))
+                dst = builder.add(o, ir.Constant(i64, (r & 1) * TILE_CH + v * lanes))
+                if r >> 1:
+                    dst = builder.add(dst, row)
+                ptr = builder.bitcast(builder.gep(da.data, [dst]), vty.as_pointer())
+                builder.store(builder.select(take, gv, zero), ptr, align=align)
+        return context.get_dummy_value()
+
+    return types.void(g, code, k, d, o, row), codegen
+
+
+def _add_half_typer(typingctx, g, code, k, half, acc):
+    if not (isinstance(g, types.Array) and g.dtype in (types.float32, types.float64) and acc.dtype == g.dtype
+            and code.dtype == types.int32 and isinstance(k, types.Integer) and isinstance(half, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (ga, ca, k, half, aa), lanes, vty, cty = _code_vectors(context, builder, signature, args)
+        k = _as_i64(context, builder, k, signature.args[2])
+        half = builder.trunc(_as_i64(context, builder, half, signature.args[3]), ir.IntType(32))
+        halves = builder.shuffle_vector(builder.insert_element(ir.Constant(cty, ir.Undefined), half,
+                                                               ir.Constant(ir.IntType(32), 0)),
+                                        ir.Constant(cty, ir.Undefined), ir.Constant(cty, [0] * lanes))
+        i64 = ir.IntType(64)
+        align = 4 if lanes == 16 else 8
+        zero = ir.Constant(vty, None)
+        for v in range(TILE_CH // lanes):
+            at = builder.add(k, ir.Constant(i64, v * lanes))
+            gv = _load_vec(builder, ga.data, at, vty, align)
+            cv = _load_vec(builder, ca.data, at, cty, 4)
+            take = builder.icmp_signed("==", builder.ashr(cv, ir.Constant(cty, [1] * lanes)), halves)
+            ptr = builder.bitcast(builder.gep(aa.data, [ir.Constant(i64, v * lanes)]), vty.as_pointer())
+            builder.store(builder.fadd(builder.load(ptr, align=align), builder.select(take, gv, zero)), ptr,
+                          align=align)
+        return context.get_dummy_value()
+
+    return types.void(g, code, k, half, acc), codegen
+
+
+def _unpool_window(g, code, k, d, o, row):
+    """``d[o + (r >> 1)·row + (r & 1)·32 + v] = g[k + v] if code[k + v] == r else 0`` for the
+    window's four positions r (row-major) and the 32 lanes v. g, d: 1-D float arrays of one dtype;
+    code: 1-D int32 (0-3 the maximum's position, 4 none). Compiled: LLVM IR, vector selects."""
+    gv, cv = g[k:k + TILE_CH], code[k:k + TILE_CH]
+    for r in range(4):
+        at = o + (r >> 1) * row + (r & 1) * TILE_CH
+        d[at:at + TILE_CH] = np.where(cv == r, gv, 0)
+
+
+def _add_half(g, code, k, half, acc):
+    """``acc[v] += g[k + v] if code[k + v] >> 1 == half else +0`` for the 32 lanes v: the window's
+    entry of its upper (half 0) or lower (half 1) row, in the book's sum. Compiled: LLVM IR."""
+    acc += np.where(code[k:k + TILE_CH] >> 1 == half, g[k:k + TILE_CH], 0).astype(acc.dtype)
+
+
+_unpool_window_ir = intrinsic(_unpool_window_typer)
+_add_half_ir = intrinsic(_add_half_typer)
+
+
+@overload(_unpool_window, inline="always")
+def _unpool_window_compiled(g, code, k, d, o, row):
+    def impl(g, code, k, d, o, row):
+        _unpool_window_ir(g, code, k, d, o, row)
+
+    return impl
+
+
+@overload(_add_half, inline="always")
+def _add_half_compiled(g, code, k, half, acc):
+    def impl(g, code, k, half, acc):
+        _add_half_ir(g, code, k, half, acc)
+
+    return impl
+
+
 def dw_tile_taps(n_taps: int, dtype: np.dtype) -> int:
     """Taps per weight-gradient tile: the row count (4, 5, 6, or float32's 8) that wastes the fewest
     rows over ``n_taps`` (then the larger). SimpleConvNet's 25 taps: 5 tiles of 5, not 4 of 8 (one
@@ -270,13 +389,20 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
 
 
 @jit
-def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr, dWt):
+def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr, dWt, grad_cl, code_cl):
     # dWt (blocks, T_pad, 32) += Σ over images of Σ_q x[q + taps[t]] · D[q, f], D the image's
     # gradient of the convolution's output (unpooled, ReLU-masked: dpooled where pooled > 0 or
     # NaN, at the window's arg-max; zero elsewhere) in channels-last order, q over the OH·OW
-    # output positions in row-major order. Image by image, from the group's zeroed dWt.
+    # output positions in row-major order. Image by image, from the group's zeroed dWt. Also
+    # writes each image's windows channels last (grad_cl, code_cl (B, blocks, PH·PW·32): the
+    # gradient and the code 0-3 of its position, 4 where masked or a padding channel), from
+    # which D is made and the bias gradient summed (_bias_grad_windows).
     n_img, _, h, w = x.shape
     fn, ph, pw = dpooled.shape[1], dpooled.shape[2], dpooled.shape[3]
+    m = ph * pw
+    g_cm = dpooled.reshape(n_img, fn, m)  # channel-major planes of the windows
+    p_cm = pooled.reshape(n_img, fn, m)
+    a_cm = arg_max.reshape(n_img, fn, m)
     dt = x.dtype
     row = w + 2 * pad
     xpad = np.zeros((h + 2 * pad) * row, dtype=dt)
@@ -285,7 +411,8 @@ def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr
     for y in range(out_h):
         for i in range(out_w):
             qoffs[y * out_w + i] = y * row + i
-    D = np.zeros((out_h * out_w, TILE_CH), dtype=dt)
+    D = np.zeros((out_h * out_w, TILE_CH), dtype=dt)  # positions outside every window stay zero
+    d_flat = D.reshape(out_h * out_w * TILE_CH)
     tile = np.empty((mr, TILE_CH), dtype=dt)
     pix = np.empty(mr, dtype=np.int64)
     zero = dt.type(0)
@@ -294,13 +421,22 @@ def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr
         for blk in range(dWt.shape[0]):
             f0 = blk * TILE_CH
             nf = min(TILE_CH, fn - f0)
-            for f in range(nf):
-                for i in range(ph):
-                    for q in range(pw):
-                        a = arg_max[j, f0 + f, i, q]
-                        g = dpooled[j, f0 + f, i, q]
-                        g = zero if pooled[j, f0 + f, i, q] <= zero else g
-                        D[(2 * i + a // 2) * out_w + 2 * q + (a & 1), f] = g
+            g_cl = grad_cl[j, blk]
+            c_cl = code_cl[j, blk]
+            for f in range(TILE_CH):
+                if f < nf:
+                    sg, sp, sa = g_cm[j, f0 + f], p_cm[j, f0 + f], a_cm[j, f0 + f]
+                    for k in range(m):
+                        g_cl[k * TILE_CH + f] = sg[k]
+                        c_cl[k * TILE_CH + f] = 4 if sp[k] <= zero else sa[k]  # ReLU'd: none
+                else:
+                    for k in range(m):
+                        g_cl[k * TILE_CH + f] = zero
+                        c_cl[k * TILE_CH + f] = 4
+            for i in range(ph):
+                for q in range(pw):
+                    _unpool_window(g_cl, c_cl, (i * pw + q) * TILE_CH, d_flat,
+                                   (2 * i * out_w + 2 * q) * TILE_CH, out_w * TILE_CH)
             for t0 in range(0, n_taps, mr):
                 for p in range(mr):
                     pix[p] = taps[min(t0 + p, n_taps - 1)]
@@ -316,11 +452,27 @@ def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr
                 for p in range(min(mr, part.shape[0] - t0)):
                     for f in range(TILE_CH):
                         part[t0 + p, f] += tile[p, f]
-            for f in range(nf):  # back to zeros for the next image: only the entries written
-                for i in range(ph):
+
+
+@jit
+def _bias_grad_windows(grad_cl, code_cl, ph, pw, db):
+    # db of the unpooled, masked gradient, bit for bit the book's sum (image by image, then
+    # row-major over the full-resolution output, from +0; see convolution's _bias_grad) without
+    # writing it: in pooled row i, the windows whose entry is in the upper output row, left to
+    # right, then those in the lower row. Every other window adds +0 there, which changes no sum
+    # that starts from +0 (such a sum is never -0). 32 channels at a time, one vector chain each.
+    n_img, blocks = grad_cl.shape[0], grad_cl.shape[1]
+    acc = np.zeros(TILE_CH, dtype=db.dtype)
+    for blk in range(blocks):
+        acc[:] = 0
+        for n in range(n_img):
+            g_cl, c_cl = grad_cl[n, blk], code_cl[n, blk]
+            for i in range(ph):
+                for half in range(2):
                     for q in range(pw):
-                        a = arg_max[j, f0 + f, i, q]
-                        D[(2 * i + a // 2) * out_w + 2 * q + (a & 1), f] = zero
+                        _add_half(g_cl, c_cl, (i * pw + q) * TILE_CH, half, acc)
+        for f in range(min(TILE_CH, db.shape[0] - blk * TILE_CH)):
+            db[blk * TILE_CH + f] = acc[f]
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -386,11 +538,10 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
 
 
 def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray,
-                W_shape: tuple[int, int, int, int], pad: int,
-                bias: Callable[[], None] | None = None) -> np.ndarray:
-    """dW (FN, 1, FH, FW) of ``conv_relu_pool_backward`` for a :func:`usable` layer (``dpooled``,
-    ``pooled``, ``arg_max`` C-contiguous, ``arg_max`` ``intp``). ``bias()``, if given, runs as one
-    more task beside the groups (the bias gradient)."""
+                W_shape: tuple[int, int, int, int], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(dW, db)`` of ``conv_relu_pool_backward`` for a :func:`usable` layer: dW (FN, 1, FH, FW)
+    from register tiles, db (FN,) bit for bit the book's sum. ``dpooled``, ``pooled``, ``arg_max``
+    (N, FN, PH, PW) C-contiguous, ``arg_max`` ``intp``; x's dtype throughout."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W_shape
     oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
@@ -403,22 +554,21 @@ def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x:
     blocks = -(-FN // TILE_CH)
     bounds = _group_bounds(N)
     parts = np.zeros((len(bounds), blocks, -(-T // mr) * mr, TILE_CH), dtype=x.dtype)
+    ph, pw = dpooled.shape[2], dpooled.shape[3]
+    grad_cl = np.empty((N, blocks, ph * pw * TILE_CH), dtype=x.dtype)
+    code_cl = np.empty((N, blocks, ph * pw * TILE_CH), dtype=np.int32)
     taps = tap_offsets(FH, FW, Wd + 2 * pad)
 
-    first = 1 if bias is not None else 0  # the bias task first: it is longer than a group
-
-    def task(i: int) -> None:
-        if i < first:
-            bias()
-            return
-        g = i - first
+    def group(g: int) -> None:
         n0, n1 = bounds[g]
         _weight_grad_images(x[n0:n1], dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], pad, taps, oh, ow, mr,
-                            parts[g])
+                            parts[g], grad_cl[n0:n1], code_cl[n0:n1])
 
-    run_tasks(task, first + len(bounds))
+    run_tasks(group, len(bounds))
+    db = np.empty(FN, dtype=x.dtype)
+    _bias_grad_windows(grad_cl, code_cl, ph, pw, db)  # serial: the book's order over the batch
     total = parts[0].copy()
     for g in range(1, len(bounds)):  # in group order: the same bits for any number of threads
         total += parts[g]
     dWt = total[:, :T].transpose(0, 2, 1).reshape(blocks * TILE_CH, T)[:FN]
-    return np.ascontiguousarray(dWt).reshape(FN, 1, FH, FW)
+    return np.ascontiguousarray(dWt).reshape(FN, 1, FH, FW), db

@@ -260,7 +260,7 @@ def conv_relu_pool_backward_numba(
     (:func:`zerodl.kernels._direct_c1.weight_grad`), the same ``db``; dx, if asked for, from the
     patch route.
     """
-    FN, C, FH, FW = W.shape
+    _, C, FH, FW = W.shape
     _, _, H, Wd = x.shape
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     dpooled = np.ascontiguousarray(dpooled)
@@ -268,12 +268,10 @@ def conv_relu_pool_backward_numba(
     arg_max = np.ascontiguousarray(arg_max, dtype=np.intp)
     if _direct_c1.usable(C, stride, oh, ow, x.dtype):
         # One input channel (SimpleConvNet's layer): dW on register tiles from the unpooled
-        # gradient, db as on the patch route (the book's order), one more task beside them. A
+        # gradient, db in the book's order off the windows the tiles' tasks put channels last. A
         # first layer needs no dx; when asked for, dx comes from the patch route (whose own dW is
         # dropped, so dW does not depend on need_dx).
-        db = np.empty(FN, dtype=x.dtype)
-        dW = _direct_c1.weight_grad(dpooled, pooled, arg_max, x, W.shape, pad,
-                                    bias=lambda: _bias_grad_unpooled(dpooled, pooled, arg_max, db))
+        dW, db = _direct_c1.weight_grad(dpooled, pooled, arg_max, x, W.shape, pad)
         if not need_dx:
             return None, dW, db
         return _backward_routes(dpooled, pooled, arg_max, x, W, stride, pad, True)[0], dW, db
