@@ -89,6 +89,50 @@ def _add_half_calls(g, code, windows, acc):
         _direct_c1._add_half(g, code, k, half, acc)
 
 
+@numba.njit
+def _pool_calls(tile, windows, bias, best, kbest):
+    for up, down, at in windows:
+        _direct_c1._pool_window(tile, up, down, bias, best, kbest, at)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_window_matches_a_loop_oracle(dtype):
+    # max_pool_forward's rule on relu(tile + bias), lane by lane: the first maximum in row-major
+    # order wins, ties included; a NaN wins (the first one); all four <= 0 give +0 at position 0.
+    ch = _direct_c1.TILE_CH
+    rng = np.random.default_rng(8)
+    tile = rng.standard_normal((8, ch)).astype(dtype)
+    tile[:, 0] = [1, 1, 1, 1, 1, 1, 1, 1]  # ties: position 0
+    tile[:, 1] = [-1, -2, -3, -4, -1, -2, -3, -4]  # all ReLU'd: +0 at position 0
+    tile[[1, 6], 2] = np.nan  # a NaN wins
+    tile[[1, 3, 6, 7], 3] = [np.nan, np.nan, np.nan, np.inf]  # the first NaN wins
+    tile[5, 4] = np.inf
+    bias = rng.standard_normal(ch).astype(dtype)
+    bias[:2] = 0
+    windows = np.array([[0, 4, 0], [2, 6, 2]], dtype=np.int64)  # (up, down, at)
+    want_b = np.full((3, ch), 9.0, dtype=dtype)
+    want_k = np.full((3, ch), 9, dtype=np.int32)
+    for up, down, at in windows:
+        for v in range(ch):
+            vals = [tile[r, v] + bias[v] for r in (up, up + 1, down, down + 1)]
+            vals = [dtype(0) if val <= 0 else val for val in vals]
+            b, k = vals[0], 0
+            for r in range(1, 4):
+                if not (b >= vals[r] or np.isnan(b)):
+                    b, k = vals[r], r
+            want_b[at, v], want_k[at, v] = b, k
+    before = [a.copy() for a in (tile, bias)]
+    for call in (_pool_calls, getattr(_pool_calls, "py_func", _pool_calls)):
+        best = np.full((3, ch), 9.0, dtype=dtype)
+        kbest = np.full((3, ch), 9, dtype=np.int32)
+        call(tile, windows, bias, best, kbest)
+        np.testing.assert_array_equal(best, want_b)
+        np.testing.assert_array_equal(kbest, want_k)
+        assert not np.signbit(best[0, 1]) and kbest[0, 1] == 0 and np.isnan(best[0, 2])
+        for a, orig in zip((tile, bias), before):
+            np.testing.assert_array_equal(a, orig)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_window_selects_match_a_loop_oracle_and_leave_their_inputs(dtype):
     # The unpooling of a window (its four positions from 32 gradients and codes) and the bias

@@ -15,7 +15,8 @@ per tap and vector. The same microkernel computes
 * the forward: ``tile[p, f] = Σ_t x[pix[p] + off[t]] · W[f, t]`` (pixels × channels; 2 rows × 4
   columns of outputs in float32, so each tile holds two whole pooling windows), then bias, ReLU and
   the pooling (first maximum in row-major order; a NaN wins) straight from the tile: the
-  full-resolution output is never written;
+  full-resolution output is never written (the window's compares and selects, 32 channels at a time,
+  are LLVM IR too: :func:`_pool_window`; Numba's loop of them stayed scalar);
 * the weight gradient: ``dWᵀ[t, f] = Σ_q x[q + off[t]] · D[q, f]`` (taps × channels, summed over an
   image's output positions q), D the image's unpooled, ReLU-masked gradient in channels-last order;
   its tiles have 4, 5, 6 or 8 rows of taps, whichever wastes the fewest (:func:`dw_tile_taps`).
@@ -281,6 +282,73 @@ def _add_half(g, code, k, half, acc):
     acc += np.where(code[k:k + TILE_CH] >> 1 == half, g[k:k + TILE_CH], 0).astype(acc.dtype)
 
 
+def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest, at):
+    if not (isinstance(tile, types.Array) and tile.dtype in (types.float32, types.float64)
+            and bias.dtype == best.dtype == tile.dtype and kbest.dtype == types.int32
+            and all(isinstance(t, types.Integer) for t in (up, down, at))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (ta, up, down, ba, sa, ka, at), lanes, vty, cty = _code_vectors(context, builder, signature, args)
+        up, down, at = (_as_i64(context, builder, v, signature.args[i]) for v, i in ((up, 1), (down, 2), (at, 6)))
+        i64 = ir.IntType(64)
+        align = 4 if lanes == 16 else 8
+        zero = ir.Constant(vty, None)
+        width = ir.Constant(i64, TILE_CH)
+        rows = (up, builder.add(up, ir.Constant(i64, 1)), down, builder.add(down, ir.Constant(i64, 1)))
+        true = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * lanes)
+        for v in range(TILE_CH // lanes):
+            lane0 = ir.Constant(i64, v * lanes)
+            b = _load_vec(builder, ba.data, lane0, vty, align)
+            best = k = None
+            for r, row in enumerate(rows):
+                val = builder.fadd(_load_vec(builder, ta.data, builder.add(builder.mul(row, width), lane0), vty, align),
+                                   b)
+                val = builder.select(builder.fcmp_ordered("<=", val, zero), zero, val)  # ReLU; NaN passes
+                if r == 0:
+                    best, k = val, ir.Constant(cty, [0] * lanes)
+                    continue
+                # The first maximum wins, and a NaN wins: take v unless best >= v or best is NaN.
+                keep = builder.or_(builder.fcmp_ordered(">=", best, val), builder.fcmp_unordered("uno", best, best))
+                take = builder.xor(keep, true)
+                best = builder.select(take, val, best)
+                k = builder.select(take, ir.Constant(cty, [r] * lanes), k)
+            dst = builder.add(builder.mul(at, width), lane0)
+            builder.store(best, builder.bitcast(builder.gep(sa.data, [dst]), vty.as_pointer()), align=align)
+            builder.store(k, builder.bitcast(builder.gep(ka.data, [dst]), cty.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(tile, up, down, bias, best, kbest, at), codegen
+
+
+def _pool_window(tile, up, down, bias, best, kbest, at):
+    """One pooling window straight from a forward tile, 32 channels: ``best[at] = max`` and
+    ``kbest[at] = argmax`` (int32, row-major 0-3) of ``relu(tile[r] + bias)`` over the window's
+    rows r = up, up + 1, down, down + 1 (first maximum wins; a NaN wins, the first NaN).
+    Compiled: LLVM IR, vector compares and selects."""
+    vals = [tile[r] + bias for r in (up, up + 1, down, down + 1)]
+    vals = [np.where(v <= 0, np.zeros_like(v), v) for v in vals]
+    b, k = vals[0], np.zeros(TILE_CH, dtype=np.int32)
+    for r in range(1, 4):
+        with np.errstate(invalid="ignore"):
+            take = ~((b >= vals[r]) | np.isnan(b))
+        b = np.where(take, vals[r], b)
+        k = np.where(take, np.int32(r), k)
+    best[at] = b
+    kbest[at] = k
+
+
+_pool_window_ir = intrinsic(_pool_window_typer)
+
+
+@overload(_pool_window, inline="always")
+def _pool_window_compiled(tile, up, down, bias, best, kbest, at):
+    def impl(tile, up, down, bias, best, kbest, at):
+        _pool_window_ir(tile, up, down, bias, best, kbest, at)
+
+    return impl
+
+
 _unpool_window_ir = intrinsic(_unpool_window_typer)
 _add_half_ir = intrinsic(_add_half_typer)
 
@@ -336,10 +404,9 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
     tile = np.empty((mr, TILE_CH), dtype=dt)
     pix = np.empty(mr, dtype=np.int64)
     best_row = np.empty((pw, TILE_CH), dtype=dt)  # a pooled row, channels last
-    k_row = np.empty((pw, TILE_CH), dtype=np.intp)
+    k_row = np.empty((pw, TILE_CH), dtype=np.int32)
     cols = mr // 2
     last = 2 * pw - 1
-    zero = dt.type(0)
     for j in range(n_img):
         _pad_into(x[j, 0], pad, xpad)
         for blk in range(wp.shape[0]):
@@ -354,29 +421,7 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
                             pix[r * cols + c] = (2 * i + r) * row + min(c0 + c, last)
                     _fma_tile(xpad, pix, offs, wb, tile)
                     for q in range(min(cols // 2, pw - c0 // 2)):
-                        up, down = 2 * q, cols + 2 * q
-                        ob = best_row[c0 // 2 + q]
-                        ok = k_row[c0 // 2 + q]
-                        for f in range(TILE_CH):  # selects only, no branch: one vector loop
-                            # relu(v + b) of the window's four in row-major order; the first
-                            # maximum wins, and a NaN wins (max_pool_forward's rule).
-                            v = tile[up, f] + bb[f]
-                            best = zero if v <= zero else v  # noqa: FURB136 (NaN must pass)
-                            v = tile[up + 1, f] + bb[f]
-                            v = zero if v <= zero else v  # noqa: FURB136
-                            take = not ((best >= v) | (best != best))  # noqa: PLR0124 (NaN test)
-                            best = v if take else best
-                            k = 1 if take else 0
-                            v = tile[down, f] + bb[f]
-                            v = zero if v <= zero else v  # noqa: FURB136
-                            take = not ((best >= v) | (best != best))  # noqa: PLR0124
-                            best = v if take else best
-                            k = 2 if take else k
-                            v = tile[down + 1, f] + bb[f]
-                            v = zero if v <= zero else v  # noqa: FURB136
-                            take = not ((best >= v) | (best != best))  # noqa: PLR0124
-                            ob[f] = v if take else best
-                            ok[f] = 3 if take else k
+                        _pool_window(tile, 2 * q, cols + 2 * q, bb, best_row, k_row, c0 // 2 + q)
                 for f in range(nf):
                     dst = pooled[j, f0 + f, i]
                     for q in range(pw):
