@@ -84,21 +84,20 @@ def _unpool_calls(g, code, d, windows, row):
 
 
 @numba.njit
-def _add_half_calls(g, code, windows, acc):
-    for k, half in windows:
-        _direct_c1._add_half(g, code, k, half, acc)
+def _add_halves_call(g, code, order, acc):
+    _direct_c1._add_halves(g, code, order, acc)
 
 
 @numba.njit
 def _pool_calls(tile, windows, bias, best, kbest):
     for up, down, at in windows:
-        _direct_c1._pool_window(tile, up, down, bias, best, kbest, at)
+        _direct_c1._pool_window(tile, up, down, bias, best[at], kbest[at])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pool_window_matches_a_loop_oracle(dtype):
     # max_pool_forward's rule on relu(tile + bias), lane by lane: the first maximum in row-major
-    # order wins, ties included; a NaN wins (the first one); all four <= 0 give +0 at position 0.
+    # order wins, ties included; a NaN wins (the first one); all four <= 0 give +0, code 4.
     ch = _direct_c1.TILE_CH
     rng = np.random.default_rng(8)
     tile = rng.standard_normal((8, ch)).astype(dtype)
@@ -120,7 +119,7 @@ def test_pool_window_matches_a_loop_oracle(dtype):
             for r in range(1, 4):
                 if not (b >= vals[r] or np.isnan(b)):
                     b, k = vals[r], r
-            want_b[at, v], want_k[at, v] = b, k
+            want_b[at, v], want_k[at, v] = b, (4 if b <= 0 else k)  # 4: masked by the ReLU
     before = [a.copy() for a in (tile, bias)]
     for call in (_pool_calls, getattr(_pool_calls, "py_func", _pool_calls)):
         best = np.full((3, ch), 9.0, dtype=dtype)
@@ -128,7 +127,7 @@ def test_pool_window_matches_a_loop_oracle(dtype):
         call(tile, windows, bias, best, kbest)
         np.testing.assert_array_equal(best, want_b)
         np.testing.assert_array_equal(kbest, want_k)
-        assert not np.signbit(best[0, 1]) and kbest[0, 1] == 0 and np.isnan(best[0, 2])
+        assert not np.signbit(best[0, 1]) and kbest[0, 1] == 4 and np.isnan(best[0, 2])
         for a, orig in zip((tile, bias), before):
             np.testing.assert_array_equal(a, orig)
 
@@ -165,9 +164,9 @@ def test_window_selects_match_a_loop_oracle_and_leave_their_inputs(dtype):
     for k, half in halves:
         for v in range(ch):
             want_acc[v] += g[k + v] if code[k + v] >> 1 == half else dtype(0)
-    for call in (_add_half_calls, getattr(_add_half_calls, "py_func", _add_half_calls)):
+    for call in (_add_halves_call, getattr(_add_halves_call, "py_func", _add_halves_call)):
         acc = acc0.copy()
-        call(g, code, halves, acc)
+        call(g, code, halves.reshape(-1), acc)
         np.testing.assert_array_equal(acc, want_acc)
 
 
@@ -192,10 +191,19 @@ def test_forward_and_inference_match_the_numpy_twin_and_naive(case):
         infer = conv_relu_pool.conv_relu_pool_inference_numba(x, W, b, 1, pad)
         for a, orig in zip((x, W, b), before):
             np.testing.assert_array_equal(a, orig)
-        assert col is None and pooled.dtype == dtype and arg.dtype == np.intp and pooled.flags.c_contiguous
+        assert pooled.dtype == dtype and arg.dtype == np.intp and pooled.flags.c_contiguous
         p_np, a_np, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
         assert_close(pooled, p_np, what="pooled")
         np.testing.assert_array_equal(arg, a_np)
+        # The windows' codes kept for the backward: channels last, 4 where the ReLU masks the
+        # window (and in the padding channels of the last block of 32), else the arg-max.
+        n, fn, ph, pw = pooled.shape
+        blocks = -(-fn // _direct_c1.TILE_CH)
+        assert _direct_c1.codes_fit(col, n, fn, ph, pw)
+        want = np.full((n, blocks * _direct_c1.TILE_CH, ph, pw), 4)
+        want[:, :fn] = np.where(pooled <= 0, 4, arg)
+        want = want.reshape(n, blocks, _direct_c1.TILE_CH, ph * pw).transpose(0, 1, 3, 2).reshape(col.shape)
+        np.testing.assert_array_equal(col, want)
         ref_p, ref_a = naive.conv_relu_pool_forward(x, W, b, 1, pad)
         np.testing.assert_allclose(pooled, ref_p, **tolerance(dtype))
         np.testing.assert_array_equal(arg, ref_a)

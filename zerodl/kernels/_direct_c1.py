@@ -22,7 +22,7 @@ per tap and vector. The same microkernel computes
   its tiles have 4, 5, 6 or 8 rows of taps, whichever wastes the fewest (:func:`dw_tile_taps`).
   D is made window by window with vector selects (:func:`_unpool_window`, also LLVM IR) from each
   window's gradient and position code, put channels last; the bias gradient is summed from those
-  in the book's order (bit for bit), 32 channels at a time (:func:`_add_half`).
+  in the book's order (bit for bit), 32 channels at a time (:func:`_add_halves`).
 
 Twins: these are the compiled route of ``conv_relu_pool_forward_numba``, ``…_inference_numba`` and
 ``…_backward_numba`` (see :mod:`zerodl.kernels.conv_relu_pool`) for single-channel, unit-stride
@@ -238,32 +238,60 @@ def _unpool_window_typer(typingctx, g, code, k, d, o, row):
     return types.void(g, code, k, d, o, row), codegen
 
 
-def _add_half_typer(typingctx, g, code, k, half, acc):
+def _add_halves_typer(typingctx, g, code, order, acc):
     if not (isinstance(g, types.Array) and g.dtype in (types.float32, types.float64) and acc.dtype == g.dtype
-            and code.dtype == types.int32 and isinstance(k, types.Integer) and isinstance(half, types.Integer)):
+            and code.dtype == types.int32 and order.dtype == types.int64):
         return None
 
     def codegen(context, builder, signature, args):
-        (ga, ca, k, half, aa), lanes, vty, cty = _code_vectors(context, builder, signature, args)
-        k = _as_i64(context, builder, k, signature.args[2])
-        half = builder.trunc(_as_i64(context, builder, half, signature.args[3]), ir.IntType(32))
-        halves = builder.shuffle_vector(builder.insert_element(ir.Constant(cty, ir.Undefined), half,
-                                                               ir.Constant(ir.IntType(32), 0)),
-                                        ir.Constant(cty, ir.Undefined), ir.Constant(cty, [0] * lanes))
-        i64 = ir.IntType(64)
+        (ga, ca, oa, aa), lanes, vty, cty = _code_vectors(context, builder, signature, args)
+        i64, i32 = ir.IntType(64), ir.IntType(32)
         align = 4 if lanes == 16 else 8
         zero = ir.Constant(vty, None)
-        for v in range(TILE_CH // lanes):
+        nv = TILE_CH // lanes
+        ptrs = [builder.bitcast(builder.gep(aa.data, [ir.Constant(i64, v * lanes)]), vty.as_pointer())
+                for v in range(nv)]
+        start = [builder.load(p, align=align) for p in ptrs]
+        steps = builder.udiv(builder.extract_value(oa.shape, 0), ir.Constant(i64, 2))
+        entry = builder.block
+        head = builder.append_basic_block("halves.head")
+        body = builder.append_basic_block("halves.body")
+        done = builder.append_basic_block("halves.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        s = builder.phi(i64)
+        s.add_incoming(ir.Constant(i64, 0), entry)
+        acc = []
+        for v in range(nv):
+            phi = builder.phi(vty)
+            phi.add_incoming(start[v], entry)
+            acc.append(phi)
+        builder.cbranch(builder.icmp_signed("<", s, steps), body, done)
+        builder.position_at_end(body)
+        k = builder.load(builder.gep(oa.data, [builder.mul(s, ir.Constant(i64, 2))]))
+        half = builder.trunc(builder.load(builder.gep(oa.data, [builder.add(builder.mul(s, ir.Constant(i64, 2)),
+                                                                            ir.Constant(i64, 1))])), i32)
+        halves = builder.shuffle_vector(builder.insert_element(ir.Constant(cty, ir.Undefined), half,
+                                                               ir.Constant(i32, 0)),
+                                        ir.Constant(cty, ir.Undefined), ir.Constant(cty, [0] * lanes))
+        new = []
+        for v in range(nv):
             at = builder.add(k, ir.Constant(i64, v * lanes))
             gv = _load_vec(builder, ga.data, at, vty, align)
             cv = _load_vec(builder, ca.data, at, cty, 4)
             take = builder.icmp_signed("==", builder.ashr(cv, ir.Constant(cty, [1] * lanes)), halves)
-            ptr = builder.bitcast(builder.gep(aa.data, [ir.Constant(i64, v * lanes)]), vty.as_pointer())
-            builder.store(builder.fadd(builder.load(ptr, align=align), builder.select(take, gv, zero)), ptr,
-                          align=align)
+            new.append(builder.fadd(acc[v], builder.select(take, gv, zero)))
+        latch = builder.block
+        s.add_incoming(builder.add(s, ir.Constant(i64, 1)), latch)
+        for phi, n in zip(acc, new):
+            phi.add_incoming(n, latch)
+        builder.branch(head)
+        builder.position_at_end(done)
+        for v in range(nv):
+            builder.store(acc[v], ptrs[v], align=align)
         return context.get_dummy_value()
 
-    return types.void(g, code, k, half, acc), codegen
+    return types.void(g, code, order, acc), codegen
 
 
 def _unpool_window(g, code, k, d, o, row):
@@ -276,21 +304,25 @@ def _unpool_window(g, code, k, d, o, row):
         d[at:at + TILE_CH] = np.where(cv == r, gv, 0)
 
 
-def _add_half(g, code, k, half, acc):
-    """``acc[v] += g[k + v] if code[k + v] >> 1 == half else +0`` for the 32 lanes v: the window's
-    entry of its upper (half 0) or lower (half 1) row, in the book's sum. Compiled: LLVM IR."""
-    acc += np.where(code[k:k + TILE_CH] >> 1 == half, g[k:k + TILE_CH], 0).astype(acc.dtype)
+def _add_halves(g, code, order, acc):
+    """``acc[v] += g[k + v] if code[k + v] >> 1 == half else +0`` for the 32 lanes v, over the
+    pairs ``(k, half) = order[2s], order[2s + 1]`` in turn: each window's entry where the book's
+    row-major sum meets it, in its upper (half 0) or lower (half 1) output row. Compiled: LLVM IR,
+    the sums in vector registers."""
+    for s in range(order.shape[0] // 2):
+        k, half = order[2 * s], order[2 * s + 1]
+        acc += np.where(code[k:k + TILE_CH] >> 1 == half, g[k:k + TILE_CH], 0).astype(acc.dtype)
 
 
-def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest, at):
+def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest):
     if not (isinstance(tile, types.Array) and tile.dtype in (types.float32, types.float64)
             and bias.dtype == best.dtype == tile.dtype and kbest.dtype == types.int32
-            and all(isinstance(t, types.Integer) for t in (up, down, at))):
+            and all(isinstance(t, types.Integer) for t in (up, down))):
         return None
 
     def codegen(context, builder, signature, args):
-        (ta, up, down, ba, sa, ka, at), lanes, vty, cty = _code_vectors(context, builder, signature, args)
-        up, down, at = (_as_i64(context, builder, v, signature.args[i]) for v, i in ((up, 1), (down, 2), (at, 6)))
+        (ta, up, down, ba, sa, ka), lanes, vty, cty = _code_vectors(context, builder, signature, args)
+        up, down = (_as_i64(context, builder, v, signature.args[i]) for v, i in ((up, 1), (down, 2)))
         i64 = ir.IntType(64)
         align = 4 if lanes == 16 else 8
         zero = ir.Constant(vty, None)
@@ -313,19 +345,22 @@ def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest, at):
                 take = builder.xor(keep, true)
                 best = builder.select(take, val, best)
                 k = builder.select(take, ir.Constant(cty, [r] * lanes), k)
-            dst = builder.add(builder.mul(at, width), lane0)
-            builder.store(best, builder.bitcast(builder.gep(sa.data, [dst]), vty.as_pointer()), align=align)
-            builder.store(k, builder.bitcast(builder.gep(ka.data, [dst]), cty.as_pointer()), align=4)
+            # Code 4 where the maximum is <= 0: the ReLU's mask of the backward (then all four were
+            # ReLU'd to +0 and the first, position 0, won).
+            k = builder.select(builder.fcmp_ordered("<=", best, zero), ir.Constant(cty, [4] * lanes), k)
+            builder.store(best, builder.bitcast(builder.gep(sa.data, [lane0]), vty.as_pointer()), align=align)
+            builder.store(k, builder.bitcast(builder.gep(ka.data, [lane0]), cty.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.void(tile, up, down, bias, best, kbest, at), codegen
+    return types.void(tile, up, down, bias, best, kbest), codegen
 
 
-def _pool_window(tile, up, down, bias, best, kbest, at):
-    """One pooling window straight from a forward tile, 32 channels: ``best[at] = max`` and
-    ``kbest[at] = argmax`` (int32, row-major 0-3) of ``relu(tile[r] + bias)`` over the window's
-    rows r = up, up + 1, down, down + 1 (first maximum wins; a NaN wins, the first NaN).
-    Compiled: LLVM IR, vector compares and selects."""
+def _pool_window(tile, up, down, bias, best, kbest):
+    """One pooling window straight from a forward tile, 32 channels: ``best[:32] = max`` and
+    ``kbest[:32]`` its code (int32): the argmax (row-major 0-3) of ``relu(tile[r] + bias)`` over the
+    window's rows r = up, up + 1, down, down + 1 (first maximum wins; a NaN wins, the first NaN),
+    or 4 where the maximum is <= 0 (the ReLU's mask; the argmax there is 0). Compiled: LLVM IR,
+    vector compares and selects."""
     vals = [tile[r] + bias for r in (up, up + 1, down, down + 1)]
     vals = [np.where(v <= 0, np.zeros_like(v), v) for v in vals]
     b, k = vals[0], np.zeros(TILE_CH, dtype=np.int32)
@@ -334,23 +369,23 @@ def _pool_window(tile, up, down, bias, best, kbest, at):
             take = ~((b >= vals[r]) | np.isnan(b))
         b = np.where(take, vals[r], b)
         k = np.where(take, np.int32(r), k)
-    best[at] = b
-    kbest[at] = k
+    best[:TILE_CH] = b
+    kbest[:TILE_CH] = np.where(b <= 0, np.int32(4), k)
 
 
 _pool_window_ir = intrinsic(_pool_window_typer)
 
 
 @overload(_pool_window, inline="always")
-def _pool_window_compiled(tile, up, down, bias, best, kbest, at):
-    def impl(tile, up, down, bias, best, kbest, at):
-        _pool_window_ir(tile, up, down, bias, best, kbest, at)
+def _pool_window_compiled(tile, up, down, bias, best, kbest):
+    def impl(tile, up, down, bias, best, kbest):
+        _pool_window_ir(tile, up, down, bias, best, kbest)
 
     return impl
 
 
 _unpool_window_ir = intrinsic(_unpool_window_typer)
-_add_half_ir = intrinsic(_add_half_typer)
+_add_halves_ir = intrinsic(_add_halves_typer)
 
 
 @overload(_unpool_window, inline="always")
@@ -361,10 +396,10 @@ def _unpool_window_compiled(g, code, k, d, o, row):
     return impl
 
 
-@overload(_add_half, inline="always")
-def _add_half_compiled(g, code, k, half, acc):
-    def impl(g, code, k, half, acc):
-        _add_half_ir(g, code, k, half, acc)
+@overload(_add_halves, inline="always")
+def _add_halves_compiled(g, code, order, acc):
+    def impl(g, code, order, acc):
+        _add_halves_ir(g, code, order, acc)
 
     return impl
 
@@ -390,12 +425,14 @@ def _pad_into(x, pad, xpad):
 
 
 @jit
-def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
-    # x (B, 1, H, W) → pooled (B, FN, PH, PW), and arg_max if train: max_pool(relu(conv(x) + b)).
-    # wp (blocks, T, 32) and bp (blocks, 32): the filters and biases packed by pack_filters and
-    # pack_bias; offs (T,): the taps' offsets in the padded image (tap_offsets). A tile covers
+def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max, codes):
+    # x (B, 1, H, W) → pooled (B, FN, PH, PW), and if train arg_max and codes: max_pool(relu(conv(x)
+    # + b)). wp (blocks, T, 32) and bp (blocks, 32): the filters and biases packed by pack_filters
+    # and pack_bias; offs (T,): the taps' offsets in the padded image (tap_offsets). A tile covers
     # output rows 2i, 2i + 1 and mr / 2 columns: the pooling windows of mr / 4 pooled columns (a
-    # column past the last window repeats the last one, and its result is not used).
+    # column past the last window repeats the last one, and its result is not used). codes (B,
+    # blocks, PH·PW·32) int32: each window's code (_pool_window), channels last, kept for the
+    # backward (padding channels: 4, their filters and biases being zero).
     n_img, _, h, w = x.shape
     fn, ph, pw = pooled.shape[1], pooled.shape[2], pooled.shape[3]
     dt = x.dtype
@@ -404,7 +441,7 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
     tile = np.empty((mr, TILE_CH), dtype=dt)
     pix = np.empty(mr, dtype=np.int64)
     best_row = np.empty((pw, TILE_CH), dtype=dt)  # a pooled row, channels last
-    k_row = np.empty((pw, TILE_CH), dtype=np.int32)
+    k_row = np.empty((pw, TILE_CH), dtype=np.int32)  # its codes, when not kept
     cols = mr // 2
     last = 2 * pw - 1
     for j in range(n_img):
@@ -414,14 +451,16 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
             nf = min(TILE_CH, fn - f0)
             wb = wp[blk]
             bb = bp[blk]
+            kept = codes[j, blk].reshape(ph * pw, TILE_CH) if train else k_row
             for i in range(ph):
+                at = i * pw if train else 0
                 for c0 in range(0, 2 * pw, cols):
                     for r in range(2):  # (no division by cols: it is not a constant)
                         for c in range(cols):
                             pix[r * cols + c] = (2 * i + r) * row + min(c0 + c, last)
                     _fma_tile(xpad, pix, offs, wb, tile)
                     for q in range(min(cols // 2, pw - c0 // 2)):
-                        _pool_window(tile, 2 * q, cols + 2 * q, bb, best_row, k_row, c0 // 2 + q)
+                        _pool_window(tile, 2 * q, cols + 2 * q, bb, best_row[c0 // 2 + q], kept[at + c0 // 2 + q])
                 for f in range(nf):
                     dst = pooled[j, f0 + f, i]
                     for q in range(pw):
@@ -430,18 +469,21 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max):
                     for f in range(nf):
                         dst_k = arg_max[j, f0 + f, i]
                         for q in range(pw):
-                            dst_k[q] = k_row[q, f]
+                            k = kept[at + q, f]
+                            dst_k[q] = 0 if k == 4 else k  # a masked window's maximum is at 0
 
 
 @jit
-def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr, dWt, grad_cl, code_cl):
+def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr, dWt, grad_cl, code_cl,
+                        have_codes):
     # dWt (blocks, T_pad, 32) += Σ over images of Σ_q x[q + taps[t]] · D[q, f], D the image's
     # gradient of the convolution's output (unpooled, ReLU-masked: dpooled where pooled > 0 or
     # NaN, at the window's arg-max; zero elsewhere) in channels-last order, q over the OH·OW
     # output positions in row-major order. Image by image, from the group's zeroed dWt. Also
     # writes each image's windows channels last (grad_cl, code_cl (B, blocks, PH·PW·32): the
     # gradient and the code 0-3 of its position, 4 where masked or a padding channel), from
-    # which D is made and the bias gradient summed (_bias_grad_windows).
+    # which D is made and the bias gradient summed (_bias_grad_windows). With have_codes, code_cl
+    # holds the forward's codes already (read only; pooled and arg_max are not read).
     n_img, _, h, w = x.shape
     fn, ph, pw = dpooled.shape[1], dpooled.shape[2], dpooled.shape[3]
     m = ph * pw
@@ -469,11 +511,18 @@ def _weight_grad_images(x, dpooled, pooled, arg_max, pad, taps, out_h, out_w, mr
             g_cl = grad_cl[j, blk]
             c_cl = code_cl[j, blk]
             for f in range(TILE_CH):
-                if f < nf:
+                if f < nf and have_codes:
+                    sg = g_cm[j, f0 + f]
+                    for k in range(m):
+                        g_cl[k * TILE_CH + f] = sg[k]
+                elif f < nf:
                     sg, sp, sa = g_cm[j, f0 + f], p_cm[j, f0 + f], a_cm[j, f0 + f]
                     for k in range(m):
                         g_cl[k * TILE_CH + f] = sg[k]
                         c_cl[k * TILE_CH + f] = 4 if sp[k] <= zero else sa[k]  # ReLU'd: none
+                elif have_codes:  # the forward's codes say 4 here
+                    for k in range(m):
+                        g_cl[k * TILE_CH + f] = zero
                 else:
                     for k in range(m):
                         g_cl[k * TILE_CH + f] = zero
@@ -507,15 +556,19 @@ def _bias_grad_windows(grad_cl, code_cl, ph, pw, db):
     # right, then those in the lower row. Every other window adds +0 there, which changes no sum
     # that starts from +0 (such a sum is never -0). 32 channels at a time, one vector chain each.
     n_img, blocks = grad_cl.shape[0], grad_cl.shape[1]
+    order = np.empty(4 * ph * pw, dtype=np.int64)  # (k, half) pairs in the book's order
+    s = 0
+    for i in range(ph):
+        for half in range(2):
+            for q in range(pw):
+                order[s] = (i * pw + q) * TILE_CH
+                order[s + 1] = half
+                s += 2
     acc = np.zeros(TILE_CH, dtype=db.dtype)
     for blk in range(blocks):
         acc[:] = 0
         for n in range(n_img):
-            g_cl, c_cl = grad_cl[n, blk], code_cl[n, blk]
-            for i in range(ph):
-                for half in range(2):
-                    for q in range(pw):
-                        _add_half(g_cl, c_cl, (i * pw + q) * TILE_CH, half, acc)
+            _add_halves(grad_cl[n, blk], code_cl[n, blk], order, acc)
         for f in range(min(TILE_CH, db.shape[0] - blk * TILE_CH)):
             db[blk * TILE_CH + f] = acc[f]
 
@@ -559,9 +612,12 @@ def _group_bounds(n: int) -> list[tuple[int, int]]:
 
 
 def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
-            train: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            train: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``max_pool_forward(relu(conv(x, W) + b), 2, 2, 2, 0)`` for a :func:`usable` layer →
-    ``(pooled, arg_max)`` (N, FN, OH // 2, OW // 2), ``arg_max`` (``intp``) only when ``train``."""
+    ``(pooled, arg_max, codes)``: ``pooled`` and ``arg_max`` (``intp``) (N, FN, OH // 2, OW // 2);
+    ``codes`` (N, ceil(FN / 32), PH·PW·32) ``int32``, each window's code channels last (0-3 where
+    its maximum is, 4 where the ReLU masks it), which :func:`weight_grad` reads instead of
+    ``pooled`` and ``arg_max``. The last two only when ``train``."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W.shape
     oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
@@ -569,24 +625,36 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
     wp = pack_filters(W.astype(x.dtype, copy=False))  # x's dtype throughout, as the patch route
     bp = pack_bias(b.astype(x.dtype, copy=False))
     offs = tap_offsets(FH, FW, Wd + 2 * pad)
-    pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)
+    ph, pw = oh // 2, ow // 2
+    pooled = np.empty((N, FN, ph, pw), dtype=x.dtype)
     arg_max = np.empty(pooled.shape if train else (N, FN, 1, 1), dtype=np.intp)
+    codes = np.empty((N, wp.shape[0], ph * pw * TILE_CH) if train else (N, wp.shape[0], 0), dtype=np.int32)
     bounds = _group_bounds(N)
     mr = tile_pixels(x.dtype)
 
     def group(g: int) -> None:
         n0, n1 = bounds[g]
-        _forward_images(x[n0:n1], wp, offs, bp, pad, mr, train, pooled[n0:n1], arg_max[n0:n1])
+        _forward_images(x[n0:n1], wp, offs, bp, pad, mr, train, pooled[n0:n1], arg_max[n0:n1], codes[n0:n1])
 
     run_tasks(group, len(bounds))
-    return pooled, (arg_max if train else None)
+    return (pooled, arg_max, codes) if train else (pooled, None, None)
+
+
+def codes_fit(codes: object, N: int, FN: int, ph: int, pw: int) -> bool:
+    """Whether ``codes`` is a :func:`forward` ``codes`` array for this batch and layer (its type,
+    dtype, shape and layout: the compiled backward indexes it unchecked)."""
+    return (isinstance(codes, np.ndarray) and codes.dtype == np.int32 and codes.flags.c_contiguous
+            and codes.shape == (N, -(-FN // TILE_CH), ph * pw * TILE_CH))
 
 
 def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray,
-                W_shape: tuple[int, int, int, int], pad: int) -> tuple[np.ndarray, np.ndarray]:
+                W_shape: tuple[int, int, int, int], pad: int,
+                codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(dW, db)`` of ``conv_relu_pool_backward`` for a :func:`usable` layer: dW (FN, 1, FH, FW)
     from register tiles, db (FN,) bit for bit the book's sum. ``dpooled``, ``pooled``, ``arg_max``
-    (N, FN, PH, PW) C-contiguous, ``arg_max`` ``intp``; x's dtype throughout."""
+    (N, FN, PH, PW) C-contiguous, ``arg_max`` ``intp``; x's dtype throughout. ``codes``: the
+    forward's (:func:`codes_fit`), read instead of ``pooled`` and ``arg_max``; else they are
+    made from those."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W_shape
     oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
@@ -601,13 +669,14 @@ def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x:
     parts = np.zeros((len(bounds), blocks, -(-T // mr) * mr, TILE_CH), dtype=x.dtype)
     ph, pw = dpooled.shape[2], dpooled.shape[3]
     grad_cl = np.empty((N, blocks, ph * pw * TILE_CH), dtype=x.dtype)
-    code_cl = np.empty((N, blocks, ph * pw * TILE_CH), dtype=np.int32)
+    have_codes = codes is not None and codes_fit(codes, N, FN, ph, pw)
+    code_cl = codes if have_codes else np.empty((N, blocks, ph * pw * TILE_CH), dtype=np.int32)
     taps = tap_offsets(FH, FW, Wd + 2 * pad)
 
     def group(g: int) -> None:
         n0, n1 = bounds[g]
         _weight_grad_images(x[n0:n1], dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], pad, taps, oh, ow, mr,
-                            parts[g], grad_cl[n0:n1], code_cl[n0:n1])
+                            parts[g], grad_cl[n0:n1], code_cl[n0:n1], have_codes)
 
     run_tasks(group, len(bounds))
     db = np.empty(FN, dtype=x.dtype)

@@ -9,9 +9,11 @@ Contract (both twins); pooling is the books' only one: 2x2 windows, stride 2, no
 * ``conv_relu_pool_forward(x (N, C, H, W), W (FN, C, FH, FW), b (FN,), stride, pad)`` →
   ``(pooled, arg_max, col)``: ``pooled, arg_max (N, FN, OH // 2, OW // 2)`` are exactly
   ``max_pool_forward(relu(conv(x) + b), 2, 2, 2, 0)`` (first maximum of each window in row-major
-  order, ``arg_max`` as ``intp``; a NaN wins and propagates), ``col`` what ``conv_forward`` keeps.
+  order, ``arg_max`` as ``intp``; a NaN wins and propagates), ``col`` what the twin keeps for its
+  backward (the NumPy twin: what ``conv_forward`` keeps; the Numba twin: ``None``, or on the
+  register-tile route the windows' codes, see :func:`zerodl.kernels._direct_c1.forward`).
   The ReLU output itself is not returned: the backward needs only ``pooled`` (the ReLU's mask at
-  every window's maximum is ``pooled > 0``) and ``arg_max``.
+  every window's maximum is ``pooled > 0``) and ``arg_max``, or the same facts in ``col``.
 * ``conv_relu_pool_backward(dpooled, pooled, arg_max, x, W, col=None, stride, pad, need_dx=True)``
   → ``(dx, dW, db)``: the gradients of ``sum(pooled · dpooled)``, i.e. ``max_pool_backward`` then
   the book's ``Relu.backward`` (zero where the maximum was ``<= 0``) then ``conv_backward``.
@@ -191,7 +193,8 @@ def _bias_grad_unpooled(dpooled, pooled, arg_max, db):
 def conv_relu_pool_forward_numba(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Compiled twin of :func:`conv_relu_pool_forward_numpy`; returns ``(pooled, arg_max, None)``.
+    """Compiled twin of :func:`conv_relu_pool_forward_numpy`; returns ``(pooled, arg_max, col)``,
+    ``col`` ``None`` or, on the register-tile route, the windows' codes for the backward.
 
     Winograd layers with even output sizes pool inside the output transform; single-channel layers
     pool straight from register tiles (:func:`zerodl.kernels._direct_c1.forward`, AVX-512 only);
@@ -204,9 +207,9 @@ def conv_relu_pool_forward_numba(
     N, _, H, Wd = x.shape
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     if _direct_c1.usable(C, stride, oh, ow, x.dtype):
-        # One input channel (SimpleConvNet's layer): register tiles, pooled straight from them.
-        pooled, arg_max = _direct_c1.forward(x, W, b, pad, train=True)
-        return pooled, arg_max, None
+        # One input channel (SimpleConvNet's layer): register tiles, pooled straight from them;
+        # the windows' codes, channels last, kept for the backward.
+        return _direct_c1.forward(x, W, b, pad, train=True)
     if not _winograd_ok(C, FH, FW, stride, pad):
         # The patch route (SimpleConvNet's layer): each group of images is pooled by the task that
         # wrote its ReLU output, right after (still in that core's cache; one call on both cores
@@ -249,7 +252,9 @@ def conv_relu_pool_backward_numba(
     pad: int = 0,
     need_dx: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Compiled twin of :func:`conv_relu_pool_backward_numpy`; ``col`` is ignored.
+    """Compiled twin of :func:`conv_relu_pool_backward_numpy`. ``col``: the forward's third result;
+    the register-tile route reads its window codes instead of ``pooled`` and ``arg_max`` when it
+    fits this batch (:func:`zerodl.kernels._direct_c1.codes_fit`), every other ``col`` is ignored.
 
     One compiled pass (parts of the batch on both cores) unpools the masked ``dpooled`` into the
     convolution's gradient, then
@@ -271,7 +276,7 @@ def conv_relu_pool_backward_numba(
         # gradient, db in the book's order off the windows the tiles' tasks put channels last. A
         # first layer needs no dx; when asked for, dx comes from the patch route (whose own dW is
         # dropped, so dW does not depend on need_dx).
-        dW, db = _direct_c1.weight_grad(dpooled, pooled, arg_max, x, W.shape, pad)
+        dW, db = _direct_c1.weight_grad(dpooled, pooled, arg_max, x, W.shape, pad, codes=col)
         if not need_dx:
             return None, dW, db
         return _backward_routes(dpooled, pooled, arg_max, x, W, stride, pad, True)[0], dW, db
