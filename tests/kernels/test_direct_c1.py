@@ -110,7 +110,7 @@ def test_pool_window_matches_a_loop_oracle(dtype):
     bias[:2] = 0
     windows = np.array([[0, 4, 0], [2, 6, 2]], dtype=np.int64)  # (up, down, at)
     want_b = np.full((3, ch), 9.0, dtype=dtype)
-    want_k = np.full((3, ch), 9, dtype=np.int32)
+    want_k = np.full((3, ch), 9, dtype=np.int8)
     for up, down, at in windows:
         for v in range(ch):
             vals = [tile[r, v] + bias[v] for r in (up, up + 1, down, down + 1)]
@@ -123,7 +123,7 @@ def test_pool_window_matches_a_loop_oracle(dtype):
     before = [a.copy() for a in (tile, bias)]
     for call in (_pool_calls, getattr(_pool_calls, "py_func", _pool_calls)):
         best = np.full((3, ch), 9.0, dtype=dtype)
-        kbest = np.full((3, ch), 9, dtype=np.int32)
+        kbest = np.full((3, ch), 9, dtype=np.int8)
         call(tile, windows, bias, best, kbest)
         np.testing.assert_array_equal(best, want_b)
         np.testing.assert_array_equal(kbest, want_k)
@@ -141,7 +141,7 @@ def test_window_selects_match_a_loop_oracle_and_leave_their_inputs(dtype):
     rng = np.random.default_rng(7)
     g = rng.standard_normal(4 * ch).astype(dtype)
     g[3], g[40] = -0.0, np.nan
-    code = rng.integers(0, 5, 4 * ch).astype(np.int32)
+    code = rng.integers(0, 5, 4 * ch).astype(np.int8)
     row = 3 * ch  # a row of three output positions; windows at offsets 0 and one position in
     windows = np.array([[0, 0], [2 * ch, ch]], dtype=np.int64)
     want = np.full(8 * ch, 7.0, dtype=dtype)

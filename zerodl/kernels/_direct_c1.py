@@ -200,7 +200,7 @@ def _code_vectors(context, builder, signature, args):
     lanes = 16 if is32 else 8
     fty = context.get_value_type(signature.args[0].dtype)
     set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
-    return arrays, lanes, ir.VectorType(fty, lanes), ir.VectorType(ir.IntType(32), lanes)
+    return arrays, lanes, ir.VectorType(fty, lanes), ir.VectorType(ir.IntType(8), lanes)  # codes: int8
 
 
 def _load_vec(builder, data, index, vty, align):
@@ -213,7 +213,7 @@ def _as_i64(context, builder, value, ty):
 
 def _unpool_window_typer(typingctx, g, code, k, d, o, row):
     if not (isinstance(g, types.Array) and g.dtype in (types.float32, types.float64) and d.dtype == g.dtype
-            and code.dtype == types.int32 and all(isinstance(t, types.Integer) for t in (k, o, row))):
+            and code.dtype == types.int8 and all(isinstance(t, types.Integer) for t in (k, o, row))):
         return None
 
     def codegen(context, builder, signature, args):
@@ -225,7 +225,7 @@ def _unpool_window_typer(typingctx, g, code, k, d, o, row):
         for v in range(TILE_CH // lanes):
             at = builder.add(k, ir.Constant(i64, v * lanes))
             gv = _load_vec(builder, ga.data, at, vty, align)
-            cv = _load_vec(builder, ca.data, at, cty, 4)
+            cv = _load_vec(builder, ca.data, at, cty, 1)
             for r in range(4):
                 take = builder.icmp_signed("==", cv, ir.Constant(cty, [r] * lanes))
                 dst = builder.add(o, ir.Constant(i64, (r & 1) * TILE_CH + v * lanes))
@@ -240,12 +240,12 @@ def _unpool_window_typer(typingctx, g, code, k, d, o, row):
 
 def _add_halves_typer(typingctx, g, code, order, acc):
     if not (isinstance(g, types.Array) and g.dtype in (types.float32, types.float64) and acc.dtype == g.dtype
-            and code.dtype == types.int32 and order.dtype == types.int64):
+            and code.dtype == types.int8 and order.dtype == types.int64):
         return None
 
     def codegen(context, builder, signature, args):
         (ga, ca, oa, aa), lanes, vty, cty = _code_vectors(context, builder, signature, args)
-        i64, i32 = ir.IntType(64), ir.IntType(32)
+        i64, i32, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(8)
         align = 4 if lanes == 16 else 8
         zero = ir.Constant(vty, None)
         nv = TILE_CH // lanes
@@ -270,15 +270,16 @@ def _add_halves_typer(typingctx, g, code, order, acc):
         builder.position_at_end(body)
         k = builder.load(builder.gep(oa.data, [builder.mul(s, ir.Constant(i64, 2))]))
         half = builder.trunc(builder.load(builder.gep(oa.data, [builder.add(builder.mul(s, ir.Constant(i64, 2)),
-                                                                            ir.Constant(i64, 1))])), i32)
+                                                                            ir.Constant(i64, 1))])), i8)
         halves = builder.shuffle_vector(builder.insert_element(ir.Constant(cty, ir.Undefined), half,
                                                                ir.Constant(i32, 0)),
-                                        ir.Constant(cty, ir.Undefined), ir.Constant(cty, [0] * lanes))
+                                        ir.Constant(cty, ir.Undefined),
+                                        ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
         new = []
         for v in range(nv):
             at = builder.add(k, ir.Constant(i64, v * lanes))
             gv = _load_vec(builder, ga.data, at, vty, align)
-            cv = _load_vec(builder, ca.data, at, cty, 4)
+            cv = _load_vec(builder, ca.data, at, cty, 1)
             take = builder.icmp_signed("==", builder.ashr(cv, ir.Constant(cty, [1] * lanes)), halves)
             new.append(builder.fadd(acc[v], builder.select(take, gv, zero)))
         latch = builder.block
@@ -297,7 +298,7 @@ def _add_halves_typer(typingctx, g, code, order, acc):
 def _unpool_window(g, code, k, d, o, row):
     """``d[o + (r >> 1)·row + (r & 1)·32 + v] = g[k + v] if code[k + v] == r else 0`` for the
     window's four positions r (row-major) and the 32 lanes v. g, d: 1-D float arrays of one dtype;
-    code: 1-D int32 (0-3 the maximum's position, 4 none). Compiled: LLVM IR, vector selects."""
+    code: 1-D int8 (0-3 the maximum's position, 4 none). Compiled: LLVM IR, vector selects."""
     gv, cv = g[k:k + TILE_CH], code[k:k + TILE_CH]
     for r in range(4):
         at = o + (r >> 1) * row + (r & 1) * TILE_CH
@@ -316,7 +317,7 @@ def _add_halves(g, code, order, acc):
 
 def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest):
     if not (isinstance(tile, types.Array) and tile.dtype in (types.float32, types.float64)
-            and bias.dtype == best.dtype == tile.dtype and kbest.dtype == types.int32
+            and bias.dtype == best.dtype == tile.dtype and kbest.dtype == types.int8
             and all(isinstance(t, types.Integer) for t in (up, down))):
         return None
 
@@ -349,7 +350,7 @@ def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest):
             # ReLU'd to +0 and the first, position 0, won).
             k = builder.select(builder.fcmp_ordered("<=", best, zero), ir.Constant(cty, [4] * lanes), k)
             builder.store(best, builder.bitcast(builder.gep(sa.data, [lane0]), vty.as_pointer()), align=align)
-            builder.store(k, builder.bitcast(builder.gep(ka.data, [lane0]), cty.as_pointer()), align=4)
+            builder.store(k, builder.bitcast(builder.gep(ka.data, [lane0]), cty.as_pointer()), align=1)
         return context.get_dummy_value()
 
     return types.void(tile, up, down, bias, best, kbest), codegen
@@ -357,20 +358,20 @@ def _pool_window_typer(typingctx, tile, up, down, bias, best, kbest):
 
 def _pool_window(tile, up, down, bias, best, kbest):
     """One pooling window straight from a forward tile, 32 channels: ``best[:32] = max`` and
-    ``kbest[:32]`` its code (int32): the argmax (row-major 0-3) of ``relu(tile[r] + bias)`` over the
+    ``kbest[:32]`` its code (int8): the argmax (row-major 0-3) of ``relu(tile[r] + bias)`` over the
     window's rows r = up, up + 1, down, down + 1 (first maximum wins; a NaN wins, the first NaN),
     or 4 where the maximum is <= 0 (the ReLU's mask; the argmax there is 0). Compiled: LLVM IR,
     vector compares and selects."""
     vals = [tile[r] + bias for r in (up, up + 1, down, down + 1)]
     vals = [np.where(v <= 0, np.zeros_like(v), v) for v in vals]
-    b, k = vals[0], np.zeros(TILE_CH, dtype=np.int32)
+    b, k = vals[0], np.zeros(TILE_CH, dtype=np.int8)
     for r in range(1, 4):
         with np.errstate(invalid="ignore"):
             take = ~((b >= vals[r]) | np.isnan(b))
         b = np.where(take, vals[r], b)
-        k = np.where(take, np.int32(r), k)
+        k = np.where(take, np.int8(r), k)
     best[:TILE_CH] = b
-    kbest[:TILE_CH] = np.where(b <= 0, np.int32(4), k)
+    kbest[:TILE_CH] = np.where(b <= 0, np.int8(4), k)
 
 
 _pool_window_ir = intrinsic(_pool_window_typer)
@@ -431,7 +432,7 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max, codes):
     # and pack_bias; offs (T,): the taps' offsets in the padded image (tap_offsets). A tile covers
     # output rows 2i, 2i + 1 and mr / 2 columns: the pooling windows of mr / 4 pooled columns (a
     # column past the last window repeats the last one, and its result is not used). codes (B,
-    # blocks, PH·PW·32) int32: each window's code (_pool_window), channels last, kept for the
+    # blocks, PH·PW·32) int8: each window's code (_pool_window), channels last, kept for the
     # backward (padding channels: 4, their filters and biases being zero).
     n_img, _, h, w = x.shape
     fn, ph, pw = pooled.shape[1], pooled.shape[2], pooled.shape[3]
@@ -441,7 +442,7 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max, codes):
     tile = np.empty((mr, TILE_CH), dtype=dt)
     pix = np.empty(mr, dtype=np.int64)
     best_row = np.empty((pw, TILE_CH), dtype=dt)  # a pooled row, channels last
-    k_row = np.empty((pw, TILE_CH), dtype=np.int32)  # its codes, when not kept
+    k_row = np.empty((pw, TILE_CH), dtype=np.int8)  # its codes, when not kept
     cols = mr // 2
     last = 2 * pw - 1
     for j in range(n_img):
@@ -469,8 +470,7 @@ def _forward_images(x, wp, offs, bp, pad, mr, train, pooled, arg_max, codes):
                     for f in range(nf):
                         dst_k = arg_max[j, f0 + f, i]
                         for q in range(pw):
-                            k = kept[at + q, f]
-                            dst_k[q] = 0 if k == 4 else k  # a masked window's maximum is at 0
+                            dst_k[q] = kept[at + q, f] & 3  # a masked window's (4) maximum is at 0
 
 
 @jit
@@ -615,7 +615,7 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
             train: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``max_pool_forward(relu(conv(x, W) + b), 2, 2, 2, 0)`` for a :func:`usable` layer →
     ``(pooled, arg_max, codes)``: ``pooled`` and ``arg_max`` (``intp``) (N, FN, OH // 2, OW // 2);
-    ``codes`` (N, ceil(FN / 32), PH·PW·32) ``int32``, each window's code channels last (0-3 where
+    ``codes`` (N, ceil(FN / 32), PH·PW·32) ``int8``, each window's code channels last (0-3 where
     its maximum is, 4 where the ReLU masks it), which :func:`weight_grad` reads instead of
     ``pooled`` and ``arg_max``. The last two only when ``train``."""
     N, _, H, Wd = x.shape
@@ -628,7 +628,7 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
     ph, pw = oh // 2, ow // 2
     pooled = np.empty((N, FN, ph, pw), dtype=x.dtype)
     arg_max = np.empty(pooled.shape if train else (N, FN, 1, 1), dtype=np.intp)
-    codes = np.empty((N, wp.shape[0], ph * pw * TILE_CH) if train else (N, wp.shape[0], 0), dtype=np.int32)
+    codes = np.empty((N, wp.shape[0], ph * pw * TILE_CH) if train else (N, wp.shape[0], 0), dtype=np.int8)
     bounds = _group_bounds(N)
     mr = tile_pixels(x.dtype)
 
@@ -643,7 +643,7 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
 def codes_fit(codes: object, N: int, FN: int, ph: int, pw: int) -> bool:
     """Whether ``codes`` is a :func:`forward` ``codes`` array for this batch and layer (its type,
     dtype, shape and layout: the compiled backward indexes it unchecked)."""
-    return (isinstance(codes, np.ndarray) and codes.dtype == np.int32 and codes.flags.c_contiguous
+    return (isinstance(codes, np.ndarray) and codes.dtype == np.int8 and codes.flags.c_contiguous
             and codes.shape == (N, -(-FN // TILE_CH), ph * pw * TILE_CH))
 
 
@@ -670,7 +670,7 @@ def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x:
     ph, pw = dpooled.shape[2], dpooled.shape[3]
     grad_cl = np.empty((N, blocks, ph * pw * TILE_CH), dtype=x.dtype)
     have_codes = codes is not None and codes_fit(codes, N, FN, ph, pw)
-    code_cl = codes if have_codes else np.empty((N, blocks, ph * pw * TILE_CH), dtype=np.int32)
+    code_cl = codes if have_codes else np.empty((N, blocks, ph * pw * TILE_CH), dtype=np.int8)
     taps = tap_offsets(FH, FW, Wd + 2 * pad)
 
     def group(g: int) -> None:
