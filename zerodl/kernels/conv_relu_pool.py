@@ -38,9 +38,11 @@ DeepConvNet's pooled layers: forward 10-17 % faster in float32, 17-33 % in float
 full-resolution array is kept for the backward). Single-channel, unit-stride layers
 (SimpleConvNet's 1-channel 5x5 layer) take register tiles where the CPU has AVX-512
 (:mod:`zerodl.kernels._direct_c1`): the forward pools straight from each tile of pixels × 32
-filters, and the backward's dW is one more tile product over the unpooled gradient (batch 100, both
-cores: forward 1.47 → 0.90 ms in float32, 2.28 → 1.24 ms in float64; backward without dx 1.73 →
-1.60 ms and 2.68 → 2.59 ms). Elsewhere, off Winograd's route, each task pools the group of images
+filters and keeps each window's code (where its maximum is, or masked) channels last as ``col``;
+the backward's dW is one more tile product over the gradient unpooled from those codes, and db is
+summed off them in the book's order (batch 100, both cores: against the patch route, forward 1.47 →
+0.90 ms in float32, 2.28 → 1.24 ms in float64; then the windows' vector selects and codes, forward
+0.87 → 0.81 ms and 1.30 → 1.24 ms, backward without dx 1.55 → 0.97 ms and 2.37 → 1.64 ms). Elsewhere, off Winograd's route, each task pools the group of images
 it has just convolved, while they are in its core's cache (one call on both cores instead of the
 chain's two: batch 100, 1.60 → 1.45 ms in float32, 2.57 → 2.29 ms in float64); odd Winograd outputs
 chain the compiled twins. Its backward
