@@ -188,10 +188,10 @@ _fma_tile6 = _make_tile(6, "_fma_tile6")
 # ----------------------------------------------------------------------------- unpooling, vectorised
 # The weight gradient's input D (the unpooled, ReLU-masked gradient, channels last) is made window by
 # window: each 2x2 window's four rows of 32 channels from the window's 32 gradients and codes (0-3:
-# where the maximum was; 4: masked by the ReLU, or a padding channel). Numba's own loop of 32 lanes
-# with four stores is not vectorised (the vectoriser's chunk outgrows it; scalar selects on random
-# codes mispredict: 40-60 us an image), so these two are written in LLVM IR too: one vector select
-# per store.
+# where the maximum was; 4: masked by the ReLU, or a padding channel). Numba's own loop over the 32
+# lanes is unrolled into scalar selects that become branches (no vector instruction in its assembly),
+# which mispredict on random codes: 40-60 us an image. So these are written in LLVM IR too: one
+# vector select per store.
 def _code_vectors(context, builder, signature, args):
     # The vectors of lanes, the arrays and helpers both codegens share.
     arrays = [context.make_array(t)(context, builder, v) if isinstance(t, types.Array) else v
