@@ -84,6 +84,44 @@ def available() -> bool:
 
 
 # ----------------------------------------------------------------------------- the microkernel
+def _counted_loop(builder, n, inits, name, step):
+    # Emit `for t in range(n)` whose loop-carried values start at `inits` (φ-nodes: they stay in
+    # registers) and are replaced each iteration by step(t, values); returns the final values, the
+    # builder placed after the loop.
+    i64 = ir.IntType(64)
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    body = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    t = builder.phi(i64)
+    t.add_incoming(ir.Constant(i64, 0), entry)
+    values = []
+    for init in inits:
+        phi = builder.phi(init.type)
+        phi.add_incoming(init, entry)
+        values.append(phi)
+    builder.cbranch(builder.icmp_signed("<", t, n), body, done)
+    builder.position_at_end(body)
+    new = step(t, values)
+    latch = builder.block
+    t.add_incoming(builder.add(t, ir.Constant(i64, 1)), latch)
+    for phi, value in zip(values, new):
+        phi.add_incoming(value, latch)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return values
+
+
+def _splat(builder, scalar, vty):
+    # A vector of `vty` with every lane `scalar`.
+    i32 = ir.IntType(32)
+    undef = ir.Constant(vty, ir.Undefined)
+    one = builder.insert_element(undef, scalar, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vty.count), [0] * vty.count))
+
+
 def _tile_codegen(rows: int | None):
     # The LLVM IR of a tile of `rows` rows (None: tile_pixels of the dtype): a loop over t whose
     # φ-nodes are the rows × NV accumulator vectors (registers), NV = 32 / lanes.
@@ -101,47 +139,27 @@ def _tile_codegen(rows: int | None):
         mr = rows if rows is not None else (8 if is32 else 4)
         fty = context.get_value_type(signature.args[0].dtype)
         vty = ir.VectorType(fty, lanes)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
+        i64 = ir.IntType(64)
         # Without it LLVM splits 512-bit vectors on CPUs tuned for 256-bit ones (the host here).
         set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
                                              f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
         n_taps = builder.extract_value(oa.shape, 0)
         base = [builder.load(builder.gep(pa.data, [ir.Constant(i64, p)])) for p in range(mr)]
-        zero = ir.Constant(vty, None)
-        undef = ir.Constant(vty, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-        entry = builder.block
-        head = builder.append_basic_block("tile.head")
-        body = builder.append_basic_block("tile.body")
-        done = builder.append_basic_block("tile.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        t = builder.phi(i64)
-        t.add_incoming(ir.Constant(i64, 0), entry)
-        acc = []
-        for _ in range(mr * nv):
-            a = builder.phi(vty)
-            a.add_incoming(zero, entry)
-            acc.append(a)
-        builder.cbranch(builder.icmp_signed("<", t, n_taps), body, done)
-        builder.position_at_end(body)
-        off = builder.load(builder.gep(oa.data, [t]))
-        row = builder.gep(wa.data, [builder.mul(t, ir.Constant(i64, TILE_CH))])
         align = 4 if is32 else 8  # the element's: rows of wp and tile need no more
-        w = [builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, v * lanes)]), vty.as_pointer()),
-                          align=align) for v in range(nv)]
-        new = []
-        for p in range(mr):
-            s = builder.load(builder.gep(xa.data, [builder.add(base[p], off)]))
-            bc = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
-            new += [builder.call(fma, [w[v], bc, acc[p * nv + v]]) for v in range(nv)]
-        latch = builder.block
-        t.add_incoming(builder.add(t, ir.Constant(i64, 1)), latch)
-        for a, n in zip(acc, new):
-            a.add_incoming(n, latch)
-        builder.branch(head)
-        builder.position_at_end(done)
+
+        def tap(t, acc):
+            off = builder.load(builder.gep(oa.data, [t]))
+            row = builder.gep(wa.data, [builder.mul(t, ir.Constant(i64, TILE_CH))])
+            w = [builder.load(builder.bitcast(builder.gep(row, [ir.Constant(i64, v * lanes)]), vty.as_pointer()),
+                              align=align) for v in range(nv)]
+            new = []
+            for p in range(mr):
+                bc = _splat(builder, builder.load(builder.gep(xa.data, [builder.add(base[p], off)])), vty)
+                new += [builder.call(fma, [w[v], bc, acc[p * nv + v]]) for v in range(nv)]
+            return new
+
+        acc = _counted_loop(builder, n_taps, [ir.Constant(vty, None)] * (mr * nv), "tile", tap)
         for p in range(mr):
             for v in range(nv):
                 ptr = builder.gep(ta.data, [ir.Constant(i64, p * TILE_CH + v * lanes)])
@@ -245,7 +263,7 @@ def _add_halves_typer(typingctx, g, code, order, acc):
 
     def codegen(context, builder, signature, args):
         (ga, ca, oa, aa), lanes, vty, cty = _code_vectors(context, builder, signature, args)
-        i64, i32, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(8)
+        i64 = ir.IntType(64)
         align = 4 if lanes == 16 else 8
         zero = ir.Constant(vty, None)
         nv = TILE_CH // lanes
@@ -253,41 +271,22 @@ def _add_halves_typer(typingctx, g, code, order, acc):
                 for v in range(nv)]
         start = [builder.load(p, align=align) for p in ptrs]
         steps = builder.udiv(builder.extract_value(oa.shape, 0), ir.Constant(i64, 2))
-        entry = builder.block
-        head = builder.append_basic_block("halves.head")
-        body = builder.append_basic_block("halves.body")
-        done = builder.append_basic_block("halves.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        s = builder.phi(i64)
-        s.add_incoming(ir.Constant(i64, 0), entry)
-        acc = []
-        for v in range(nv):
-            phi = builder.phi(vty)
-            phi.add_incoming(start[v], entry)
-            acc.append(phi)
-        builder.cbranch(builder.icmp_signed("<", s, steps), body, done)
-        builder.position_at_end(body)
-        k = builder.load(builder.gep(oa.data, [builder.mul(s, ir.Constant(i64, 2))]))
-        half = builder.trunc(builder.load(builder.gep(oa.data, [builder.add(builder.mul(s, ir.Constant(i64, 2)),
-                                                                            ir.Constant(i64, 1))])), i8)
-        halves = builder.shuffle_vector(builder.insert_element(ir.Constant(cty, ir.Undefined), half,
-                                                               ir.Constant(i32, 0)),
-                                        ir.Constant(cty, ir.Undefined),
-                                        ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-        new = []
-        for v in range(nv):
-            at = builder.add(k, ir.Constant(i64, v * lanes))
-            gv = _load_vec(builder, ga.data, at, vty, align)
-            cv = _load_vec(builder, ca.data, at, cty, 1)
-            take = builder.icmp_signed("==", builder.ashr(cv, ir.Constant(cty, [1] * lanes)), halves)
-            new.append(builder.fadd(acc[v], builder.select(take, gv, zero)))
-        latch = builder.block
-        s.add_incoming(builder.add(s, ir.Constant(i64, 1)), latch)
-        for phi, n in zip(acc, new):
-            phi.add_incoming(n, latch)
-        builder.branch(head)
-        builder.position_at_end(done)
+        two = ir.Constant(i64, 2)
+
+        def window(s, acc):
+            k = builder.load(builder.gep(oa.data, [builder.mul(s, two)]))
+            half = builder.load(builder.gep(oa.data, [builder.add(builder.mul(s, two), ir.Constant(i64, 1))]))
+            halves = _splat(builder, builder.trunc(half, ir.IntType(8)), cty)
+            new = []
+            for v in range(nv):
+                at = builder.add(k, ir.Constant(i64, v * lanes))
+                gv = _load_vec(builder, ga.data, at, vty, align)
+                cv = _load_vec(builder, ca.data, at, cty, 1)
+                take = builder.icmp_signed("==", builder.ashr(cv, ir.Constant(cty, [1] * lanes)), halves)
+                new.append(builder.fadd(acc[v], builder.select(take, gv, zero)))
+            return new
+
+        acc = _counted_loop(builder, steps, start, "halves", window)
         for v in range(nv):
             builder.store(acc[v], ptrs[v], align=align)
         return context.get_dummy_value()
