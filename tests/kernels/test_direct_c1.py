@@ -275,6 +275,34 @@ def test_backward_matches_the_numpy_twin_and_naive(case):
         np.testing.assert_array_equal(db2, db)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_backward_from_the_forwards_codes_equals_the_backward_from_arg_max(case):
+    # The forward's col (each window's code, channels last) stands for pooled and arg_max in the
+    # backward: the same dW and db bits as the backward that makes the codes itself, over one and two
+    # blocks of 32 filters, with NaN windows and ReLU-masked ones. A col that does not fit this batch
+    # (another batch's, another dtype, not contiguous) is not read.
+    for dtype in DTYPES:
+        x, W, b, pad, rng = _inputs(case, dtype, seed=9)
+        x[0, 0, 0, 0] = np.nan
+        b[-1] = -1e3  # the last filter's windows all masked by the ReLU
+        pooled, arg, col = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+        assert (pooled == 0).any() and np.isnan(pooled).any()
+        dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+        ref = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, None, 1, pad, False)
+        before = col.copy()
+        got = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, col, 1, pad, False)
+        np.testing.assert_array_equal(col, before)  # read only
+        for a, r in zip(got[1:], ref[1:]):
+            np.testing.assert_array_equal(a, r)
+        n, fn, ph, pw = pooled.shape
+        for wrong in (col[:-1] if n > 1 else col[:, :, :-1], col.astype(np.int32), col[..., ::-1],
+                      np.zeros_like(col)[..., :0]):
+            assert not _direct_c1.codes_fit(wrong, n, fn, ph, pw)
+            other = conv_relu_pool.conv_relu_pool_backward_numba(dpooled, pooled, arg, x, W, wrong, 1, pad, False)
+            for a, r in zip(other[1:], ref[1:]):
+                np.testing.assert_array_equal(a, r)
+
+
 def test_bit_identical_for_one_or_two_threads():
     x, W, b, pad, _ = _inputs((9, 12, 12, 40, 5, 5, 1), np.float32, seed=5)
     runs = []
