@@ -603,3 +603,34 @@ def test_sgd_step_that_fails_in_its_backward_changes_no_parameter(rng, monkeypat
     np.testing.assert_allclose(got, expected, **STEP_TOL[np.dtype(np.float64)])
     for key in ref.params:
         np.testing.assert_allclose(net.params[key], ref.params[key], err_msg=key, **STEP_TOL[np.dtype(np.float64)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_block_computes_the_next_affines_product_with_the_same_bits(monkeypatch, dtype):
+    # SimpleConvNet: the conv + ReLU + pool piece computes the Affine's product in its own call
+    # (conv_relu_pool_affine_forward). Three Adam steps leave the very bits of the steps where each
+    # piece makes its own call, on the Numba backend (2 threads: the product in row blocks), and the
+    # chain is not set up without a pooling before the Affine.
+    from zerodl.layers.conv import ConvolutionPiece
+
+    def run(chain: bool):
+        if not chain:
+            monkeypatch.setattr(ConvolutionPiece, "chain", lambda self, nxt: None)
+        net = SimpleConvNet(dtype=dtype, seed=3)
+        opt = Adam(lr=0.01)
+        rng = np.random.default_rng(4)
+        losses = []
+        with zerodl.use_backend("numba"), zerodl.num_threads(2):
+            for _ in range(3):
+                x = rng.random((40, 1, 28, 28)).astype(dtype)
+                losses.append(net.train_step(x, rng.integers(0, 10, 40), opt))
+        monkeypatch.undo()
+        conv = plan_for(net, type(net).__mro__[1]).pieces[0]
+        return losses, {k: v.copy() for k, v in net.params.items()}, conv.then is not None
+
+    losses_on, params_on, chained = run(True)
+    losses_off, params_off, unchained = run(False)
+    assert chained and not unchained
+    assert losses_on == losses_off
+    for k in params_on:
+        np.testing.assert_array_equal(params_on[k], params_off[k], err_msg=k)

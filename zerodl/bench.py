@@ -310,6 +310,20 @@ def _in_conv_relu_pool_backward(rng, dt, size):
     return (rng.standard_normal(pooled.shape).astype(dt), pooled, arg_max, x, W, None, stride, pad), shape
 
 
+def _in_conv_relu_pool_affine_forward(rng, dt, size):
+    # SimpleConvNet's conv + ReLU + pool block and the Affine(4320, 100) after it, in two row blocks
+    # as a conv step runs them.
+    s = _conv_shapes(size)
+    x = rng.random(s["x"]).astype(dt)
+    W = (0.1 * rng.standard_normal(s["W"])).astype(dt)
+    n, fn = s["x"][0], s["W"][0]
+    oh = s["x"][2] - s["W"][2] + 1
+    features = fn * (oh // 2) ** 2
+    W2 = (0.01 * rng.standard_normal((features, 100))).astype(dt)
+    args = (x, W, (0.01 * rng.standard_normal(fn)).astype(dt), 1, 0, W2, np.empty((n, 100), dt), 2)
+    return args, f"x{s['x']} W{s['W']} then ({features}, 100)"
+
+
 def _in_im2col(rng, dt, size):
     s = _conv_shapes(size)
     fh, fw = s["W"][2:]
@@ -422,6 +436,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "conv_relu_pool_forward": _in_conv_relu_forward,
     "conv_relu_pool_inference": _in_conv_relu_forward,
     "conv_relu_pool_backward": _in_conv_relu_pool_backward,
+    "conv_relu_pool_affine_forward": _in_conv_relu_pool_affine_forward,
     "conv_backward": _in_conv_backward,
     "im2col": _in_im2col,
     "col2im": _in_col2im,

@@ -266,3 +266,78 @@ def test_inference_bit_identical_across_thread_counts(monkeypatch, case):
     finally:
         numba.set_num_threads(old)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+# ----------------------------------------------------------------------------- with the next Affine's product
+#: (N, C, H, W, FN, F, pad, H2): the op's cases; the first two are large enough (N·features·H2 >=
+#: SPLIT_MIN_MACS) for the compiled twin's row blocks, the first on the register-tile route.
+AFFINE_CASES = [
+    (20, 1, 28, 28, 30, 5, 0, 100),
+    (12, 4, 16, 16, 32, 3, 1, 100),
+    (3, 1, 8, 8, 3, 5, 0, 7),
+    (2, 4, 6, 6, 5, 3, 1, 4),
+]
+
+
+@pytest.mark.parametrize("case", AFFINE_CASES)
+def test_affine_forward_is_the_forward_then_the_product(case, monkeypatch):
+    # The NumPy twin: the forward twin and np.dot, bit for bit. The compiled twin: its own forward
+    # twin and matmul_in_parts with the same parts, bit for bit, whatever the route (one call of
+    # fused tasks on the register-tile route when the product is cut); the twins agree to rounding.
+    from zerodl.kernels._tasks import matmul_in_parts
+
+    n, c, h, w, fn, f, pad, h2 = case
+    fused_calls = []
+    tiles_forward = _direct_c1.forward
+
+    def spy(*args, **kwargs):
+        fused_calls.append(kwargs.get("after") is not None)
+        return tiles_forward(*args, **kwargs)
+
+    monkeypatch.setattr(_direct_c1, "forward", spy)
+    for dtype in DTYPES:
+        x, W, b, _, rng = _inputs((n, c, h, w, fn, f, pad), dtype, seed=11)
+        p_ref, a_ref, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
+        W2 = rng.standard_normal((p_ref[0].size, h2)).astype(dtype)
+        before = [a.copy() for a in (x, W, b, W2)]
+        z_np = np.full((n, h2), np.nan, dtype=dtype)
+        p_np, a_np, _ = conv_relu_pool.conv_relu_pool_affine_forward_numpy(x, W, b, 1, pad, W2, z_np, 2)
+        np.testing.assert_array_equal(p_np, p_ref)
+        np.testing.assert_array_equal(a_np, a_ref)
+        np.testing.assert_array_equal(z_np, np.dot(p_ref.reshape(n, -1), W2))
+        for parts in (1, 2, 3):
+            z_nb = np.full((n, h2), np.nan, dtype=dtype)
+            p_nb, a_nb, col_nb = conv_relu_pool.conv_relu_pool_affine_forward_numba(x, W, b, 1, pad, W2, z_nb, parts)
+            p_ch, a_ch, col_ch = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+            z_ch = np.empty_like(z_nb)
+            matmul_in_parts(p_ch.reshape(n, -1), W2, z_ch, parts)
+            np.testing.assert_array_equal(p_nb, p_ch)
+            np.testing.assert_array_equal(a_nb, a_ch)
+            np.testing.assert_array_equal(z_nb, z_ch)
+            assert (col_nb is None) == (col_ch is None)
+            if col_nb is not None:
+                np.testing.assert_array_equal(col_nb, col_ch)
+            assert_close(p_nb, p_np, what="pooled")
+            np.testing.assert_array_equal(a_nb, a_np)
+            # z to rounding against the size of its terms (entries near 0 cancel large products)
+            scale = np.abs(p_np.reshape(n, -1)).astype(np.float64) @ np.abs(W2).astype(np.float64)
+            assert np.all(np.abs(z_nb.astype(np.float64) - z_np) <= tolerance(dtype)["rtol"] * scale), "z"
+        for a, orig in zip((x, W, b, W2), before):
+            np.testing.assert_array_equal(a, orig)
+    # The first case takes the fused tasks (register tiles, a product large enough to cut) with 2
+    # and 3 parts, and only those.
+    if case is AFFINE_CASES[0] and _direct_c1.available():
+        assert fused_calls.count(True) == 2 * len(DTYPES)  # parts 2 and 3 in each dtype
+    else:
+        assert not any(fused_calls)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_affine_forward_refuses_a_product_that_does_not_fit(backend):
+    op = kernels.get("conv_relu_pool_affine_forward", backend)
+    x, W, b, pad, _ = _inputs((2, 1, 8, 8, 3, 5, 0), np.float64)
+    good_W2, good_z = np.zeros((12, 4)), np.zeros((2, 4))
+    for W2, z, what in ((np.zeros((13, 4)), good_z, r"W2 \(13, 4\)"), (good_W2, np.zeros((3, 4)), r"z \(3, 4\)"),
+                        (good_W2, np.zeros((4, 2)).T, "not C-contiguous")):
+        with pytest.raises(ValueError, match=rf"conv_relu_pool_affine_forward: .*12 features.*{what}"):
+            op(x, W, b, 1, pad, W2, z, 2)

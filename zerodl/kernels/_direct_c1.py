@@ -39,6 +39,7 @@ product (same values up to rounding).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -610,13 +611,19 @@ def _group_bounds(n: int) -> list[tuple[int, int]]:
     return [(cuts[g], cuts[g + 1]) for g in range(parts)]
 
 
-def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
-            train: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int, train: bool,
+            blocks: list[tuple[int, int]] | None = None,
+            after: Callable[[np.ndarray, int, int], None] | None = None,
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``max_pool_forward(relu(conv(x, W) + b), 2, 2, 2, 0)`` for a :func:`usable` layer →
     ``(pooled, arg_max, codes)``: ``pooled`` and ``arg_max`` (``intp``) (N, FN, OH // 2, OW // 2);
     ``codes`` (N, ceil(FN / 32), PH·PW·32) ``int8``, each window's code channels last (0-3 where
     its maximum is, 4 where the ReLU masks it), which :func:`weight_grad` reads instead of
-    ``pooled`` and ``arg_max``. The last two only when ``train``."""
+    ``pooled`` and ``arg_max``. The last two only when ``train``.
+
+    ``blocks``: the images of each task, contiguous ``(n0, n1)`` ranges covering the batch (default
+    :data:`GROUPS` equal ones); ``after(pooled, n0, n1)``, if given, runs in each task right after
+    its images are pooled (the next layer's rows of those images, while they are in the core's cache)."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W.shape
     oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
@@ -628,12 +635,14 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int,
     pooled = np.empty((N, FN, ph, pw), dtype=x.dtype)
     arg_max = np.empty(pooled.shape if train else (N, FN, 1, 1), dtype=np.intp)
     codes = np.empty((N, wp.shape[0], ph * pw * TILE_CH) if train else (N, wp.shape[0], 0), dtype=np.int8)
-    bounds = _group_bounds(N)
+    bounds = _group_bounds(N) if blocks is None else blocks
     mr = tile_pixels(x.dtype)
 
     def group(g: int) -> None:
         n0, n1 = bounds[g]
         _forward_images(x[n0:n1], wp, offs, bp, pad, mr, train, pooled[n0:n1], arg_max[n0:n1], codes[n0:n1])
+        if after is not None:
+            after(pooled, n0, n1)
 
     run_tasks(group, len(bounds))
     return (pooled, arg_max, codes) if train else (pooled, None, None)

@@ -55,11 +55,13 @@ never stored (backward 1.14x faster in float32, 1.2x in float64, one thread).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from zerodl.kernels import _direct_c1
 from zerodl.kernels._jit import jit
-from zerodl.kernels._tasks import run_tasks
+from zerodl.kernels._tasks import SPLIT_MIN_MACS, matmul_in_parts, run_tasks
 from zerodl.kernels.convolution import (
     SCATTER_POOLED,
     SCATTER_RELU,
@@ -85,7 +87,8 @@ from zerodl.kernels.pooling import (
     max_pool_forward_numpy,
 )
 
-OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_pool_inference")
+OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_pool_inference",
+       "conv_relu_pool_affine_forward")
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -104,6 +107,31 @@ def conv_relu_pool_inference_numpy(
     """Reference: the book's ``Convolution``, ``Relu`` and ``Pooling(2, 2, stride=2)`` forwards →
     ``pooled (N, FN, OH // 2, OW // 2)`` only (the layer path's values, bit for bit)."""
     return conv_relu_pool_forward_numpy(x, W, b, stride, pad)[0]
+
+
+def _check_affine_product(pooled_shape: tuple[int, ...], W2: np.ndarray, z: np.ndarray) -> None:
+    # The next Affine's weights and product buffer against the pooled output they take.
+    n, features = pooled_shape[0], int(np.prod(pooled_shape[1:]))
+    if W2.ndim != 2 or W2.shape[0] != features or z.shape != (n, W2.shape[1]) or not z.flags.c_contiguous:
+        raise ValueError(
+            f"conv_relu_pool_affine_forward: the pooled output has {features} features per image "
+            f"(shape {pooled_shape}): W2 must be ({features}, H) and z a C-contiguous ({n}, H) array, "
+            f"got W2 {W2.shape} and z {z.shape}{'' if z.flags.c_contiguous else ' (not C-contiguous)'}")
+
+
+def conv_relu_pool_affine_forward_numpy(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int, W2: np.ndarray, z: np.ndarray,
+    parts: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Reference: :func:`conv_relu_pool_forward_numpy`, then the next Affine layer's product of the
+    flattened pooled output into ``z``: ``z (N, H) = pooled.reshape(N, -1) @ W2`` (the bias and
+    activation stay with that layer). Returns what ``conv_relu_pool_forward`` returns. ``parts``:
+    as in :func:`zerodl.kernels.affine.affine_backward_into_numpy` (the compiled twin may cut the
+    product into that many fixed row blocks); here the product is whole, the book's bits."""
+    pooled, arg_max, col = conv_relu_pool_forward_numpy(x, W, b, stride, pad)
+    _check_affine_product(pooled.shape, W2, z)
+    np.dot(pooled.reshape(pooled.shape[0], -1), W2, out=z)
+    return pooled, arg_max, col
 
 
 def conv_relu_pool_backward_numpy(
@@ -309,6 +337,37 @@ def _backward_routes(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarra
 
     return _backward_numba(dout, None, np.ascontiguousarray(x), W, stride, pad, need_dx,
                            bias=lambda db: _bias_grad_unpooled(dpooled, pooled, arg_max, db), prepare=unpool)
+
+
+def conv_relu_pool_affine_forward_numba(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int, W2: np.ndarray, z: np.ndarray,
+    parts: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Compiled twin of :func:`conv_relu_pool_affine_forward_numpy`: the same values as
+    :func:`conv_relu_pool_forward_numba` followed by
+    :func:`~zerodl.kernels._tasks.matmul_in_parts` ``(pooled, W2, z, parts)``, bit for bit.
+
+    On the register-tile route, when the product is cut into row blocks, each block is one task: its
+    images' conv + ReLU + pool, then its rows of the product, while the pooled rows are in that
+    core's cache, in one call onto both cores instead of two (batch 100, SimpleConvNet's layer and
+    Affine(4320, 100), 2 threads: float32 1.61 → 1.36 ms, float64 2.54 → 2.25 ms). Elsewhere the two
+    calls in turn."""
+    FN, C, FH, FW = W.shape
+    N, _, H, Wd = x.shape
+    oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
+    _check_affine_product((N, FN, oh // 2, ow // 2), W2, z)
+    parts = max(1, min(parts, N))
+    if parts > 1 and N * W2.shape[0] * W2.shape[1] >= SPLIT_MIN_MACS and _direct_c1.usable(C, stride, oh, ow,
+                                                                                          x.dtype):
+        cuts = [i * N // parts for i in range(parts + 1)]  # matmul_in_parts' row blocks
+
+        def rows(pooled: np.ndarray, n0: int, n1: int) -> None:
+            np.dot(pooled[n0:n1].reshape(n1 - n0, -1), W2, out=z[n0:n1])
+
+        return _direct_c1.forward(x, W, b, pad, True, blocks=list(itertools.pairwise(cuts)), after=rows)
+    pooled, arg_max, col = conv_relu_pool_forward_numba(x, W, b, stride, pad)
+    matmul_in_parts(pooled.reshape(N, -1), W2, z, parts)
+    return pooled, arg_max, col
 
 
 def conv_relu_pool_inference_numba(

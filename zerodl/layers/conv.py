@@ -227,6 +227,13 @@ class ConvolutionPiece(Piece):
         self.kept: tuple = ()
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
+        self.then: Piece | None = None  # the next piece, when this one computes its product
+
+    def chain(self, nxt: Piece) -> None:
+        # With the pooling absorbed, a following Affine's product is computed by this piece's
+        # training forward (conv_relu_pool_affine_forward: one call onto both cores, each task its
+        # images' pooled rows and then their rows of the product).
+        self.then = nxt if self.pool is not None and getattr(nxt, "takes_product", False) else None
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         shape = (in_shape[0], *self.layer.output_shape(_image_shape(in_shape, where)))
@@ -255,7 +262,14 @@ class ConvolutionPiece(Piece):
             return self._infer(x)
         self.x = x
         if self.pool is not None:
-            pooled, arg_max, keep = kernels.get("conv_relu_pool_forward")(x, layer.W, layer.b, layer.stride, layer.pad)
+            if self.then is None:
+                pooled, arg_max, keep = kernels.get("conv_relu_pool_forward")(x, layer.W, layer.b, layer.stride,
+                                                                              layer.pad)
+            else:
+                W2, z, parts = self.then.product_target(x.shape[0])
+                pooled, arg_max, keep = kernels.get("conv_relu_pool_affine_forward")(
+                    x, layer.W, layer.b, layer.stride, layer.pad, W2, z, parts)
+                self.then.take_product(pooled, z)
             self.kept = (pooled, arg_max, keep)
             return pooled
         if self.relu:

@@ -138,6 +138,22 @@ class AffinePiece(Piece):
         #: (:meth:`take_sgd_update`), else ``None``; the gradient at the product's output kept for it.
         self.sgd_lr: float | None = None
         self._sgd_dout: np.ndarray | None = None
+        #: ``(x, z)``: the product ``z`` of the coming forward's input ``x``, computed by the piece
+        #: before (:meth:`product_target`), used once.
+        self._ready: tuple[np.ndarray, np.ndarray] | None = None
+
+    #: The piece before may compute this piece's product (:meth:`product_target`).
+    takes_product = True
+
+    def product_target(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(W, z, parts)`` for the piece before, which computes ``z = x @ W`` in ``parts`` fixed row
+        blocks (as :meth:`forward` would) for a batch of ``n``; hand it back with :meth:`take_product`."""
+        W = self.layer.W
+        return W, self.buffers.get("z", (n, W.shape[1]), W.dtype), self._parts()
+
+    def take_product(self, x: np.ndarray, z: np.ndarray) -> None:
+        """The product of :meth:`product_target`, for the forward whose input is ``x`` (that very array)."""
+        self._ready = (x, z)
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         D, H = self.layer.W.shape
@@ -159,8 +175,12 @@ class AffinePiece(Piece):
         n = x.shape[0]
         self.x_shape = x.shape
         self.x = x.reshape(n, W.shape[0])
-        z = self.buffers.get("z", (n, W.shape[1]), W.dtype)
-        matmul_in_parts(self.x, W, z, self._parts())
+        ready, self._ready = self._ready, None
+        if ready is not None and ready[0] is x:
+            z = ready[1]  # the piece before computed it (take_product)
+        else:
+            z = self.buffers.get("z", (n, W.shape[1]), W.dtype)
+            matmul_in_parts(self.x, W, z, self._parts())
         if train and self.screen_product:
             self.product_nonfinite = kernels.get("count_nonfinite")(z)
         return self.epilogue.forward(z, self.layer.b, self.buffers)

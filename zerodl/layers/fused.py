@@ -141,6 +141,11 @@ class Piece:
         Convolution + ReLU takes a 2x2 max pooling); ``False`` if it cannot."""
         return False
 
+    def chain(self, nxt: Piece) -> None:
+        """Told by the step which piece follows this one, once the pieces are set up. A piece whose
+        training forward can also compute the next piece's product, in the same call onto both cores
+        (a Convolution + ReLU + pooling and the Affine after it), keeps it. Default: nothing."""
+
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

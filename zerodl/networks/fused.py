@@ -33,6 +33,7 @@ leaves; on the Numba backend it agrees to rounding.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +95,8 @@ class FusedStep:
             for p in pieces:
                 if hasattr(p, "product_parts"):
                     p.product_parts = PRODUCT_PARTS
+        for p, nxt in itertools.pairwise(pieces):
+            p.chain(nxt)  # a piece may compute the next one's product (Piece.chain)
         # NaN/inf in the batch: the first piece screens its product when it can (an Affine: a scan
         # of (N, H) instead of (N, D), see Piece.can_screen_product), else x is scanned up front.
         first = pieces[0] if pieces else None
