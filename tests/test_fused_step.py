@@ -606,18 +606,20 @@ def test_sgd_step_that_fails_in_its_backward_changes_no_parameter(rng, monkeypat
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv_block_computes_the_next_affines_product_with_the_same_bits(monkeypatch, dtype):
+@pytest.mark.parametrize("make_opt", [lambda: Adam(lr=0.01), lambda: SGD(lr=0.1)], ids=["adam", "sgd"])
+def test_conv_block_computes_the_next_affines_product_with_the_same_bits(monkeypatch, dtype, make_opt):
     # SimpleConvNet: the conv + ReLU + pool piece computes the Affine's product in its own call
-    # (conv_relu_pool_affine_forward). Three Adam steps leave the very bits of the steps where each
-    # piece makes its own call, on the Numba backend (2 threads: the product in row blocks), and the
-    # chain is not set up without a pooling before the Affine.
+    # (conv_relu_pool_affine_forward), and runs the Affine's backward products in its own backward
+    # call (conv_relu_pool_affine_backward; with SGD, dW is folded into the update instead). Three
+    # steps leave the very bits of the steps where each piece makes its own calls, on the Numba
+    # backend (2 threads: the products on both cores).
     from zerodl.layers.conv import ConvolutionPiece
 
     def run(chain: bool):
         if not chain:
             monkeypatch.setattr(ConvolutionPiece, "chain", lambda self, nxt: None)
         net = SimpleConvNet(dtype=dtype, seed=3)
-        opt = Adam(lr=0.01)
+        opt = make_opt()
         rng = np.random.default_rng(4)
         losses = []
         with zerodl.use_backend("numba"), zerodl.num_threads(2):

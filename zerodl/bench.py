@@ -324,6 +324,18 @@ def _in_conv_relu_pool_affine_forward(rng, dt, size):
     return args, f"x{s['x']} W{s['W']} then ({features}, 100)"
 
 
+def _in_conv_relu_pool_affine_backward(rng, dt, size):
+    # The backward of the same two layers (no dx for the convolution, as a first layer).
+    from zerodl import kernels
+
+    (x, W, b, stride, pad, W2, z, parts), shape = _in_conv_relu_pool_affine_forward(rng, dt, size)
+    pooled, arg_max, col = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, stride, pad)
+    n, h = z.shape
+    grads = (np.empty((n, W2.shape[0]), dt), np.empty_like(W2), np.empty(h, dt))
+    return (rng.standard_normal((n, h)).astype(dt), W2, *grads, parts, pooled, arg_max, x, W, None, stride, pad,
+            False), shape
+
+
 def _in_im2col(rng, dt, size):
     s = _conv_shapes(size)
     fh, fw = s["W"][2:]
@@ -437,6 +449,7 @@ KERNEL_INPUTS: dict[str, Callable[..., tuple[tuple, str]]] = {
     "conv_relu_pool_inference": _in_conv_relu_forward,
     "conv_relu_pool_backward": _in_conv_relu_pool_backward,
     "conv_relu_pool_affine_forward": _in_conv_relu_pool_affine_forward,
+    "conv_relu_pool_affine_backward": _in_conv_relu_pool_affine_backward,
     "conv_backward": _in_conv_backward,
     "im2col": _in_im2col,
     "col2im": _in_col2im,

@@ -341,3 +341,70 @@ def test_affine_forward_refuses_a_product_that_does_not_fit(backend):
                         (good_W2, np.zeros((4, 2)).T, "not C-contiguous")):
         with pytest.raises(ValueError, match=rf"conv_relu_pool_affine_forward: .*12 features.*{what}"):
             op(x, W, b, 1, pad, W2, z, 2)
+
+
+@pytest.mark.parametrize("case", AFFINE_CASES)
+@pytest.mark.parametrize("with_dW", [True, False])
+def test_affine_backward_is_the_affines_backward_then_the_blocks(case, with_dW, monkeypatch):
+    # The NumPy twin: affine_backward_into then conv_relu_pool_backward, bit for bit. The compiled
+    # twin: the same compiled twins in turn, bit for bit (one call whose first tasks are the
+    # Affine's products where it applies: register tiles, products cut, no dx); the twins agree to
+    # rounding. dW2 None: not computed (the SGD fold's case).
+    n, c, h, w, fn, f, pad, h2 = case
+    fused_calls = []
+    weight_grad = _direct_c1.weight_grad
+
+    def spy(*args, **kwargs):
+        fused_calls.append(bool(kwargs.get("first_tasks")))
+        return weight_grad(*args, **kwargs)
+
+    monkeypatch.setattr(_direct_c1, "weight_grad", spy)
+    for dtype in DTYPES:
+        x, W, b, _, _ = _inputs((n, c, h, w, fn, f, pad), dtype, seed=12)
+        results = {}
+        for name in ("numpy", "numba"):
+            op, chain_affine, chain_conv = (kernels.get(k, name) for k in (
+                "conv_relu_pool_affine_backward", "affine_backward_into", "conv_relu_pool_backward"))
+            pooled, arg, col = kernels.get("conv_relu_pool_forward", name)(x, W, b, 1, pad)  # each twin's own col
+            W2 = np.random.default_rng(13).standard_normal((pooled[0].size, h2)).astype(dtype)
+            dz = np.random.default_rng(14).standard_normal((n, h2)).astype(dtype)
+            before = [a.copy() for a in (dz, W2, pooled, arg, x, W)]
+            for need_dx in (False, True):
+                bufs = [np.full(s, np.nan, dtype=dtype) for s in ((n, W2.shape[0]), W2.shape, (h2,))]
+                got = op(dz, W2, bufs[0], bufs[1] if with_dW else None, bufs[2], 2, pooled, arg, x, W, col, 1, pad,
+                         need_dx)
+                ref = [np.full(s, np.nan, dtype=dtype) for s in ((n, W2.shape[0]), W2.shape, (h2,))]
+                chain_affine(dz, pooled.reshape(n, -1), W2, ref[0], ref[1] if with_dW else None, ref[2], 2)
+                want = chain_conv(ref[0].reshape(pooled.shape), pooled, arg, x, W, col, 1, pad, need_dx)
+                for a, r in zip([*got, *(bufs if with_dW else bufs[::2])], [*want, *(ref if with_dW else ref[::2])]):
+                    if r is None:
+                        assert a is None
+                    else:
+                        np.testing.assert_array_equal(a, r)
+                results[name, need_dx] = got, bufs
+            for a, orig in zip((dz, W2, pooled, arg, x, W), before):
+                np.testing.assert_array_equal(a, orig)
+        for need_dx in (False, True):
+            (g_np, b_np), (g_nb, b_nb) = results["numpy", need_dx], results["numba", need_dx]
+            for a, r, what in zip([*g_nb[1:], b_nb[0], b_nb[2]], [*g_np[1:], b_np[0], b_np[2]],
+                                  ("dW", "db", "dx2", "db2")):
+                tol = tolerance(dtype)["rtol"]  # against the array's scale: sums of many signed terms cancel
+                np.testing.assert_allclose(a, r, rtol=tol, atol=tol * float(np.abs(r).max()), err_msg=what)
+    if case is AFFINE_CASES[0] and _direct_c1.available():
+        assert fused_calls.count(True) == len(DTYPES)  # need_dx False only, in each dtype
+    else:
+        assert not any(fused_calls)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_affine_backward_refuses_gradients_that_do_not_fit(backend):
+    op = kernels.get("conv_relu_pool_affine_backward", backend)
+    x, W, b, pad, _ = _inputs((2, 1, 8, 8, 3, 5, 0), np.float64)
+    pooled, arg, col = kernels.get("conv_relu_pool_forward", backend)(x, W, b, 1, pad)
+    W2, dz, dx2, dW2, db2 = np.zeros((12, 4)), np.zeros((2, 4)), np.zeros((2, 12)), np.zeros((12, 4)), np.zeros(4)
+    for args, what in (((np.zeros((2, 5)), W2, dx2, dW2, db2), r"dz \(2, 5\)"),
+                       ((dz, W2, np.zeros((2, 13)), dW2, db2), r"dx2 must be a C-contiguous \(2, 12\)"),
+                       ((dz, W2, dx2, np.zeros((4, 12)), db2), r"dW2 must be a C-contiguous \(12, 4\)"),
+                       ((dz, W2, dx2, dW2, np.zeros(5)), r"db2 must be a C-contiguous \(4,\)")):
+        with pytest.raises(ValueError, match=rf"conv_relu_pool_affine_backward: .*{what}"):
+            op(*args, 2, pooled, arg, x, W, col, 1, pad, False)

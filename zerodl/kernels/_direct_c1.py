@@ -39,7 +39,7 @@ product (same values up to rounding).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numba
 import numpy as np
@@ -657,12 +657,15 @@ def codes_fit(codes: object, N: int, FN: int, ph: int, pw: int) -> bool:
 
 def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray,
                 W_shape: tuple[int, int, int, int], pad: int,
-                codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                codes: np.ndarray | None = None, first_tasks: Sequence[Callable[[], None]] = (),
+                ready: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(dW, db)`` of ``conv_relu_pool_backward`` for a :func:`usable` layer: dW (FN, 1, FH, FW)
     from register tiles, db (FN,) bit for bit the book's sum. ``dpooled``, ``pooled``, ``arg_max``
     (N, FN, PH, PW) C-contiguous, ``arg_max`` ``intp``; x's dtype throughout. ``codes``: the
     forward's (:func:`codes_fit`), read instead of ``pooled`` and ``arg_max``; else they are
-    made from those."""
+    made from those. ``first_tasks`` run in the same call onto both cores, before the groups of
+    images are handed out; ``ready()``, if given, is called by each group before it reads
+    ``dpooled`` (which one of ``first_tasks`` may be writing: the next layer's backward product)."""
     N, _, H, Wd = x.shape
     FN, _, FH, FW = W_shape
     oh, ow = out_hw(H, Wd, FH, FW, 1, pad)
@@ -681,12 +684,17 @@ def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x:
     code_cl = codes if have_codes else np.empty((N, blocks, ph * pw * TILE_CH), dtype=np.int8)
     taps = tap_offsets(FH, FW, Wd + 2 * pad)
 
-    def group(g: int) -> None:
-        n0, n1 = bounds[g]
+    def task(i: int) -> None:
+        if i < len(first_tasks):
+            first_tasks[i]()
+            return
+        if ready is not None:
+            ready()
+        n0, n1 = bounds[i - len(first_tasks)]
         _weight_grad_images(x[n0:n1], dpooled[n0:n1], pooled[n0:n1], arg_max[n0:n1], pad, taps, oh, ow, mr,
-                            parts[g], grad_cl[n0:n1], code_cl[n0:n1], have_codes)
+                            parts[i - len(first_tasks)], grad_cl[n0:n1], code_cl[n0:n1], have_codes)
 
-    run_tasks(group, len(bounds))
+    run_tasks(task, len(first_tasks) + len(bounds))
     db = np.empty(FN, dtype=x.dtype)
     _bias_grad_windows(grad_cl, code_cl, ph, pw, db)  # serial: the book's order over the batch
     total = parts[0].copy()

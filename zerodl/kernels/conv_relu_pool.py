@@ -56,12 +56,14 @@ never stored (backward 1.14x faster in float32, 1.2x in float64, one thread).
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 
 from zerodl.kernels import _direct_c1
 from zerodl.kernels._jit import jit
 from zerodl.kernels._tasks import SPLIT_MIN_MACS, matmul_in_parts, run_tasks
+from zerodl.kernels.affine import affine_backward_into_numba, affine_backward_into_numpy
 from zerodl.kernels.convolution import (
     SCATTER_POOLED,
     SCATTER_RELU,
@@ -88,7 +90,7 @@ from zerodl.kernels.pooling import (
 )
 
 OPS = ("conv_relu_pool_forward", "conv_relu_pool_backward", "conv_relu_pool_inference",
-       "conv_relu_pool_affine_forward")
+       "conv_relu_pool_affine_forward", "conv_relu_pool_affine_backward")
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -109,14 +111,25 @@ def conv_relu_pool_inference_numpy(
     return conv_relu_pool_forward_numpy(x, W, b, stride, pad)[0]
 
 
-def _check_affine_product(pooled_shape: tuple[int, ...], W2: np.ndarray, z: np.ndarray) -> None:
-    # The next Affine's weights and product buffer against the pooled output they take.
+def _check_affine_product(pooled_shape: tuple[int, ...], W2: np.ndarray, z: np.ndarray,
+                          op: str = "conv_relu_pool_affine_forward", name: str = "z") -> None:
+    # The next Affine's weights and product (or its gradient) against the pooled output they take.
     n, features = pooled_shape[0], int(np.prod(pooled_shape[1:]))
     if W2.ndim != 2 or W2.shape[0] != features or z.shape != (n, W2.shape[1]) or not z.flags.c_contiguous:
         raise ValueError(
-            f"conv_relu_pool_affine_forward: the pooled output has {features} features per image "
-            f"(shape {pooled_shape}): W2 must be ({features}, H) and z a C-contiguous ({n}, H) array, "
-            f"got W2 {W2.shape} and z {z.shape}{'' if z.flags.c_contiguous else ' (not C-contiguous)'}")
+            f"{op}: the pooled output has {features} features per image (shape {pooled_shape}): W2 must "
+            f"be ({features}, H) and {name} a C-contiguous ({n}, H) array, got W2 {W2.shape} and {name} "
+            f"{z.shape}{'' if z.flags.c_contiguous else ' (not C-contiguous)'}")
+
+
+def _check_affine_grads(pooled_shape: tuple[int, ...], W2: np.ndarray, dz: np.ndarray, dx2: np.ndarray,
+                        dW2: np.ndarray | None, db2: np.ndarray) -> None:
+    op = "conv_relu_pool_affine_backward"
+    _check_affine_product(pooled_shape, W2, dz, op, "dz")
+    want = {"dx2": (pooled_shape[0], W2.shape[0]), "dW2": W2.shape, "db2": (W2.shape[1],)}
+    for name, arr in (("dx2", dx2), ("dW2", dW2), ("db2", db2)):
+        if arr is not None and (arr.shape != want[name] or not arr.flags.c_contiguous):
+            raise ValueError(f"{op}: {name} must be a C-contiguous {want[name]} array, got {arr.shape}")
 
 
 def conv_relu_pool_affine_forward_numpy(
@@ -132,6 +145,21 @@ def conv_relu_pool_affine_forward_numpy(
     _check_affine_product(pooled.shape, W2, z)
     np.dot(pooled.reshape(pooled.shape[0], -1), W2, out=z)
     return pooled, arg_max, col
+
+
+def conv_relu_pool_affine_backward_numpy(
+    dz: np.ndarray, W2: np.ndarray, dx2: np.ndarray, dW2: np.ndarray | None, db2: np.ndarray, parts: int,
+    pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray, W: np.ndarray, col: np.ndarray | None,
+    stride: int, pad: int, need_dx: bool,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Reference: the backward of :func:`conv_relu_pool_affine_forward_numpy`'s two layers. First the
+    Affine's, into its buffers: ``affine_backward_into(dz, pooled.reshape(N, -1), W2, dx2, dW2, db2,
+    parts)`` (``dW2`` ``None``: not computed, as there); then :func:`conv_relu_pool_backward_numpy` of
+    ``dx2`` (the gradient of ``pooled``) → the convolution's ``(dx, dW, db)``."""
+    _check_affine_grads(pooled.shape, W2, dz, dx2, dW2, db2)
+    affine_backward_into_numpy(dz, pooled.reshape(pooled.shape[0], -1), W2, dx2, dW2, db2, parts)
+    return conv_relu_pool_backward_numpy(dx2.reshape(pooled.shape), pooled, arg_max, x, W, col, stride, pad,
+                                         need_dx)
 
 
 def conv_relu_pool_backward_numpy(
@@ -368,6 +396,59 @@ def conv_relu_pool_affine_forward_numba(
     pooled, arg_max, col = conv_relu_pool_forward_numba(x, W, b, stride, pad)
     matmul_in_parts(pooled.reshape(N, -1), W2, z, parts)
     return pooled, arg_max, col
+
+
+def conv_relu_pool_affine_backward_numba(
+    dz: np.ndarray, W2: np.ndarray, dx2: np.ndarray, dW2: np.ndarray | None, db2: np.ndarray, parts: int,
+    pooled: np.ndarray, arg_max: np.ndarray, x: np.ndarray, W: np.ndarray, col: np.ndarray | None,
+    stride: int, pad: int, need_dx: bool,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Compiled twin of :func:`conv_relu_pool_affine_backward_numpy`: the same values as
+    :func:`~zerodl.kernels.affine.affine_backward_into_numba` followed by
+    :func:`conv_relu_pool_backward_numba`, bit for bit.
+
+    On the register-tile route, without the convolution's dx, when the Affine's products are big
+    enough to go on both cores: one call, whose first tasks are the Affine's ``dx2`` and ``dW2``
+    products (whole, as side by side) and whose other tasks, the convolution's groups of images, wait
+    for ``dx2`` (batch 100, SimpleConvNet's layer and Affine(4320, 100), 2 threads: see the README).
+    Elsewhere the two in turn."""
+    _check_affine_grads(pooled.shape, W2, dz, dx2, dW2, db2)
+    _, C, FH, FW = W.shape
+    N, _, H, Wd = x.shape
+    oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
+    n, features = dz.shape[0], W2.shape[0]
+    big = n * features * W2.shape[1] >= SPLIT_MIN_MACS
+    same = dz.dtype == W2.dtype == dx2.dtype == pooled.dtype == x.dtype and (dW2 is None or dW2.dtype == x.dtype)
+    if not (parts > 1 and big and same and not need_dx and dx2.flags.c_contiguous
+            and _direct_c1.usable(C, stride, oh, ow, x.dtype)):
+        affine_backward_into_numba(dz, pooled.reshape(N, -1), W2, dx2, dW2, db2, parts)
+        return conv_relu_pool_backward_numba(dx2.reshape(pooled.shape), pooled, arg_max, x, W, col, stride, pad,
+                                             need_dx)
+    done = threading.Event()
+    failed: list[bool] = []
+
+    def dx_product() -> None:
+        try:
+            np.dot(dz, W2.T, out=dx2)
+        except BaseException:
+            failed.append(True)
+            raise
+        finally:
+            done.set()
+
+    def ready() -> None:
+        done.wait()  # task 0 is taken before any group: never a wait on a task not yet started
+        if failed:
+            raise RuntimeError("conv_relu_pool_affine_backward: the product dx2 failed")
+
+    first = [dx_product]
+    if dW2 is not None:
+        x2 = pooled.reshape(N, -1)
+        first.append(lambda: np.dot(x2.T, dz, out=dW2))
+    dW, db = _direct_c1.weight_grad(dx2.reshape(pooled.shape), pooled, arg_max, x, W.shape, pad, codes=col,
+                                    first_tasks=first, ready=ready)
+    affine_backward_into_numba(dz, pooled.reshape(N, -1), W2, None, None, db2, 1)  # db2: column sums only
+    return None, dW, db
 
 
 def conv_relu_pool_inference_numba(

@@ -233,7 +233,11 @@ class ConvolutionPiece(Piece):
         # With the pooling absorbed, a following Affine's product is computed by this piece's
         # training forward (conv_relu_pool_affine_forward: one call onto both cores, each task its
         # images' pooled rows and then their rows of the product).
+        # Its backward products likewise run in this piece's backward call
+        # (conv_relu_pool_affine_backward: the convolution's groups wait for dx only).
         self.then = nxt if self.pool is not None and getattr(nxt, "takes_product", False) else None
+        if self.then is not None:
+            self.then.defer_backward = True
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         shape = (in_shape[0], *self.layer.output_shape(_image_shape(in_shape, where)))
@@ -307,6 +311,12 @@ class ConvolutionPiece(Piece):
         layer = self.layer
         if self.pool is not None:
             pooled, arg_max, keep = self.kept
+            pending = self.then.pending_backward(dout) if self.then is not None else None
+            if pending is not None:  # the next Affine's products, dx (= dout) first
+                dx, self.dW, self.db = kernels.get("conv_relu_pool_affine_backward")(
+                    pending[0], *pending[1:], pooled, arg_max, self.x, layer.W, keep, layer.stride, layer.pad,
+                    need_dx)
+                return dx
             dx, self.dW, self.db = kernels.get("conv_relu_pool_backward")(
                 dout, pooled, arg_max, self.x, layer.W, keep, layer.stride, layer.pad, need_dx)
         elif self.relu:

@@ -141,6 +141,10 @@ class AffinePiece(Piece):
         #: ``(x, z)``: the product ``z`` of the coming forward's input ``x``, computed by the piece
         #: before (:meth:`product_target`), used once.
         self._ready: tuple[np.ndarray, np.ndarray] | None = None
+        #: Set by the piece before when it runs this piece's backward products in its own backward
+        #: call (:meth:`pending_backward`).
+        self.defer_backward = False
+        self._pending: tuple | None = None
 
     #: The piece before may compute this piece's product (:meth:`product_target`).
     takes_product = True
@@ -154,6 +158,15 @@ class AffinePiece(Piece):
     def take_product(self, x: np.ndarray, z: np.ndarray) -> None:
         """The product of :meth:`product_target`, for the forward whose input is ``x`` (that very array)."""
         self._ready = (x, z)
+
+    def pending_backward(self, d: np.ndarray) -> tuple | None:
+        """With :attr:`defer_backward`, the backward products this piece left for the piece before,
+        when ``d`` is the ``dx`` it returned: ``(dz, W, dx, dW or None, db, parts)``, the arguments of
+        ``affine_backward_into`` (``dx`` still to be written); taken once. Else ``None``."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] is not d:
+            return None
+        return pending[1]
 
     def out_shape(self, in_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         D, H = self.layer.W.shape
@@ -191,8 +204,13 @@ class AffinePiece(Piece):
         dx = self.buffers.get("dx", self.x.shape, W.dtype) if need_dx else None
         # With SGD, dW's product waits for apply_sgd_update, which folds W's update into it.
         fold = self.sgd_lr is not None
-        kernels.get("affine_backward_into")(dout, self.x, W, dx, None if fold else self.dW, self.db, self._parts())
         self._sgd_dout = dout if fold else None
+        if self.defer_backward and dx is not None:
+            # The piece before runs these products in its own backward call (pending_backward).
+            out = dx.reshape(self.x_shape)
+            self._pending = (out, (dout, W, dx, None if fold else self.dW, self.db, self._parts()))
+            return out
+        kernels.get("affine_backward_into")(dout, self.x, W, dx, None if fold else self.dW, self.db, self._parts())
         return None if dx is None else dx.reshape(self.x_shape)
 
     def take_sgd_update(self, lr: float | None) -> tuple[bool, ...]:
