@@ -18,6 +18,18 @@ Contract (both twins); pooling is the books' only one: 2x2 windows, stride 2, no
   → ``(dx, dW, db)``: the gradients of ``sum(pooled · dpooled)``, i.e. ``max_pool_backward`` then
   the book's ``Relu.backward`` (zero where the maximum was ``<= 0``) then ``conv_backward``.
 
+With the Affine layer that follows a block (SimpleConvNet's), two more, so that the fused step makes one
+call onto both cores where it made two:
+
+* ``conv_relu_pool_affine_forward(x, W, b, stride, pad, W2, z, parts)`` → what
+  ``conv_relu_pool_forward`` returns, and ``z = pooled.reshape(N, -1) @ W2`` written into ``z``;
+* ``conv_relu_pool_affine_backward(dz, W2, dx2, dW2, db2, parts, pooled, arg_max, x, W, col, stride, pad,
+  need_dx)`` → the block's ``(dx, dW, db)``, after the Affine's ``affine_backward_into(dz, pooled.reshape(N,
+  -1), W2, dx2, dW2, db2, parts)`` (``dx2``: the gradient of ``pooled``; ``dW2`` ``None``: not computed).
+
+Both are bit for bit the two ops in turn on each backend (``parts``: the Affine's row blocks, see
+:mod:`zerodl.kernels.affine`).
+
 For inference (no backward to follow), one more op on the same arguments:
 
 * ``conv_relu_pool_inference(x, W, b, stride, pad)`` → ``pooled``: the ``pooled`` of
