@@ -279,6 +279,19 @@ AFFINE_CASES = [
 ]
 
 
+def _spy_on_tiles(monkeypatch, name, fused_kwarg):
+    # Record, for each call of _direct_c1.<name>, whether it came with the fused tasks' keyword.
+    calls = []
+    original = getattr(_direct_c1, name)
+
+    def spy(*args, **kwargs):
+        calls.append(bool(kwargs.get(fused_kwarg)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_direct_c1, name, spy)
+    return calls
+
+
 @pytest.mark.parametrize("case", AFFINE_CASES)
 def test_affine_forward_is_the_forward_then_the_product(case, monkeypatch):
     # The NumPy twin: the forward twin and np.dot, bit for bit. The compiled twin: its own forward
@@ -287,14 +300,7 @@ def test_affine_forward_is_the_forward_then_the_product(case, monkeypatch):
     from zerodl.kernels._tasks import matmul_in_parts
 
     n, c, h, w, fn, f, pad, h2 = case
-    fused_calls = []
-    tiles_forward = _direct_c1.forward
-
-    def spy(*args, **kwargs):
-        fused_calls.append(kwargs.get("after") is not None)
-        return tiles_forward(*args, **kwargs)
-
-    monkeypatch.setattr(_direct_c1, "forward", spy)
+    fused_calls = _spy_on_tiles(monkeypatch, "forward", "after")
     for dtype in DTYPES:
         x, W, b, _, rng = _inputs((n, c, h, w, fn, f, pad), dtype, seed=11)
         p_ref, a_ref, _ = conv_relu_pool.conv_relu_pool_forward_numpy(x, W, b, 1, pad)
@@ -351,14 +357,7 @@ def test_affine_backward_is_the_affines_backward_then_the_blocks(case, with_dW, 
     # Affine's products where it applies: register tiles, products cut, no dx); the twins agree to
     # rounding. dW2 None: not computed (the SGD fold's case).
     n, c, h, w, fn, f, pad, h2 = case
-    fused_calls = []
-    weight_grad = _direct_c1.weight_grad
-
-    def spy(*args, **kwargs):
-        fused_calls.append(bool(kwargs.get("first_tasks")))
-        return weight_grad(*args, **kwargs)
-
-    monkeypatch.setattr(_direct_c1, "weight_grad", spy)
+    fused_calls = _spy_on_tiles(monkeypatch, "weight_grad", "first_tasks")
     for dtype in DTYPES:
         x, W, b, _, _ = _inputs((n, c, h, w, fn, f, pad), dtype, seed=12)
         results = {}
