@@ -329,7 +329,7 @@ def _in_conv_relu_pool_affine_backward(rng, dt, size):
     from zerodl import kernels
 
     (x, W, b, stride, pad, W2, z, parts), shape = _in_conv_relu_pool_affine_forward(rng, dt, size)
-    pooled, arg_max, col = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, stride, pad)
+    pooled, arg_max, _ = kernels.get("conv_relu_pool_forward", "numpy")(x, W, b, stride, pad)
     n, h = z.shape
     grads = (np.empty((n, W2.shape[0]), dt), np.empty_like(W2), np.empty(h, dt))
     return (rng.standard_normal((n, h)).astype(dt), W2, *grads, parts, pooled, arg_max, x, W, None, stride, pad,

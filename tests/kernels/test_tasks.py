@@ -63,3 +63,25 @@ def test_nested_calls_complete():
 
     run_tasks(outer, 4)
     assert sorted(inner) == [(i, k) for i in range(4) for k in range(3)]
+
+
+def test_row_blocks_are_fixed_by_rows_parts_and_size():
+    from zerodl.kernels._tasks import SPLIT_MIN_MACS, even_blocks, in_row_blocks, row_blocks
+
+    assert even_blocks(100, 4) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert even_blocks(3, 4) == [(0, 1), (1, 2), (2, 3)] and even_blocks(7, 1) == [(0, 7)]
+
+    big = SPLIT_MIN_MACS
+    assert row_blocks(100, 2, big) == [(0, 50), (50, 100)]
+    assert row_blocks(10, 3, big) == [(0, 3), (3, 6), (6, 10)]
+    assert row_blocks(2, 5, big) == [(0, 1), (1, 2)]  # no more blocks than rows
+    assert row_blocks(100, 2, big - 1) == [(0, 100)]  # too small a product to split
+    assert row_blocks(100, 1, big) == row_blocks(100, 0, big) == [(0, 100)]
+    seen, lock = [], threading.Lock()
+
+    def block(r0, r1):
+        with lock:
+            seen.append((r0, r1))
+
+    in_row_blocks(10, 3, big, block)
+    assert sorted(seen) == row_blocks(10, 3, big)

@@ -49,7 +49,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from zerodl.kernels._jit import jit
-from zerodl.kernels._tasks import run_tasks
+from zerodl.kernels._tasks import even_blocks, run_tasks
 from zerodl.kernels.im2col import out_hw
 
 #: Output channels per register tile (filters are packed in blocks of this many, zero-padded).
@@ -604,13 +604,6 @@ def usable(C: int, stride: int, out_h: int, out_w: int, dtype: np.dtype) -> bool
             and np.dtype(dtype) in (np.float32, np.float64) and available())
 
 
-def _group_bounds(n: int) -> list[tuple[int, int]]:
-    # GROUPS contiguous ranges of images (fewer when n is smaller), fixed by n alone.
-    parts = min(GROUPS, n)
-    cuts = [n * g // parts for g in range(parts + 1)]
-    return [(cuts[g], cuts[g + 1]) for g in range(parts)]
-
-
 def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int, train: bool,
             blocks: list[tuple[int, int]] | None = None,
             after: Callable[[np.ndarray, int, int], None] | None = None,
@@ -635,7 +628,7 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int, train: bool,
     pooled = np.empty((N, FN, ph, pw), dtype=x.dtype)
     arg_max = np.empty(pooled.shape if train else (N, FN, 1, 1), dtype=np.intp)
     codes = np.empty((N, wp.shape[0], ph * pw * TILE_CH) if train else (N, wp.shape[0], 0), dtype=np.int8)
-    bounds = _group_bounds(N) if blocks is None else blocks
+    bounds = even_blocks(N, GROUPS) if blocks is None else blocks
     mr = tile_pixels(x.dtype)
 
     def group(g: int) -> None:
@@ -676,7 +669,7 @@ def weight_grad(dpooled: np.ndarray, pooled: np.ndarray, arg_max: np.ndarray, x:
     T = FH * FW
     mr = dw_tile_taps(T, x.dtype)
     blocks = -(-FN // TILE_CH)
-    bounds = _group_bounds(N)
+    bounds = even_blocks(N, GROUPS)
     parts = np.zeros((len(bounds), blocks, -(-T // mr) * mr, TILE_CH), dtype=x.dtype)
     ph, pw = dpooled.shape[2], dpooled.shape[3]
     grad_cl = np.empty((N, blocks, ph * pw * TILE_CH), dtype=x.dtype)

@@ -85,17 +85,29 @@ def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
 SPLIT_MIN_MACS = 8_000_000
 
 
-def in_row_blocks(rows: int, parts: int, macs: int, block: Callable[[int, int], None]) -> None:
-    """``block(r0, r1)`` over ``rows`` rows cut into ``parts`` fixed blocks, one task each
-    (:func:`run_tasks`), or ``block(0, rows)`` once when ``parts`` is 1 or the product behind it has
-    fewer than :data:`SPLIT_MIN_MACS` multiply-adds (``macs``). The blocks depend on ``parts`` and
-    ``rows`` alone, never on the thread count."""
+def even_blocks(rows: int, parts: int) -> list[tuple[int, int]]:
+    """``rows`` rows cut into ``min(parts, rows)`` (at least 1) contiguous ``(r0, r1)`` blocks of
+    sizes differing by at most one, fixed by ``rows`` and ``parts`` alone."""
     parts = max(1, min(parts, rows))
-    if parts == 1 or macs < SPLIT_MIN_MACS:
-        block(0, rows)
+    return list(itertools.pairwise(i * rows // parts for i in range(parts + 1)))
+
+
+def row_blocks(rows: int, parts: int, macs: int) -> list[tuple[int, int]]:
+    """The fixed ``(r0, r1)`` blocks :func:`in_row_blocks` cuts ``rows`` rows into: ``parts`` of
+    them, or the whole ``[(0, rows)]`` when ``parts`` is 1 or the product behind them has fewer
+    than :data:`SPLIT_MIN_MACS` multiply-adds (``macs``). They depend on ``parts``, ``rows`` and
+    ``macs`` alone, never on the thread count."""
+    return even_blocks(rows, 1 if macs < SPLIT_MIN_MACS else parts)
+
+
+def in_row_blocks(rows: int, parts: int, macs: int, block: Callable[[int, int], None]) -> None:
+    """``block(r0, r1)`` over the blocks of :func:`row_blocks`, one task each (:func:`run_tasks`),
+    or once in the calling thread when there is one block."""
+    blocks = row_blocks(rows, parts, macs)
+    if len(blocks) == 1:
+        block(*blocks[0])
         return
-    bounds = [i * rows // parts for i in range(parts + 1)]
-    run_tasks(lambda i: block(bounds[i], bounds[i + 1]), parts)
+    run_tasks(lambda i: block(*blocks[i]), len(blocks))
 
 
 def matmul_in_parts(a, b, out, parts: int) -> None:

@@ -67,14 +67,13 @@ never stored (backward 1.14x faster in float32, 1.2x in float64, one thread).
 
 from __future__ import annotations
 
-import itertools
 import threading
 
 import numpy as np
 
 from zerodl.kernels import _direct_c1
 from zerodl.kernels._jit import jit
-from zerodl.kernels._tasks import SPLIT_MIN_MACS, matmul_in_parts, run_tasks
+from zerodl.kernels._tasks import matmul_in_parts, row_blocks, run_tasks
 from zerodl.kernels.affine import affine_backward_into_numba, affine_backward_into_numpy
 from zerodl.kernels.convolution import (
     SCATTER_POOLED,
@@ -390,21 +389,19 @@ def conv_relu_pool_affine_forward_numba(
     On the register-tile route, when the product is cut into row blocks, each block is one task: its
     images' conv + ReLU + pool, then its rows of the product, while the pooled rows are in that
     core's cache, in one call onto both cores instead of two (batch 100, SimpleConvNet's layer and
-    Affine(4320, 100), 2 threads: float32 1.61 → 1.36 ms, float64 2.54 → 2.25 ms). Elsewhere the two
-    calls in turn."""
+    Affine(4320, 100), 2 threads, ``benchmarks_scripts/merged_calls.py``, two runs: float32 1.51 →
+    1.38-1.39 ms, float64 2.57-2.72 → 2.39-2.56 ms). Elsewhere the two calls in turn."""
     FN, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     _check_affine_product((N, FN, oh // 2, ow // 2), W2, z)
-    parts = max(1, min(parts, N))
-    if parts > 1 and N * W2.shape[0] * W2.shape[1] >= SPLIT_MIN_MACS and _direct_c1.usable(C, stride, oh, ow,
-                                                                                          x.dtype):
-        cuts = [i * N // parts for i in range(parts + 1)]  # matmul_in_parts' row blocks
+    blocks = row_blocks(N, parts, N * W2.shape[0] * W2.shape[1])  # matmul_in_parts' row blocks
+    if len(blocks) > 1 and _direct_c1.usable(C, stride, oh, ow, x.dtype):
 
         def rows(pooled: np.ndarray, n0: int, n1: int) -> None:
             np.dot(pooled[n0:n1].reshape(n1 - n0, -1), W2, out=z[n0:n1])
 
-        return _direct_c1.forward(x, W, b, pad, True, blocks=list(itertools.pairwise(cuts)), after=rows)
+        return _direct_c1.forward(x, W, b, pad, True, blocks=blocks, after=rows)
     pooled, arg_max, col = conv_relu_pool_forward_numba(x, W, b, stride, pad)
     matmul_in_parts(pooled.reshape(N, -1), W2, z, parts)
     return pooled, arg_max, col
@@ -422,28 +419,28 @@ def conv_relu_pool_affine_backward_numba(
     On the register-tile route, without the convolution's dx, when the Affine's products are big
     enough to go on both cores: one call, whose first tasks are the Affine's ``dx2`` and ``dW2``
     products (whole, as side by side) and whose other tasks, the convolution's groups of images, wait
-    for ``dx2`` (batch 100, SimpleConvNet's layer and Affine(4320, 100), 2 threads: see the README).
-    Elsewhere the two in turn."""
+    for ``dx2`` (batch 100, SimpleConvNet's layer and Affine(4320, 100), 2 threads,
+    ``benchmarks_scripts/merged_calls.py``, two runs: float32 2.01-2.03 → 1.94-1.99 ms, float64
+    3.84-4.01 → 3.66-3.74 ms). Elsewhere the two in turn."""
     _check_affine_grads(pooled.shape, W2, dz, dx2, dW2, db2)
     _, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
-    n, features = dz.shape[0], W2.shape[0]
-    big = n * features * W2.shape[1] >= SPLIT_MIN_MACS
+    # The products go on both cores exactly when affine_backward_into would cut them (side by side).
+    split = len(row_blocks(N, parts, N * W2.shape[0] * W2.shape[1])) > 1
     same = dz.dtype == W2.dtype == dx2.dtype == pooled.dtype == x.dtype and (dW2 is None or dW2.dtype == x.dtype)
-    if not (parts > 1 and big and same and not need_dx and dx2.flags.c_contiguous
-            and _direct_c1.usable(C, stride, oh, ow, x.dtype)):
+    if not (split and same and not need_dx and _direct_c1.usable(C, stride, oh, ow, x.dtype)):
         affine_backward_into_numba(dz, pooled.reshape(N, -1), W2, dx2, dW2, db2, parts)
         return conv_relu_pool_backward_numba(dx2.reshape(pooled.shape), pooled, arg_max, x, W, col, stride, pad,
                                              need_dx)
     done = threading.Event()
-    failed: list[bool] = []
+    failed: list[BaseException] = []
 
     def dx_product() -> None:
         try:
             np.dot(dz, W2.T, out=dx2)
-        except BaseException:
-            failed.append(True)
+        except BaseException as exc:
+            failed.append(exc)
             raise
         finally:
             done.set()
@@ -451,7 +448,7 @@ def conv_relu_pool_affine_backward_numba(
     def ready() -> None:
         done.wait()  # task 0 is taken before any group: never a wait on a task not yet started
         if failed:
-            raise RuntimeError("conv_relu_pool_affine_backward: the product dx2 failed")
+            raise RuntimeError("conv_relu_pool_affine_backward: the product dx2 failed") from failed[0]
 
     first = [dx_product]
     if dW2 is not None:

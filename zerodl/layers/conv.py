@@ -314,8 +314,7 @@ class ConvolutionPiece(Piece):
             pending = self.then.pending_backward(dout) if self.then is not None else None
             if pending is not None:  # the next Affine's products, dx (= dout) first
                 dx, self.dW, self.db = kernels.get("conv_relu_pool_affine_backward")(
-                    pending[0], *pending[1:], pooled, arg_max, self.x, layer.W, keep, layer.stride, layer.pad,
-                    need_dx)
+                    *pending, pooled, arg_max, self.x, layer.W, keep, layer.stride, layer.pad, need_dx)
                 return dx
             dx, self.dW, self.db = kernels.get("conv_relu_pool_backward")(
                 dout, pooled, arg_max, self.x, layer.W, keep, layer.stride, layer.pad, need_dx)

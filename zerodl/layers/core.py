@@ -205,12 +205,14 @@ class AffinePiece(Piece):
         # With SGD, dW's product waits for apply_sgd_update, which folds W's update into it.
         fold = self.sgd_lr is not None
         self._sgd_dout = dout if fold else None
+        products = (dout, W, dx, None if fold else self.dW, self.db, self._parts())
         if self.defer_backward and dx is not None:
             # The piece before runs these products in its own backward call (pending_backward).
             out = dx.reshape(self.x_shape)
-            self._pending = (out, (dout, W, dx, None if fold else self.dW, self.db, self._parts()))
+            self._pending = (out, products)
             return out
-        kernels.get("affine_backward_into")(dout, self.x, W, dx, None if fold else self.dW, self.db, self._parts())
+        dout, W, dx, dW, db, parts = products
+        kernels.get("affine_backward_into")(dout, self.x, W, dx, dW, db, parts)
         return None if dx is None else dx.reshape(self.x_shape)
 
     def take_sgd_update(self, lr: float | None) -> tuple[bool, ...]:
