@@ -76,23 +76,16 @@ def build(net: str, small: bool, dtype: str) -> tuple[Any, tuple[int, ...], int,
 
 
 def start_task_threads() -> int:
-    """Start every worker of zerodl's task-thread pool now; returns how many there are.
+    """Start zerodl's task threads now; returns how many workers there are.
 
-    The pool (:mod:`zerodl.kernels._tasks`, used by the convolutions) starts its threads lazily, up
-    to the CPU count: one started late in a run, when a task is submitted while the others are
-    still busy, brings its stack and its own malloc arena (≈ 1.5 MiB measured) and would read as
-    growth. Each worker waits at a barrier until all have started.
+    The team of worker threads (:mod:`zerodl.kernels._tasks`, used by the convolutions) is made on
+    the first call that needs it, and starts all its workers at once (numba's thread limit less
+    one): made late in a run, each brings its stack and its own malloc arena (≈ 1.5 MiB measured)
+    and would read as growth.
     """
-    from zerodl.kernels._tasks import _thread_pool
+    from zerodl.kernels._tasks import _current_team
 
-    pool = _thread_pool()
-    workers = pool._max_workers  # the pool's own bound (the CPU count)
-    barrier = threading.Barrier(workers + 1)
-    futures = [pool.submit(barrier.wait) for _ in range(workers)]
-    barrier.wait()
-    for f in futures:
-        f.result()
-    return workers
+    return len(_current_team().threads)
 
 
 def run_one(net_name: str, steps: int, every: int, warmup: int, small: bool, dtype: str, backend: str,

@@ -1,16 +1,24 @@
 """Both cores for the compiled twins that call BLAS between compiled passes (convolution, pooling).
 
 :func:`run_tasks` runs ``task(0) … task(n - 1)`` on up to ``numba.get_num_threads()`` threads: the
-calling thread and the workers of one process-wide :class:`~concurrent.futures.ThreadPoolExecutor`.
-The compiled passes release the GIL (``nogil`` in ``_jit.py``) and so do NumPy's products, so the
-threads really run at once. Why Python threads rather than numba's ``prange``: a task calls NumPy's
-BLAS between compiled passes (BLAS inside njit code would load SciPy's second OpenBLAS, see
-NUMBA-NOTES), and one pool of threads that sleep when idle never busy-waits against BLAS's or
-numba's own (numba's OpenMP workers spin for a while after each parallel loop).
+calling thread and the workers of one process-wide :class:`_Team`. The compiled passes release the
+GIL (``nogil`` in ``_jit.py``) and so do NumPy's products, so the threads really run at once. Why
+Python threads rather than numba's ``prange``: a task calls NumPy's BLAS between compiled passes
+(BLAS inside njit code would load SciPy's second OpenBLAS, see NUMBA-NOTES), and numba's OpenMP
+workers spin against BLAS's and ours after each parallel loop.
+
+The team's threads hand work over in compiled code (:mod:`zerodl.kernels._spin`): after a call a
+worker spins, GIL released, for up to :data:`SPIN_SECONDS` waiting for the next one, and reports a
+finished job from inside that GIL-free call; the caller spins the same way for the reports. A
+hand-over through Python objects (locks, futures) cost 80-200 µs a call here, because each side
+slept — on a lock, or on the GIL at the end of a compiled call while the other thread held it for
+its bookkeeping — and waking a sleeping virtual CPU is slow (``conv_notes.md``, session 8). Past the
+spin budget both sides sleep on a condition, so an idle process does not burn a core.
 
 Tasks must write disjoint outputs and must not depend on which thread runs them, or on how many
 threads there are: callers cut their work by the shapes alone, so results are bit-identical for
-any thread count. ``zerodl.num_threads(1)`` (which sets numba's count) makes every call sequential.
+any thread count. ``zerodl.num_threads(1)`` (which sets numba's count) makes every call sequential,
+and so does a call made from inside a task, or while another thread's call has the team.
 """
 
 from __future__ import annotations
@@ -18,27 +26,144 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
+from zerodl.kernels import _spin
+
+#: How long a worker spins for the next call, and the caller for the workers' reports, before
+#: sleeping. In a training step the calls come 0.1-1 ms apart (DeepConvNet: 12 a step).
+SPIN_SECONDS = 1e-3
+
 _local = threading.local()
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
+_team_lock = threading.Lock()
+_team: _Team | None = None
 
 
-def _thread_pool() -> ThreadPoolExecutor:
-    # One pool per process, created on first use; a forked child (whose copy of the pool has no
-    # threads) makes its own.
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="zerodl")
-            _pool_pid = os.getpid()
-        return _pool
+class _Job:
+    """One call of :func:`run_tasks`: its tasks, the shared counter that deals them out, how many
+    workers take part, and the errors their tasks raised."""
+
+    def __init__(self, seq: int, task: Callable[[int], None], n_tasks: int, workers: int) -> None:
+        self.seq = seq
+        self.task = task
+        self.n_tasks = n_tasks
+        self.workers = workers
+        self.counter = itertools.count()  # next() is atomic under the GIL: each task is taken once
+        self.errors: list[BaseException] = []
+
+    def work(self) -> None:
+        for i in self.counter:
+            if i >= self.n_tasks:
+                return
+            self.task(i)
+
+
+class _Team:
+    """The worker threads (numba's thread limit less one), their shared ``int64`` state (posted
+    job number, done count: :mod:`~zerodl.kernels._spin`) and the condition both sides sleep on
+    once their spin budget is spent."""
+
+    def __init__(self, workers: int) -> None:
+        self.pid = os.getpid()
+        self.state = np.zeros(_spin.STATE_SIZE, np.int64)
+        self.spins = 0 if numba.config.DISABLE_JIT else _spins_for(SPIN_SECONDS)
+        self.lock = threading.Lock()  # held by the thread whose call has the team
+        self.cond = threading.Condition()
+        self.sleeping_workers = 0
+        self.caller_sleeping = False
+        self.job = _Job(0, lambda i: None, 0, 0)
+        self.done_target = 0
+        self.threads = [
+            threading.Thread(target=self._work, args=(k,), name=f"zerodl-{k}", daemon=True) for k in range(workers)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    # ------------------------------------------------------------------------- worker side
+    def _work(self, index: int) -> None:
+        _local.in_worker = True
+        seen, finished = 0, 0
+        while True:
+            posted = _spin.signal_and_wait(self.state, finished, seen, self.spins)
+            finished = 0
+            if posted < 0:
+                self._sleep_until_posted(seen)
+            job = self.job  # the newest job: a worker that slept through one never runs it twice
+            seen = job.seq
+            if index >= job.workers:
+                continue
+            try:
+                job.work()
+            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                job.errors.append(error)
+            if self.caller_sleeping:
+                with self.cond:
+                    _spin.add(self.state, _spin.DONE, 1)
+                    self.cond.notify_all()
+            else:
+                finished = 1  # reported by signal_and_wait, GIL released
+
+    def _sleep_until_posted(self, seen: int) -> None:
+        with self.cond:
+            self.sleeping_workers += 1
+            try:
+                while self.state[_spin.POSTED] == seen:
+                    self.cond.wait()
+            finally:
+                self.sleeping_workers -= 1
+
+    # ------------------------------------------------------------------------- caller side
+    def run(self, task: Callable[[int], None], n_tasks: int, workers: int) -> None:
+        job = _Job(self.job.seq + 1, task, n_tasks, workers)
+        self.job = job
+        self.done_target += workers
+        self.state[_spin.POSTED] = job.seq  # the spinning workers see it; sleeping ones are woken
+        if self.sleeping_workers:
+            with self.cond:
+                self.cond.notify_all()
+        try:
+            job.work()
+        finally:
+            self._wait_for_workers()  # before the caller's buffers go away, even on an error
+        if job.errors:
+            raise job.errors[0]
+
+    def _wait_for_workers(self) -> None:
+        if _spin.wait_until_at_least(self.state, _spin.DONE, self.done_target, self.spins):
+            return
+        with self.cond:
+            self.caller_sleeping = True
+            try:
+                # A worker that read caller_sleeping just before it was set reports without a
+                # notify: the timeout bounds that rare wait.
+                while self.state[_spin.DONE] < self.done_target:
+                    self.cond.wait(0.001)
+            finally:
+                self.caller_sleeping = False
+
+
+def _spins_for(seconds: float) -> int:
+    # pause instructions in `seconds` on this CPU (a pause takes ~10-150 cycles depending on the model)
+    state = np.zeros(_spin.STATE_SIZE, np.int64)
+    trial = 20_000
+    _spin.wait_until_at_least(state, _spin.DONE, 1, 10)  # compile, or load from the cache
+    start = time.perf_counter()
+    _spin.wait_until_at_least(state, _spin.DONE, 1, trial)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return max(1, int(trial * seconds / elapsed))
+
+
+def _current_team() -> _Team:
+    # One team per process, made on first use; a forked child (whose copy has no threads) makes its own.
+    global _team
+    with _team_lock:
+        if _team is None or _team.pid != os.getpid():
+            _team = _Team(max(1, numba.config.NUMBA_NUM_THREADS) - 1)
+        return _team
 
 
 def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
@@ -48,35 +173,18 @@ def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
     raised by a task is re-raised here (after the other threads have stopped).
     """
     threads = min(numba.get_num_threads(), n_tasks)
-    if threads <= 1 or getattr(_local, "in_worker", False):
-        # Sequential, also when a task itself calls run_tasks: a pool thread waiting on tasks
-        # queued behind it could otherwise deadlock the pool.
-        for i in range(n_tasks):
-            task(i)
-        return
-    counter = itertools.count()  # next() is atomic under the GIL: each task is taken once
-
-    def worker() -> None:
-        for i in counter:
-            if i >= n_tasks:
-                return
-            task(i)
-
-    def pool_worker() -> None:
-        _local.in_worker = True
-        try:
-            worker()
-        finally:
-            _local.in_worker = False
-
-    futures = [_thread_pool().submit(pool_worker) for _ in range(threads - 1)]
-    try:
-        worker()
-    finally:
-        for f in futures:
-            f.exception()  # wait for every worker before the caller's buffers go away
-    for f in futures:
-        f.result()  # re-raise a worker's error
+    if threads > 1 and not getattr(_local, "in_worker", False):
+        team = _current_team()
+        # Sequential, also when a task itself calls run_tasks or another thread's call has the
+        # team: a team waiting on tasks queued behind it could otherwise deadlock.
+        if team.lock.acquire(blocking=False):
+            try:
+                team.run(task, n_tasks, threads - 1)
+            finally:
+                team.lock.release()
+            return
+    for i in range(n_tasks):
+        task(i)
 
 
 #: Products smaller than this many multiply-adds stay whole in :func:`matmul_in_parts`: a call of
