@@ -244,3 +244,34 @@ def test_spin_waits():
         assert wait_until_at_least(state, _spin.DONE, 3, 0)
         assert not wait_until_at_least(state, _spin.DONE, 4, 50)
         assert state.dtype == np.int64 and state[_spin.POSTED] == 7  # nothing else written
+
+
+def test_the_spin_budget_comes_from_the_environment(monkeypatch):
+    from zerodl.kernels import _tasks
+
+    monkeypatch.delenv(_tasks.SPIN_ENV, raising=False)
+    assert _tasks.spin_seconds() == _tasks.SPIN_SECONDS
+    monkeypatch.setenv(_tasks.SPIN_ENV, "250")
+    assert _tasks.spin_seconds() == pytest.approx(250e-6)
+    monkeypatch.setenv(_tasks.SPIN_ENV, "0")
+    assert _tasks.spin_seconds() == 0
+    for bad in ("-1", "1.5", "fast", "2000000"):
+        monkeypatch.setenv(_tasks.SPIN_ENV, bad)
+        with pytest.raises(ValueError, match=f"{_tasks.SPIN_ENV}='{bad}'.*microseconds"):
+            _tasks.spin_seconds()
+
+
+def test_a_team_without_spinning_still_runs_every_task(monkeypatch):
+    # ZERODL_TASK_SPIN_US=0: both sides sleep at once, every hand-over goes through the condition.
+    from zerodl.kernels import _tasks
+
+    old = _two_threads()
+    monkeypatch.setenv(_tasks.SPIN_ENV, "0")
+    monkeypatch.setattr(_tasks, "_team", None)  # a new team, made with the variable set
+    try:
+        assert _tasks._current_team().spins == 0
+        for n in (2, 5, 2, 9):
+            seen, _ = _record(n)
+            assert sorted(seen) == list(range(n))
+    finally:
+        numba.set_num_threads(old)

@@ -35,8 +35,11 @@ import numpy as np
 from zerodl.kernels import _spin
 
 #: How long a worker spins for the next call, and the caller for the workers' reports, before
-#: sleeping. In a training step the calls come 0.1-1 ms apart (DeepConvNet: 12 a step).
+#: sleeping. In a training step the calls come 0.1-1 ms apart (DeepConvNet: 12 a step). The
+#: environment variable ``ZERODL_TASK_SPIN_US`` (microseconds, read when the team is made) overrides
+#: it; 0 makes both sides sleep at once (for a machine shared with other busy processes).
 SPIN_SECONDS = 1e-3
+SPIN_ENV = "ZERODL_TASK_SPIN_US"
 
 _local = threading.local()
 _team_lock = threading.Lock()
@@ -70,7 +73,8 @@ class _Team:
     def __init__(self, workers: int) -> None:
         self.pid = os.getpid()
         self.state = np.zeros(_spin.STATE_SIZE, np.int64)
-        self.spins = 0 if numba.config.DISABLE_JIT else _spins_for(SPIN_SECONDS)
+        seconds = spin_seconds()
+        self.spins = 0 if numba.config.DISABLE_JIT or seconds == 0 else _spins_for(seconds)
         self.lock = threading.Lock()  # held by the thread whose call has the team
         self.cond = threading.Condition()
         self.sleeping_workers = 0
@@ -144,6 +148,23 @@ class _Team:
                     self.cond.wait(0.001)
             finally:
                 self.caller_sleeping = False
+
+
+def spin_seconds() -> float:
+    """The spin budget: :data:`SPIN_SECONDS`, or ``ZERODL_TASK_SPIN_US`` microseconds when set (a
+    whole number from 0 to 1,000,000; anything else is a ``ValueError`` naming the variable)."""
+    raw = os.environ.get(SPIN_ENV)
+    if raw is None or raw.strip() == "":
+        return SPIN_SECONDS
+    try:
+        micros = int(raw)
+    except ValueError:
+        micros = -1
+    if not 0 <= micros <= 1_000_000:
+        raise ValueError(f"environment variable {SPIN_ENV}={raw!r}: expected a whole number of microseconds "
+                         f"from 0 to 1000000 (how long zerodl's task threads spin before sleeping; default "
+                         f"{SPIN_SECONDS * 1e6:.0f})")
+    return micros * 1e-6
 
 
 def _spins_for(seconds: float) -> int:
