@@ -275,3 +275,24 @@ def test_a_team_without_spinning_still_runs_every_task(monkeypatch):
             assert sorted(seen) == list(range(n))
     finally:
         numba.set_num_threads(old)
+
+
+def test_a_call_keeps_no_reference_to_its_tasks():
+    # The team must not hold the last call's closure (and the arrays it captured) after the call.
+    import gc
+    import weakref
+
+    old = _two_threads()
+    try:
+        class Buffer:
+            pass
+
+        for _ in range(3):
+            buffer = Buffer()
+            ref = weakref.ref(buffer)
+            run_tasks(lambda i, buffer=buffer: None, 2)
+            del buffer
+            gc.collect()
+            assert ref() is None
+    finally:
+        numba.set_num_threads(old)

@@ -79,7 +79,7 @@ class _Team:
         self.cond = threading.Condition()
         self.sleeping_workers = 0
         self.caller_sleeping = False
-        self.job = _Job(0, lambda i: None, 0, 0)
+        self.job = _Job(0, _no_task, 0, 0)
         self.done_target = 0
         self.threads = [
             threading.Thread(target=self._work, args=(k,), name=f"zerodl-{k}", daemon=True) for k in range(workers)
@@ -98,12 +98,15 @@ class _Team:
                 self._sleep_until_posted(seen)
             job = self.job  # the newest job: a worker that slept through one never runs it twice
             seen = job.seq
-            if index >= job.workers:
+            engaged = index < job.workers
+            if engaged:
+                try:
+                    job.work()
+                except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                    job.errors.append(error)
+            job = None  # dropped before the report: the call's arrays must not outlive it here
+            if not engaged:
                 continue
-            try:
-                job.work()
-            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
-                job.errors.append(error)
             if self.caller_sleeping:
                 with self.cond:
                     _spin.add(self.state, _spin.DONE, 1)
@@ -133,6 +136,7 @@ class _Team:
             job.work()
         finally:
             self._wait_for_workers()  # before the caller's buffers go away, even on an error
+            self.job = _Job(job.seq, _no_task, 0, 0)  # keeps no reference to the tasks' arrays
         if job.errors:
             raise job.errors[0]
 
@@ -167,6 +171,10 @@ def spin_seconds() -> float:
     return micros * 1e-6
 
 
+def _no_task(i: int) -> None:
+    raise AssertionError("the idle job has no tasks")
+
+
 def _spins_for(seconds: float) -> int:
     # pause instructions in `seconds` on this CPU (a pause takes ~10-150 cycles depending on the model)
     state = np.zeros(_spin.STATE_SIZE, np.int64)
@@ -185,6 +193,16 @@ def _current_team() -> _Team:
         if _team is None or _team.pid != os.getpid():
             _team = _Team(max(1, numba.config.NUMBA_NUM_THREADS) - 1)
         return _team
+
+
+def _forget_team_in_child() -> None:
+    # A fork copies the team (without its threads) and the locks as they were: one held by another
+    # thread at that moment would never be released in the child.
+    global _team, _team_lock
+    _team, _team_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_team_in_child)
 
 
 def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
