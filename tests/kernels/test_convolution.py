@@ -364,3 +364,33 @@ def test_direct_route_only_for_single_channel_unit_stride_3_wide():
 
     assert direct(1, 3, 1)
     assert not direct(2, 3, 1) and not direct(1, 3, 2) and not direct(1, 5, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn, c", [(16, 1), (3, 5), (32, 32), (64, 64)])
+def test_winograd_filter_transform_matches_its_formula(dtype, fn, c):
+    # U[4a + b, f, c] = (G g Gᵀ)[a, b]: bit for bit the kernel's expression order (a loop oracle),
+    # and within rounding of the matrix form. 32x32 and 64x64 are the shapes whose planes are
+    # multiples of 4 KiB, which the kernel writes through a buffer.
+    from zerodl.kernels.convolution import _wino_filters
+
+    W = np.random.default_rng(fn * 100 + c).standard_normal((fn, c, 3, 3)).astype(dtype)
+    U = _wino_filters(W)
+    assert U.shape == (16, fn, c) and U.dtype == dtype
+    half = dtype(0.5)
+    oracle = np.empty_like(U)
+    for f in range(fn):
+        for ch in range(c):
+            g = W[f, ch]
+            t = np.empty((4, 3), dtype=dtype)
+            for k in range(3):
+                t[0, k], t[3, k] = g[0, k], g[2, k]
+                t[1, k] = half * (g[0, k] + g[1, k] + g[2, k])
+                t[2, k] = half * (g[0, k] - g[1, k] + g[2, k])
+            for a in range(4):
+                r0, r1, r2 = t[a]
+                oracle[4 * a:4 * a + 4, f, ch] = (r0, half * (r0 + r1 + r2), half * (r0 - r1 + r2), r2)
+    np.testing.assert_array_equal(U, oracle)
+    G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    matrix = np.einsum("ai,fcij,bj->abfc", G, W.astype(np.float64), G).reshape(16, fn, c)
+    np.testing.assert_allclose(U, matrix, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)

@@ -762,10 +762,14 @@ def _bias_grad(dout, db):
 @jit
 def _wino_filter(W, U):
     # W (FN, C, 3, 3) → U (16, FN, C): U[4a + b, f, c] = (G g Gᵀ)[a, b] with g = W[f, c],
-    # G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
+    # G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]. One filter's 16 rows go to a small buffer
+    # first, then row by row into U: stored straight into U's 16 planes, an element each, the stores
+    # hit the same L1 sets whenever a plane is a multiple of 4 KiB (FN·C = 1,024 float32: 32x32 took
+    # 57 µs against 5 µs for 32x16, 64x64 224 µs), and DeepConvNet's step makes ten such transforms.
     fn, n_ch = W.shape[0], W.shape[1]
     half = W.dtype.type(0.5)
     t = np.empty((4, 3), dtype=W.dtype)
+    rows = np.empty((16, n_ch), dtype=W.dtype)
     for f in range(fn):
         for c in range(n_ch):
             g = W[f, c]
@@ -777,10 +781,13 @@ def _wino_filter(W, U):
                 t[3, k] = g2
             for a in range(4):
                 r0, r1, r2 = t[a, 0], t[a, 1], t[a, 2]
-                U[4 * a, f, c] = r0
-                U[4 * a + 1, f, c] = half * (r0 + r1 + r2)
-                U[4 * a + 2, f, c] = half * (r0 - r1 + r2)
-                U[4 * a + 3, f, c] = r2
+                rows[4 * a, c] = r0
+                rows[4 * a + 1, c] = half * (r0 + r1 + r2)
+                rows[4 * a + 2, c] = half * (r0 - r1 + r2)
+                rows[4 * a + 3, c] = r2
+        for k in range(16):
+            for c in range(n_ch):
+                U[k, f, c] = rows[k, c]
 
 
 @jit
