@@ -35,3 +35,17 @@ def test_bad_options_are_named():
                           (["--gaps", "-1"], "--gaps must not be negative")):
         done = _run(*args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
+def test_the_filter_transform_script_prints_every_shape():
+    script = SCRIPT.parent / "wino_filter.py"
+    env = dict(os.environ, PYTHONPATH=str(SCRIPT.parents[1]))
+    done = subprocess.run([sys.executable, str(script), "--repeats", "2"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["16x1", "16x16", "32x16", "32x32", "64x32", "64x64"]
+    assert all(len(r) == 3 and all(float(v) > 0 for v in r[1:]) for r in rows), rows
+    bad = subprocess.run([sys.executable, str(script), "--repeats", "0"], capture_output=True, text=True, env=env,
+                         timeout=60, check=False)
+    assert bad.returncode == 2 and "--repeats must be at least 1" in bad.stderr

@@ -764,8 +764,9 @@ def _wino_filter(W, U):
     # W (FN, C, 3, 3) → U (16, FN, C): U[4a + b, f, c] = (G g Gᵀ)[a, b] with g = W[f, c],
     # G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]. One filter's 16 rows go to a small buffer
     # first, then row by row into U: stored straight into U's 16 planes, an element each, the stores
-    # hit the same L1 sets whenever a plane is a multiple of 4 KiB (FN·C = 1,024 float32: 32x32 took
-    # 57 µs against 5 µs for 32x16, 64x64 224 µs), and DeepConvNet's step makes ten such transforms.
+    # hit the same L1 sets whenever a plane is a multiple of 4 KiB (benchmarks_scripts/wino_filter.py,
+    # float32: 32x32 58-59 → 10-11 µs, 64x64 232 → 37-41 µs; the small 16x1 0.9 → 1.2-1.3 µs), and
+    # DeepConvNet's step makes ten such transforms.
     fn, n_ch = W.shape[0], W.shape[1]
     half = W.dtype.type(0.5)
     t = np.empty((4, 3), dtype=W.dtype)
