@@ -40,6 +40,18 @@ def test_exit_code_and_json_structure(bench_run):
             assert len(values) == 2 and all(0 < v < 5 for v in values), name
 
 
+def test_the_blas_rate_is_numpys_own_library_alone(bench_run):
+    # The rate behind GEMM % is NumPy's OpenBLAS (the library zerodl's kernels call), timed with no
+    # other BLAS in the worker: SciPy's bundled OpenBLAS spins its own threads after each call and
+    # halved the float64 product timed next to it.
+    _, _, results = bench_run
+    blas = sorted(name for name in results["medians"]["numba"] if name.startswith("blas/"))
+    assert blas == ["blas/numpy/float32", "blas/numpy/float64"]
+    for dt in ("float32", "float64"):
+        seconds = results["medians"]["numba"][f"blas/numpy/{dt}"]
+        assert results["blas_gflops"][dt] == pytest.approx(2 * 64**3 / seconds / 1e9)
+
+
 def test_every_registered_op_is_measured_or_said_to_be_skipped(bench_run):
     _, _, results = bench_run
     measured = {r["name"] for r in results["rows"] if r["section"] == "kernel"}
