@@ -101,6 +101,31 @@ def test_bias_gradient_bit_identical_to_the_book_order():
     np.testing.assert_array_equal(db_nb, db_np)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_relu_bias_gradient_bit_identical_to_the_book_order(threads):
+    # On Winograd's route with dx the bias gradient is the call's last task and sums the masked
+    # gradient its groups stored, instead of masking dout itself: the same additions in the same
+    # order, so the book's bits (the NumPy twin's) for any number of threads.
+    import numba
+
+    from zerodl.kernels import convolution
+    from zerodl.threads import num_threads
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 4, 10, 10))
+    W = rng.standard_normal((6, 4, 3, 3))
+    b = rng.standard_normal(6)
+    dout = rng.standard_normal((8, 6, 10, 10))
+    assert convolution._winograd_ok(4, 3, 3, 1, 1) and convolution._winograd_ok(6, 3, 3, 1, 1)
+    out, _ = kernels.get("conv_relu_forward", "numpy")(x, W, b, 1, 1)
+    assert (out == 0).any() and (out > 0).any()
+    _, _, db_np = kernels.get("conv_relu_backward", "numpy")(dout, out, x, W, None, 1, 1)
+    with num_threads(min(threads, numba.config.NUMBA_NUM_THREADS)):
+        dx, _, db_nb = kernels.get("conv_relu_backward", "numba")(dout, out, x, W, None, 1, 1)
+    np.testing.assert_array_equal(db_nb, db_np)
+    assert dx.shape == x.shape
+
+
 @pytest.mark.parametrize("wide_max_junk", [0.0, 1.0], ids=["row-copies", "wide-grid"])
 def test_both_unit_stride_layouts_agree(monkeypatch, wide_max_junk):
     # The Numba twin picks the wide grid or row-by-row copies for unit stride; both are exact.
