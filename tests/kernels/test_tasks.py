@@ -268,11 +268,34 @@ def test_a_team_without_spinning_still_runs_every_task(monkeypatch):
     old = _two_threads()
     monkeypatch.setenv(_tasks.SPIN_ENV, "0")
     monkeypatch.setattr(_tasks, "_team", None)  # a new team, made with the variable set
+    team = None
     try:
-        assert _tasks._current_team().spins == 0
+        team = _tasks._current_team()
+        assert team.spins == 0
         for n in (2, 5, 2, 9):
             seen, _ = _record(n)
             assert sorted(seen) == list(range(n))
+    finally:
+        numba.set_num_threads(old)
+        if team is not None:
+            team.close()  # no sleeping workers left behind once monkeypatch restores the process's team
+    assert team is not None and not any(thread.is_alive() for thread in team.threads)
+
+
+def test_a_closed_team_stops_its_spinning_and_sleeping_workers(monkeypatch):
+    # close() reaches a worker wherever it waits: spinning right after a call, or asleep.
+    from zerodl.kernels import _tasks
+
+    old = _two_threads()
+    try:
+        for spin_us in ("1000000", "0"):  # workers still spinning at close / asleep at once
+            monkeypatch.setenv(_tasks.SPIN_ENV, spin_us)
+            team = _tasks._Team(1)
+            seen = []
+            team.run(seen.append, 4, 1)
+            assert sorted(seen) == [0, 1, 2, 3]
+            team.close()
+            assert not any(thread.is_alive() for thread in team.threads), spin_us
     finally:
         numba.set_num_threads(old)
 

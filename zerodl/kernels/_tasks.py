@@ -57,6 +57,7 @@ class _Job:
         self.workers = workers
         self.counter = itertools.count()  # next() is atomic under the GIL: each task is taken once
         self.errors: list[BaseException] = []
+        self.stop = False  # the team's last job: its workers return (see _Team.close)
 
     def work(self) -> None:
         for i in self.counter:
@@ -97,6 +98,8 @@ class _Team:
             if posted < 0:
                 self._sleep_until_posted(seen)
             job = self.job  # the newest job: a worker that slept through one never runs it twice
+            if job.stop:
+                return
             seen = job.seq
             engaged = index < job.workers
             if engaged:
@@ -122,6 +125,19 @@ class _Team:
                     self.cond.wait()
             finally:
                 self.sleeping_workers -= 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers: each returns at the next job it sees (spinning or asleep), and they are
+        joined. The process keeps one team for its life; this is for a team made aside (tests)."""
+        with self.lock:  # no call of run in progress
+            job = _Job(self.job.seq + 1, _no_task, 0, 0)
+            job.stop = True
+            self.job = job
+            with self.cond:
+                self.state[_spin.POSTED] = job.seq
+                self.cond.notify_all()
+        for thread in self.threads:
+            thread.join(timeout)
 
     # ------------------------------------------------------------------------- caller side
     def run(self, task: Callable[[int], None], n_tasks: int, workers: int) -> None:
