@@ -12,8 +12,8 @@ from zerodl.kernels import _direct_c1, conv_relu_pool, convolution
 
 DTYPES = (np.float32, np.float64)
 
-#: (N, C, H, W, FN, F, pad): Winograd-fused (C >= 4, 3x3, even output), odd output (chained),
-#: few channels (chained), a 5x5 filter (chained).
+#: (N, C, H, W, FN, F, pad): Winograd-fused (C >= 4, 3x3, even output), odd output (fused too:
+#: the last tile row / column dropped), few channels (chained), a 5x5 filter (chained).
 CASES = [
     (3, 4, 6, 6, 5, 3, 1),
     (2, 4, 5, 7, 4, 3, 2),
@@ -143,6 +143,37 @@ def test_nan_propagates_like_the_chain():
     assert np.isnan(p_nb).any()
     np.testing.assert_array_equal(np.isnan(p_nb), np.isnan(p_np))
     np.testing.assert_array_equal(a_nb, a_np)
+
+
+@pytest.mark.parametrize("compiled_products", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_odd_outputs_pool_in_the_transform_with_the_chains_bits(monkeypatch, dtype, compiled_products):
+    # Odd output sizes (DeepConvNet's last conv: 7x7 in, pad 2, 9x9 out) pool in Winograd's output
+    # transform too, dropping the last tile row / column as the 2x2 pooling drops the output's last
+    # row / column: pooled, arg_max and the inference values are the chain's bit for bit, NaN too,
+    # in the compiled group loops and in the Python loops alike.
+    from zerodl.kernels import _blas
+
+    monkeypatch.setattr(_blas, "_forced_off", not compiled_products)
+    rng = np.random.default_rng(21)
+    for n, c, h, w, fn, pad in ((3, 8, 7, 7, 8, 2), (2, 4, 5, 7, 4, 2), (2, 4, 9, 6, 4, 1), (2, 4, 5, 5, 4, 0)):
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        W = rng.standard_normal((fn, c, 3, 3)).astype(dtype)
+        b = rng.standard_normal(fn).astype(dtype)
+        assert convolution._winograd_ok(c, 3, 3, 1, pad)
+        for poison in (False, True):
+            if poison:
+                x[1, 0, 2, 3] = np.nan
+            out, _ = convolution.conv_relu_forward_numba(x, W, b, 1, pad)
+            assert out.shape[2] % 2 or out.shape[3] % 2
+            p_chain, a_chain = kernels.get("max_pool_forward", "numba")(out, 2, 2, 2, 0)
+            p, a, col = conv_relu_pool.conv_relu_pool_forward_numba(x, W, b, 1, pad)
+            p_infer = conv_relu_pool.conv_relu_pool_inference_numba(x, W, b, 1, pad)
+            assert col is None and p.shape == p_chain.shape and p.dtype == dtype
+            np.testing.assert_array_equal(p, p_chain)
+            np.testing.assert_array_equal(a, a_chain)
+            np.testing.assert_array_equal(p_infer, p_chain)
+            assert np.isnan(p).any() == poison
 
 
 @pytest.mark.parametrize("compiled_products", [True, False])

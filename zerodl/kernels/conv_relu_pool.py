@@ -89,14 +89,12 @@ from zerodl.kernels.convolution import (
     _wino_filters,
     _winograd_ok,
     conv_backward_numpy,
-    conv_relu_forward_numba,
     conv_relu_forward_numpy,
 )
 from zerodl.kernels.im2col import out_hw
 from zerodl.kernels.pooling import (
     _max_pool_forward,
     max_pool_backward_numpy,
-    max_pool_forward_numba,
     max_pool_forward_numpy,
 )
 
@@ -265,12 +263,13 @@ def conv_relu_pool_forward_numba(
     """Compiled twin of :func:`conv_relu_pool_forward_numpy`; returns ``(pooled, arg_max, col)``,
     ``col`` ``None`` or, on the register-tile route, the windows' codes for the backward.
 
-    Winograd layers with even output sizes pool inside the output transform; single-channel layers
-    pool straight from register tiles (:func:`zerodl.kernels._direct_c1.forward`, AVX-512 only);
-    other patch-route layers pool each group of images in the task that convolved it (the kernels of
-    :func:`~zerodl.kernels.max_pool_forward_numba`, so the same values); odd Winograd outputs chain
-    :func:`~zerodl.kernels.convolution.conv_relu_forward_numba` and
-    :func:`~zerodl.kernels.max_pool_forward_numba`.
+    Winograd layers pool inside the output transform, each 2x2 output tile one pooling window (an
+    odd output size drops the last tile row or column, as the pooling drops the output's last row
+    or column; the values of the chain :func:`~zerodl.kernels.convolution.conv_relu_forward_numba` +
+    :func:`~zerodl.kernels.max_pool_forward_numba`, bit for bit); single-channel layers pool straight
+    from register tiles (:func:`zerodl.kernels._direct_c1.forward`, AVX-512 only); other patch-route
+    layers pool each group of images in the task that convolved it (the kernels of
+    :func:`~zerodl.kernels.max_pool_forward_numba`, so the same values).
     """
     FN, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
@@ -294,10 +293,6 @@ def conv_relu_pool_forward_numba(
             _max_pool_forward(out[n0:n1], 2, 2, 2, 0, pooled[n0:n1], arg_max[n0:n1])
 
         _patch_forward(plan, x, W, b, SCATTER_RELU, out, after_group=pool)
-        return pooled, arg_max, None
-    if oh % 2 or ow % 2:
-        out, _ = conv_relu_forward_numba(x, W, b, stride, pad)
-        pooled, arg_max = max_pool_forward_numba(out, 2, 2, 2, 0)
         return pooled, arg_max, None
     x = np.ascontiguousarray(x)
     b = np.ascontiguousarray(b)
@@ -465,8 +460,9 @@ def conv_relu_pool_inference_numba(
 ) -> np.ndarray:
     """Compiled twin of :func:`conv_relu_pool_inference_numpy`: ``pooled`` only.
 
-    Winograd layers with even output sizes pool in the output transform (one flat pass per filter,
-    no arg-max, no NaN pre-check), with odd ones chain the training twins; layers off Winograd's
+    Winograd layers pool in the output transform (one flat pass per filter, no arg-max, no NaN
+    pre-check; an odd output size drops the last tile row or column, as the pooling drops the
+    output's last row or column); layers off Winograd's
     route take register tiles if they have one channel (AVX-512), else the patch route with the
     pooling in the pass that scatters the product. No full-resolution output and no arg-max are written; chunks and
     groups as in the training twins (both cores, bit-identical for any thread count).
@@ -476,10 +472,6 @@ def conv_relu_pool_inference_numba(
     oh, ow = out_hw(H, Wd, FH, FW, stride, pad)
     x = np.ascontiguousarray(x)
     b = np.ascontiguousarray(b)
-    if _winograd_ok(C, FH, FW, stride, pad) and (oh % 2 or ow % 2):
-        # Odd Winograd outputs: the training twin's chain (Winograd beats the patch route).
-        out, _ = conv_relu_forward_numba(x, W, b, stride, pad)
-        return max_pool_forward_numba(out, 2, 2, 2, 0)[0]
     if _direct_c1.usable(C, stride, oh, ow, x.dtype):
         return _direct_c1.forward(x, W, b, pad, train=False)[0]
     pooled = np.empty((N, FN, oh // 2, ow // 2), dtype=x.dtype)

@@ -937,20 +937,22 @@ def _wino_tiles_to_out(Y, th, tw, out):
 
 @jit
 def _wino_wide_to_tiles(P, th, tw, pooled):
-    # P (FN, B·th·(tw + 1)), one value per wide tile → pooled (B, FN, th, tw), junk tiles dropped.
-    # Works for any dtype of P (the pooled values and their arg-max indices).
-    n_img, fn = pooled.shape[0], pooled.shape[1]
+    # P (FN, B·th·(tw + 1)), one value per wide tile → pooled (B, FN, ph, pw), junk tiles dropped.
+    # ph, pw (pooled's) are th, tw, or one less where the output size is odd: 2x2 pooling then
+    # drops the output's last row or column, i.e. the last tile row or column. Works for any dtype
+    # of P (the pooled values and their arg-max indices).
+    n_img, fn, ph, pw = pooled.shape
     u = np.uint64
     T = u(P.shape[1])
     Pf = P.reshape(-1)
     of = pooled.reshape(-1)
-    utw = u(tw)
+    upw = u(pw)
     for n in range(n_img):
         for f in range(fn):
-            for i in range(th):
+            for i in range(ph):
                 m = u(f) * T + u((n * th + i) * (tw + 1))
-                o = u(((n * fn + f) * th + i) * tw)
-                for j in range(utw):
+                o = u(((n * fn + f) * ph + i) * pw)
+                for j in range(upw):
                     of[o + j] = Pf[m + j]
 
 
@@ -1031,9 +1033,10 @@ def _wino_filter_grad(X, dW):
 def _wino_output_pool(M, b, th, tw, pooled, arg_max):
     # Winograd's output transform (see _wino_output_wide: M (16, FN, B·th·(tw + 1)), wide
     # tile rows) + bias + the book's ReLU + the 2x2 max pooling of each output tile:
-    # pooled / arg_max (B, FN, th, tw). First maximum in (y00, y01, y10, y11) order; a NaN wins
-    # and sticks (max_pool_forward's rule).
-    n_img, fn = pooled.shape[0], pooled.shape[1]
+    # pooled / arg_max (B, FN, ph, pw), ph, pw th, tw or one less (odd output sizes: the last tile
+    # row or column is dropped, as 2x2 pooling drops the output's last row or column). First
+    # maximum in (y00, y01, y10, y11) order; a NaN wins and sticks (max_pool_forward's rule).
+    n_img, fn, ph, pw = pooled.shape
     u = np.uint64
     T = u(M.shape[2])
     FT = u(fn) * T
@@ -1044,10 +1047,10 @@ def _wino_output_pool(M, b, th, tw, pooled, arg_max):
     for n in range(n_img):
         for f in range(fn):
             bf = b[f]
-            for i in range(th):
+            for i in range(ph):
                 m = u(f) * T + u((n * th + i) * (tw + 1))
-                o = u(((n * fn + f) * th + i) * tw)
-                for j in range(u(tw)):
+                o = u(((n * fn + f) * ph + i) * pw)
+                for j in range(u(pw)):
                     v0, v1, v2, v3 = _wino_tile_out(Mf, m + j, FT, bf)
                     v = v0
                     best = zero if v <= zero else v  # noqa: FURB136 (max() would change NaN handling)
