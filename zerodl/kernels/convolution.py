@@ -1588,6 +1588,11 @@ class _PreparedGroups:
                 self.prepare(*self.spans[g])
                 self.done[g] = True
 
+    def all(self) -> None:
+        """Every group prepared (by this thread, or waited for)."""
+        for g in range(len(self.spans)):
+            self(g)
+
 
 def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.ndarray, W: np.ndarray,
                     stride: int, pad: int, need_dx: bool,
@@ -1656,8 +1661,7 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
         elif relu_out is None:
             _bias_grad(g_src, db)
         elif bias_last and g_src is not dout:
-            for g in range(len(ready.spans)):
-                ready(g)  # every group's masked gradient stored (its dx task did it)
+            ready.all()  # every group's masked gradient stored (its dx task did it)
             _bias_grad(g_src, db)  # the same additions in the same order as the masked sum
         else:
             # Not from g_src while groups are being prepared: the masked sum reads dout and
