@@ -438,3 +438,17 @@ def test_affine_backward_refuses_gradients_that_do_not_fit(backend):
                        ((dz, W2, dx2, dW2, np.zeros(5)), r"db2 must be a C-contiguous \(4,\)")):
         with pytest.raises(ValueError, match=rf"conv_relu_pool_affine_backward: .*{what}"):
             op(*args, 2, pooled, arg, x, W, col, 1, pad, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_affine_dx_in_column_blocks_has_the_whole_products_bits(dtype):
+    # conv_relu_pool_affine_backward_numba makes SimpleConvNet's dx2 = dz @ W2ᵀ (batch 100,
+    # Affine(4320, 100)) in two column blocks on both cores: the same bits as the whole product.
+    rng = np.random.default_rng(21)
+    dz = rng.standard_normal((100, 100)).astype(dtype)
+    W2 = rng.standard_normal((4320, 100)).astype(dtype)
+    whole = np.dot(dz, W2.T)
+    blocks = np.full_like(whole, np.nan)
+    for c0, c1 in ((0, 2160), (2160, 4320)):
+        np.matmul(dz, W2[c0:c1].T, out=blocks[:, c0:c1])
+    np.testing.assert_array_equal(blocks, whole)

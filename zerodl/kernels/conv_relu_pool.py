@@ -412,11 +412,14 @@ def conv_relu_pool_affine_backward_numba(
     :func:`conv_relu_pool_backward_numba`, bit for bit.
 
     On the register-tile route, without the convolution's dx, when the Affine's products are big
-    enough to go on both cores: one call, whose first tasks are the Affine's ``dx2`` and ``dW2``
-    products (whole, as side by side) and whose other tasks, the convolution's groups of images, wait
-    for ``dx2`` (batch 100, SimpleConvNet's layer and Affine(4320, 100), 2 threads,
+    enough to go on both cores: one call, whose first tasks are the Affine's ``dx2`` product in two
+    column blocks and its ``dW2`` product (whole) and whose other tasks, the convolution's groups of
+    images, wait for ``dx2`` (batch 100, SimpleConvNet's layer and Affine(4320, 100), 2 threads,
     ``benchmarks_scripts/merged_calls.py``, two runs: float32 2.01-2.03 → 1.94-1.99 ms, float64
-    3.84-4.01 → 3.66-3.74 ms). Elsewhere the two in turn."""
+    3.84-4.01 → 3.66-3.74 ms; ``dx2`` in column blocks, both cores on it: SimpleConvNet steps, both
+    trees in alternating processes, 4 pairs, float32 3.10-3.19 → 3.05-3.09 ms, float64 5.75-5.99 →
+    5.54-5.83). Each element of a column block is the same dot product as the whole product's
+    (the same bits, tested). Elsewhere the two in turn."""
     _check_affine_grads(pooled.shape, W2, dz, dx2, dW2, db2)
     _, C, FH, FW = W.shape
     N, _, H, Wd = x.shape
@@ -428,24 +431,30 @@ def conv_relu_pool_affine_backward_numba(
         affine_backward_into_numba(dz, pooled.reshape(N, -1), W2, dx2, dW2, db2, parts)
         return conv_relu_pool_backward_numba(dx2.reshape(pooled.shape), pooled, arg_max, x, W, col, stride, pad,
                                              need_dx)
-    done = threading.Event()
+    # dx2 in two column blocks, one task each (each element the same dot product as the whole
+    # product's), so that both cores make it and the groups that wait for it start sooner.
+    cols = dx2.shape[1]
+    halves = [(0, cols // 2), (cols // 2, cols)]
+    done = [threading.Event() for _ in halves]
     failed: list[BaseException] = []
 
-    def dx_product() -> None:
+    def dx_product(half: int) -> None:
+        c0, c1 = halves[half]
         try:
-            np.dot(dz, W2.T, out=dx2)
+            np.matmul(dz, W2[c0:c1].T, out=dx2[:, c0:c1])
         except BaseException as exc:
             failed.append(exc)
             raise
         finally:
-            done.set()
+            done[half].set()
 
     def ready() -> None:
-        done.wait()  # task 0 is taken before any group: never a wait on a task not yet started
+        for event in done:  # tasks 0 and 1 are taken before any group: never a wait on a task not yet started
+            event.wait()
         if failed:
             raise RuntimeError("conv_relu_pool_affine_backward: the product dx2 failed") from failed[0]
 
-    first = [dx_product]
+    first = [lambda: dx_product(0), lambda: dx_product(1)]
     if dW2 is not None:
         x2 = pooled.reshape(N, -1)
         first.append(lambda: np.dot(x2.T, dz, out=dW2))
