@@ -1054,6 +1054,11 @@ def _time_case(fn: Callable[[], Any], number: int, repeats: int) -> list[float]:
     return times
 
 
+def _blas_size(config: BenchConfig) -> int:
+    """The side of the square products that measure the large-matrix rate (:func:`_blas_cases`)."""
+    return 1024 if config.size == "full" else 64
+
+
 def _blas_cases(config: BenchConfig) -> dict[str, Callable[[], Any]]:
     """Large square products through NumPy's OpenBLAS: the rate of the BLAS bound (zerodl's compiled
     kernels call this very library, see :mod:`zerodl.kernels._blas`).
@@ -1064,7 +1069,7 @@ def _blas_cases(config: BenchConfig) -> dict[str, Callable[[], Any]]:
     ``sgemm``, 163 after NumPy's), so the tables read float64 rates of 87-156 GFLOP/s and GEMM
     fractions up to twice too high.
     """
-    n = 1024 if config.size == "full" else 64
+    n = _blas_size(config)
     cases = {}
     rng = np.random.default_rng(config.seed)
     dts = {spec.dtype for spec in step_specs(config.size) if spec.kind == "mlp"}
@@ -1417,7 +1422,7 @@ def _rows(results: dict[str, Any], config: BenchConfig) -> list[dict[str, Any]]:
     for dt in ("float32", "float64"):
         seconds = nb_med.get(f"blas/numpy/{dt}")
         if seconds:
-            blas_rate[dt] = 2.0 * (1024 if config.size == "full" else 64) ** 3 / seconds
+            blas_rate[dt] = 2.0 * _blas_size(config) ** 3 / seconds
     results["blas_gflops"] = {dt: r / 1e9 for dt, r in blas_rate.items()}
     rss = results.get("rss", {})
     compile_s, errors = results.get("compile", {}), results.get("errors", {})

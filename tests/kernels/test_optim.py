@@ -88,6 +88,7 @@ def test_updates_in_halves_on_the_task_threads_give_the_same_bits(monkeypatch, o
         numba.set_num_threads(old)
     assert results["whole"][2] == 0 and results["halves"][2] == 1  # the halves took one call
     assert results["unlimited"][2] == 0  # BLAS free to use both cores: the update stays whole
+
     def every_array(name):
         params, states, _ = results[name]
         return params + [a for state in states for a in state]

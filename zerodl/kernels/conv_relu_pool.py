@@ -449,12 +449,12 @@ def conv_relu_pool_affine_backward_numba(
             done[half].set()
 
     def ready() -> None:
-        for event in done:  # tasks 0 and 1 are taken before any group: never a wait on a task not yet started
+        for event in done:  # the dx2 tasks are taken before any group: never a wait on a task not yet started
             event.wait()
         if failed:
             raise RuntimeError("conv_relu_pool_affine_backward: the product dx2 failed") from failed[0]
 
-    first = [lambda: dx_product(0), lambda: dx_product(1)]
+    first = [lambda h=h: dx_product(h) for h in range(len(halves))]
     if dW2 is not None:
         x2 = pooled.reshape(N, -1)
         first.append(lambda: np.dot(x2.T, dz, out=dW2))

@@ -1660,7 +1660,7 @@ def _backward_numba(dout: np.ndarray | None, relu_out: np.ndarray | None, x: np.
             bias(db)
         elif relu_out is None:
             _bias_grad(g_src, db)
-        elif bias_last and g_src is not dout:
+        elif bias_last:  # with relu_out and Winograd's dx, g_src is the masked gradient's buffer
             ready.all()  # every group's masked gradient stored (its dx task did it)
             _bias_grad(g_src, db)  # the same additions in the same order as the masked sum
         else:
